@@ -1,0 +1,100 @@
+//! The API's one error type and its single mapping to HTTP, in Label
+//! Studio's error shape: `{"id", "status_code", "version", "detail",
+//! "exc_info", "validation_errors"?}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use labelport_db::DbError;
+use labelport_domain::ValidationErrors;
+use serde_json::json;
+
+/// Reported as `version` in error bodies.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Validation error: {0}")]
+    Validation(ValidationErrors),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(ValidationErrors::field(field, message))
+    }
+
+    pub fn body(message: impl Into<String>) -> Self {
+        ApiError::Validation(ValidationErrors::non_field(message))
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::NotFound("Not found.".into())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => ApiError::not_found(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(e: ValidationErrors) -> Self {
+        ApiError::Validation(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut body = json!({
+            "id": id,
+            "status_code": status.as_u16(),
+            "version": VERSION,
+            "exc_info": null,
+        });
+        match &self {
+            ApiError::Validation(errors) => {
+                tracing::info!(error.id = %id, "rejected request: {}", errors.summary());
+                body["detail"] = "Validation error".into();
+                body["validation_errors"] = serde_json::to_value(errors).unwrap_or_default();
+            }
+            ApiError::Internal(message) => {
+                // The cause goes to the log only: it may name internals.
+                tracing::error!(error.id = %id, "internal error: {message}");
+                body["detail"] =
+                    "Internal server error; see the server log for this error id.".into();
+            }
+            ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
+            ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
+            ApiError::MethodNotAllowed => {
+                body["detail"] = "Method not allowed on this route.".into()
+            }
+        }
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,106 @@
+//! Extractors that turn bad input into Label Studio-shaped 400s and check
+//! the API token.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use labelport_db::UserRow;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body; a body that is not JSON or not of the expected shape is a
+/// 400 naming the problem (never axum's plain-text 415/422).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::body(format!("Could not read the request body: {e}")))?;
+        parse_json_body(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::body(
+            "The request body is empty; a JSON body is required.",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::body(format!("JSON parse error - {e}")))
+}
+
+/// Query parameters; unparsable values are a 400.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e: QueryRejection| {
+                ApiError::body(format!("Invalid query parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// The caller, authenticated by `Authorization: Token <key>`.
+pub struct AuthUser(pub UserRow);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header =
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or(ApiError::Unauthorized(
+                    "Authentication credentials were not provided.",
+                ))?;
+        let header = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("Invalid token header."))?;
+        let (scheme, key) = header.split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("token") {
+            return Err(ApiError::Unauthorized(
+                "Authentication credentials were not provided.",
+            ));
+        }
+        let key = key.trim();
+        if key.is_empty() || key.contains(' ') {
+            return Err(ApiError::Unauthorized("Invalid token header."));
+        }
+        match state.db.user_by_token(key).await? {
+            Some(user) => Ok(AuthUser(user)),
+            None => Err(ApiError::Unauthorized("Invalid token.")),
+        }
+    }
+}
+
+/// A numeric path id; anything else is a 404 like an unknown object.
+pub struct PathId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found())?;
+        raw.parse::<i64>()
+            .map(PathId)
+            .map_err(|_| ApiError::not_found())
+    }
+}

@@ -1,0 +1,131 @@
+//! The HTTP API: axum routers per resource, Label Studio-compatible paths
+//! and shapes, one error type mapped once to HTTP, and the OpenAPI document
+//! generated from the handlers' annotations.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::routing::get;
+use axum::{Json, Router, ServiceExt};
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod annotations;
+pub mod error;
+pub mod export;
+pub mod extract;
+pub mod misc;
+pub mod predictions;
+pub mod projects;
+pub mod state;
+pub mod tasks;
+pub mod views;
+
+pub use state::AppState;
+
+/// Largest request body: task imports of a few hundred thousand tasks.
+pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Labelport API", description = "Label Studio-compatible labeling API with cloud storage at its core."),
+    modifiers(&TokenAuth),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct TokenAuth;
+
+impl utoipa::Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <api token>`",
+            ))),
+        );
+    }
+}
+
+/// The routes and their OpenAPI document, built from the same list.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(misc::health))
+        .routes(routes!(misc::whoami))
+        .routes(routes!(projects::list_projects, projects::create_project))
+        .routes(routes!(
+            projects::get_project,
+            projects::patch_project,
+            projects::delete_project
+        ))
+        .routes(routes!(tasks::import_tasks))
+        .routes(routes!(export::export_project))
+        .routes(routes!(
+            tasks::list_project_tasks,
+            tasks::delete_project_tasks
+        ))
+        .routes(routes!(tasks::list_tasks, tasks::create_task))
+        .routes(routes!(
+            tasks::get_task,
+            tasks::patch_task,
+            tasks::delete_task
+        ))
+        .routes(routes!(
+            annotations::list_annotations,
+            annotations::create_annotation
+        ))
+        .routes(routes!(
+            annotations::get_annotation,
+            annotations::patch_annotation,
+            annotations::delete_annotation
+        ))
+        .routes(routes!(
+            predictions::list_predictions,
+            predictions::create_prediction
+        ))
+        .routes(routes!(
+            predictions::get_prediction,
+            predictions::patch_prediction,
+            predictions::delete_prediction
+        ))
+        .split_for_parts()
+}
+
+/// The whole application. `/path` and `/path/` are the same route: the
+/// trailing slash is trimmed before routing.
+pub fn app(state: AppState) -> NormalizePath<Router> {
+    let (router, openapi) = routes();
+    let openapi = Arc::new(openapi);
+    let router = router
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .fallback(misc::not_found)
+        .method_not_allowed_fallback(misc::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state);
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,342 @@
+//! `/api/tasks`, `/api/projects/{id}/tasks` and `/api/projects/{id}/import`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use labelport_db::{Db, TaskRow};
+use labelport_domain::import::{kind, parse_task_element, NewTask};
+use labelport_domain::ValidationErrors;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json_body, AuthUser, JsonBody, PathId, QueryParams};
+use crate::projects::page_window;
+use crate::state::AppState;
+use crate::views::{annotation_json, first_data_key, prediction_json, task_json};
+
+/// At most this many element errors are listed in one 400.
+const MAX_LISTED_ERRORS: usize = 20;
+
+/// Renders tasks with their annotations and predictions (two queries).
+pub async fn render_tasks(
+    db: &Db,
+    rows: &[TaskRow],
+    first_key: Option<&str>,
+) -> ApiResult<Vec<Value>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut annotations: HashMap<i64, Vec<Value>> = HashMap::new();
+    for a in db.annotations_of_tasks(&ids).await? {
+        annotations
+            .entry(a.task_id)
+            .or_default()
+            .push(annotation_json(&a, None)?);
+    }
+    let mut predictions: HashMap<i64, Vec<Value>> = HashMap::new();
+    for p in db.predictions_of_tasks(&ids).await? {
+        predictions
+            .entry(p.task_id)
+            .or_default()
+            .push(prediction_json(&p)?);
+    }
+    rows.iter()
+        .map(|r| {
+            task_json(
+                r,
+                first_key,
+                Some(annotations.remove(&r.id).unwrap_or_default()),
+                Some(predictions.remove(&r.id).unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+async fn project_first_key(db: &Db, project_id: i64) -> ApiResult<Option<String>> {
+    Ok(first_data_key(
+        &db.get_project(project_id).await?.label_config,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TaskListQuery {
+    /// Project whose tasks to list (required).
+    pub project: Option<i64>,
+    pub page: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/tasks", params(TaskListQuery), tag = "tasks",
+    responses((status = 200, description = "{tasks, total, total_annotations, total_predictions}; a page past the end has no tasks")))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    QueryParams(q): QueryParams<TaskListQuery>,
+) -> ApiResult<Json<Value>> {
+    let project_id = q
+        .project
+        .ok_or_else(|| ApiError::field("project", "This query parameter is required."))?;
+    let (page, size) = page_window(q.page, q.page_size, 100)?;
+    let first_key = project_first_key(&state.db, project_id).await?;
+    let rows = state
+        .db
+        .task_page(project_id, (page - 1) * size, size)
+        .await?;
+    let tasks = render_tasks(&state.db, &rows, first_key.as_deref()).await?;
+    let counts = state.db.project_counts(project_id).await?;
+    Ok(Json(json!({
+        "tasks": tasks,
+        "total": counts.task_number,
+        "total_annotations": counts.total_annotations_number,
+        "total_predictions": counts.total_predictions_number,
+    })))
+}
+
+#[utoipa::path(get, path = "/api/projects/{id}/tasks", params(("id" = i64, Path), crate::projects::PageQuery), tag = "tasks",
+    responses((status = 200, description = "A plain list of the project's tasks, paged")))]
+pub async fn list_project_tasks(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+    QueryParams(q): QueryParams<crate::projects::PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let (page, size) = page_window(q.page, q.page_size, 100)?;
+    let first_key = project_first_key(&state.db, id).await?;
+    let rows = state.db.task_page(id, (page - 1) * size, size).await?;
+    Ok(Json(Value::Array(
+        render_tasks(&state.db, &rows, first_key.as_deref()).await?,
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/projects/{id}/tasks", params(("id" = i64, Path)), tag = "tasks",
+    responses((status = 204, description = "All tasks of the project deleted")))]
+pub async fn delete_project_tasks(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    state.db.get_project(id).await?;
+    let n = state.db.delete_project_tasks(id).await?;
+    tracing::info!(project.id = id, tasks = n, "deleted all tasks of project");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TaskCreate {
+    pub project: i64,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    #[schema(value_type = Object)]
+    pub meta: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TaskPatch {
+    #[schema(value_type = Object)]
+    pub data: Option<Value>,
+    #[schema(value_type = Object)]
+    pub meta: Option<Value>,
+}
+
+fn require_object(field: &str, v: &Value) -> ApiResult<()> {
+    if v.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("Must be a JSON object, got {}.", kind(v)),
+        ))
+    }
+}
+
+#[utoipa::path(post, path = "/api/tasks", request_body = TaskCreate, tag = "tasks",
+    responses((status = 201, description = "The created task")))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonBody(input): JsonBody<TaskCreate>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require_object("data", &input.data)?;
+    let meta = input.meta.unwrap_or_else(|| json!({}));
+    require_object("meta", &meta)?;
+    let project = match state.db.get_project(input.project).await {
+        Err(labelport_db::DbError::NotFound) => {
+            return Err(ApiError::field(
+                "project",
+                format!("Invalid pk \"{}\" - object does not exist.", input.project),
+            ))
+        }
+        other => other?,
+    };
+    let task = NewTask {
+        data: input.data,
+        meta,
+        allow_skip: true,
+        annotations: vec![],
+        predictions: vec![],
+    };
+    let outcome = state
+        .db
+        .import_tasks(project.id, project.maximum_annotations, &[task], user.id)
+        .await?;
+    let row = state.db.get_task(outcome.task_ids[0]).await?;
+    let first_key = first_data_key(&project.label_config);
+    let body = task_json(&row, first_key.as_deref(), Some(vec![]), Some(vec![]))?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = i64, Path)), tag = "tasks",
+    responses((status = 200, description = "The task with annotations and predictions"), (status = 404, description = "No such task")))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let row = state.db.get_task(id).await?;
+    let first_key = project_first_key(&state.db, row.project_id).await?;
+    let mut rendered =
+        render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    Ok(Json(rendered.remove(0)))
+}
+
+#[utoipa::path(patch, path = "/api/tasks/{id}", params(("id" = i64, Path)), request_body = TaskPatch, tag = "tasks",
+    responses((status = 200, description = "The updated task")))]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    PathId(id): PathId,
+    JsonBody(input): JsonBody<TaskPatch>,
+) -> ApiResult<Json<Value>> {
+    let row = state.db.get_task(id).await?;
+    let data = match input.data {
+        Some(d) => {
+            require_object("data", &d)?;
+            d.to_string()
+        }
+        None => row.data,
+    };
+    let meta = match input.meta {
+        Some(m) => {
+            require_object("meta", &m)?;
+            m.to_string()
+        }
+        None => row.meta,
+    };
+    let row = state.db.update_task(id, &data, &meta, user.id).await?;
+    let first_key = project_first_key(&state.db, row.project_id).await?;
+    let mut rendered =
+        render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    Ok(Json(rendered.remove(0)))
+}
+
+#[utoipa::path(delete, path = "/api/tasks/{id}", params(("id" = i64, Path)), tag = "tasks",
+    responses((status = 204, description = "Deleted with its annotations and predictions")))]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    state.db.delete_task(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Parses an import body: a JSON list of elements or one element. Every
+/// element is checked before anything is written.
+pub fn parse_import_body(bytes: &[u8]) -> ApiResult<Vec<NewTask>> {
+    let body: Value = parse_json_body(bytes)?;
+    let elements = match body {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        other => {
+            return Err(ApiError::body(format!(
+                "Expected a list of tasks or one task, got {}.",
+                kind(&other)
+            )))
+        }
+    };
+    let mut errors = ValidationErrors::default();
+    let mut listed = 0;
+    let mut tasks = Vec::with_capacity(elements.len());
+    let mut failed = 0usize;
+    for (i, element) in elements.into_iter().enumerate() {
+        match parse_task_element(element) {
+            Ok(t) => tasks.push(t),
+            Err(e) => {
+                failed += 1;
+                if listed < MAX_LISTED_ERRORS {
+                    errors.add("tasks", format!("task #{i}: {e}"));
+                    listed += 1;
+                }
+            }
+        }
+    }
+    if failed > listed {
+        errors.add(
+            "tasks",
+            format!("… and {} more invalid tasks", failed - listed),
+        );
+    }
+    errors.into_result()?;
+    Ok(tasks)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ImportQuery {
+    /// Accepted for compatibility; imports always commit.
+    pub commit_to_project: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/api/projects/{id}/import", params(("id" = i64, Path), ImportQuery), tag = "tasks",
+    request_body(content = Vec<Object>, description = "A JSON list of tasks: bare data objects or {data, annotations, predictions, meta}"),
+    responses((status = 201, description = "task_count, annotation_count, prediction_count, duration"),
+        (status = 400, description = "Body is not JSON or an element is invalid; nothing was imported")))]
+pub async fn import_tasks(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    PathId(id): PathId,
+    QueryParams(_q): QueryParams<ImportQuery>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let started = Instant::now();
+    let project = state.db.get_project(id).await?;
+    let tasks = tokio::task::spawn_blocking(move || parse_import_body(&body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("import parser panicked: {e}")))??;
+    let outcome = state
+        .db
+        .import_tasks(project.id, project.maximum_annotations, &tasks, user.id)
+        .await?;
+    let data_columns: Vec<String> = {
+        let mut keys: Vec<String> = Vec::new();
+        for t in tasks.iter().take(100) {
+            if let Value::Object(m) = &t.data {
+                for k in m.keys() {
+                    if !keys.contains(k) {
+                        keys.push(k.clone());
+                    }
+                }
+            }
+        }
+        keys
+    };
+    tracing::info!(
+        project.id = id,
+        tasks = outcome.task_ids.len(),
+        "imported tasks"
+    );
+    let mut body = Map::new();
+    body.insert("task_count".into(), outcome.task_ids.len().into());
+    body.insert("annotation_count".into(), outcome.annotation_count.into());
+    body.insert("prediction_count".into(), outcome.prediction_count.into());
+    body.insert("predictions_count".into(), outcome.prediction_count.into());
+    body.insert("duration".into(), started.elapsed().as_secs_f64().into());
+    body.insert("file_upload_ids".into(), json!([]));
+    body.insert("could_be_tasks_list".into(), false.into());
+    body.insert("found_formats".into(), json!([]));
+    body.insert("data_columns".into(), json!(data_columns));
+    Ok((StatusCode::CREATED, Json(Value::Object(body))))
+}

@@ -1,0 +1,186 @@
+//! The database layer: one [`Db`] handle over SQLite (embedded default) or
+//! PostgreSQL, with migrations per backend and repository functions per
+//! resource. SQL is written once with `$N` placeholders, which both sqlx
+//! drivers accept, and run through the [`on_read!`]/[`on_write!`] macros that
+//! expand the same code for each backend's native types.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub mod annotations;
+pub mod predictions;
+pub mod projects;
+pub mod tasks;
+pub mod users;
+
+pub use annotations::AnnotationRow;
+pub use predictions::PredictionRow;
+pub use projects::{ProjectCounts, ProjectRow};
+pub use tasks::TaskRow;
+pub use users::UserRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Which backend; SQLite keeps one writer connection so that writers queue
+/// in-process instead of failing with "database is locked".
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: Pool,
+}
+
+/// Runs `$body` with `$p` bound to a pool fit for reads.
+#[macro_export]
+macro_rules! on_read {
+    ($db:expr, $p:ident => $body:expr) => {
+        match &$db.pool {
+            $crate::Pool::Sqlite { read: $p, .. } => $body,
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$p` bound to a pool fit for writes.
+#[macro_export]
+macro_rules! on_write {
+    ($db:expr, $p:ident => $body:expr) => {
+        match &$db.pool {
+            $crate::Pool::Sqlite { write: $p, .. } => $body,
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// `$start, $start+1, …` placeholders for `count` values, as `($a, $b), (…)`
+/// groups of `width` — for multi-row inserts.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 6);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push('$');
+            out.push_str(&n.to_string());
+            n += 1;
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Current time in Label Studio's format (`2026-11-29T04:09:48.540943Z`).
+pub fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+impl Db {
+    /// Opens `DATABASE_URL`-style URLs: `postgres://…` or `sqlite://path`.
+    pub async fn connect(url: &str) -> DbResult<Db> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            return Ok(Db {
+                pool: Pool::Postgres(pool),
+            });
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.read_only(false))
+            .await?;
+        Ok(Db {
+            pool: Pool::Sqlite { read, write },
+        })
+    }
+
+    pub async fn open_sqlite_file(path: &Path) -> DbResult<Db> {
+        Self::connect(&format!("sqlite://{}", path.display())).await
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite { .. } => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn migrate(&self) -> DbResult<()> {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
+            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// `SELECT 1` on the read pool, for `/health`.
+    pub async fn ping(&self) -> DbResult<()> {
+        on_read!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+pub(crate) fn not_found_if_none<T>(value: Option<T>) -> DbResult<T> {
+    value.ok_or(DbError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(super::placeholders(2, 2), "($1,$2),($3,$4)");
+    }
+}

@@ -1,0 +1,116 @@
+//! Projects and their aggregate counts.
+
+use crate::{not_found_if_none, now, on_read, on_write, Db, DbResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectRow {
+    pub id: i64,
+    pub title: String,
+    pub description: String,
+    pub label_config: String,
+    pub maximum_annotations: i64,
+    /// JSON object of the UI settings Labelport only stores and returns.
+    pub settings: String,
+    pub created_by: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The editable columns of a project.
+#[derive(Debug, Clone)]
+pub struct ProjectFields {
+    pub title: String,
+    pub description: String,
+    pub label_config: String,
+    pub maximum_annotations: i64,
+    pub settings: String,
+}
+
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct ProjectCounts {
+    pub task_number: i64,
+    pub finished_task_number: i64,
+    pub total_annotations_number: i64,
+    pub skipped_annotations_number: i64,
+    pub total_predictions_number: i64,
+    pub num_tasks_with_annotations: i64,
+}
+
+const PROJECT_COLUMNS: &str =
+    "id, title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at";
+
+impl Db {
+    pub async fn create_project(
+        &self,
+        fields: &ProjectFields,
+        created_by: i64,
+    ) -> DbResult<ProjectRow> {
+        let sql = format!(
+            "INSERT INTO projects (title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {PROJECT_COLUMNS}"
+        );
+        let at = now();
+        Ok(on_write!(self, p => sqlx::query_as::<_, ProjectRow>(&sql)
+            .bind(&fields.title).bind(&fields.description).bind(&fields.label_config)
+            .bind(fields.maximum_annotations).bind(&fields.settings).bind(created_by).bind(&at)
+            .fetch_one(p).await)?)
+    }
+
+    pub async fn get_project(&self, id: i64) -> DbResult<ProjectRow> {
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1");
+        not_found_if_none(
+            on_read!(self, p => sqlx::query_as::<_, ProjectRow>(&sql).bind(id).fetch_optional(p).await)?,
+        )
+    }
+
+    /// A page of projects, newest first as Label Studio lists them, and the total.
+    pub async fn list_projects(&self, offset: i64, limit: i64) -> DbResult<(Vec<ProjectRow>, i64)> {
+        let sql =
+            format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id DESC LIMIT $1 OFFSET $2");
+        on_read!(self, p => {
+            let rows = sqlx::query_as::<_, ProjectRow>(&sql).bind(limit).bind(offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(p).await?;
+            Ok((rows, total))
+        })
+    }
+
+    pub async fn update_project(&self, id: i64, fields: &ProjectFields) -> DbResult<ProjectRow> {
+        let sql = format!(
+            "UPDATE projects SET title = $1, description = $2, label_config = $3, maximum_annotations = $4,
+             settings = $5, updated_at = $6 WHERE id = $7 RETURNING {PROJECT_COLUMNS}"
+        );
+        let at = now();
+        not_found_if_none(on_write!(self, p => sqlx::query_as::<_, ProjectRow>(&sql)
+            .bind(&fields.title).bind(&fields.description).bind(&fields.label_config)
+            .bind(fields.maximum_annotations).bind(&fields.settings).bind(&at).bind(id)
+            .fetch_optional(p).await)?)
+    }
+
+    /// Deletes the project with its tasks, annotations and predictions.
+    pub async fn delete_project(&self, id: i64) -> DbResult<()> {
+        let done = on_write!(self, p => sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(crate::DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn project_counts(&self, id: i64) -> DbResult<ProjectCounts> {
+        // CAST keeps SUM a BIGINT on PostgreSQL (it would be NUMERIC).
+        let sql = "SELECT COUNT(*) AS task_number,
+                CAST(COALESCE(SUM(CASE WHEN is_labeled THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished_task_number,
+                CAST(COALESCE(SUM(total_annotations), 0) AS BIGINT) AS total_annotations_number,
+                CAST(COALESCE(SUM(cancelled_annotations), 0) AS BIGINT) AS skipped_annotations_number,
+                CAST(COALESCE(SUM(total_predictions), 0) AS BIGINT) AS total_predictions_number,
+                CAST(COALESCE(SUM(CASE WHEN total_annotations > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS num_tasks_with_annotations
+            FROM tasks WHERE project_id = $1";
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, ProjectCounts>(sql).bind(id).fetch_one(p).await)?,
+        )
+    }
+
+    pub async fn ground_truth_number(&self, id: i64) -> DbResult<i64> {
+        let sql = "SELECT COUNT(*) FROM annotations WHERE project_id = $1 AND ground_truth";
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(p).await)?)
+    }
+}

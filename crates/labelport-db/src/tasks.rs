@@ -1,0 +1,216 @@
+//! Tasks: batch import in one transaction, pages, and per-task counters.
+
+use labelport_domain::import::NewTask;
+
+use crate::{not_found_if_none, now, on_read, on_write, placeholders, Db, DbError, DbResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub data: String,
+    pub meta: String,
+    pub inner_id: i64,
+    pub overlap: i64,
+    pub is_labeled: bool,
+    pub allow_skip: bool,
+    pub total_annotations: i64,
+    pub cancelled_annotations: i64,
+    pub total_predictions: i64,
+    pub updated_by: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub(crate) const TASK_COLUMNS: &str = "id, project_id, data, meta, inner_id, overlap, is_labeled, allow_skip, \
+    total_annotations, cancelled_annotations, total_predictions, updated_by, created_at, updated_at";
+
+/// What an import wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOutcome {
+    pub task_ids: Vec<i64>,
+    pub annotation_count: usize,
+    pub prediction_count: usize,
+}
+
+/// Rows per multi-row INSERT: 12 values a task stays under SQLite's 32,766
+/// bound variables and PostgreSQL's 65,535.
+const TASK_BATCH: usize = 1000;
+const ANNOTATION_BATCH: usize = 1000;
+
+impl Db {
+    /// Inserts `tasks` (with their annotations and predictions) into a
+    /// project in one transaction: all or nothing.
+    pub async fn import_tasks(
+        &self,
+        project_id: i64,
+        maximum_annotations: i64,
+        tasks: &[NewTask],
+        user_id: i64,
+    ) -> DbResult<ImportOutcome> {
+        let at = now();
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            // Touching the project row locks it (PostgreSQL) so concurrent
+            // imports into one project take inner ids one after another.
+            let touched = sqlx::query("UPDATE projects SET updated_at = $1 WHERE id = $2")
+                .bind(&at).bind(project_id).execute(&mut *tx).await?;
+            if touched.rows_affected() == 0 {
+                return Err(DbError::NotFound);
+            }
+            let base: i64 = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(inner_id) FROM tasks WHERE project_id = $1")
+                .bind(project_id).fetch_one(&mut *tx).await?.unwrap_or(0);
+            let mut outcome = ImportOutcome { task_ids: vec![0; tasks.len()], ..Default::default() };
+            for (chunk_no, chunk) in tasks.chunks(TASK_BATCH).enumerate() {
+                let sql = format!(
+                    "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
+                     total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)
+                     VALUES {} RETURNING id, inner_id",
+                    placeholders(chunk.len(), 12)
+                );
+                let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
+                for (i, t) in chunk.iter().enumerate() {
+                    let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
+                    let total = t.annotations.len() as i64 - cancelled;
+                    q = q.bind(project_id)
+                        .bind(t.data.to_string())
+                        .bind(t.meta.to_string())
+                        .bind(base + (chunk_no * TASK_BATCH + i) as i64 + 1)
+                        .bind(maximum_annotations)
+                        .bind(total >= maximum_annotations)
+                        .bind(t.allow_skip)
+                        .bind(total)
+                        .bind(cancelled)
+                        .bind(t.predictions.len() as i64)
+                        .bind(&at)
+                        .bind(&at);
+                }
+                for (id, inner_id) in q.fetch_all(&mut *tx).await? {
+                    let index = (inner_id - base - 1) as usize;
+                    outcome.task_ids[index] = id;
+                }
+            }
+
+            let annotations: Vec<_> = tasks.iter().zip(&outcome.task_ids)
+                .flat_map(|(t, id)| t.annotations.iter().map(move |a| (*id, a))).collect();
+            for chunk in annotations.chunks(ANNOTATION_BATCH) {
+                let sql = format!(
+                    "INSERT INTO annotations (task_id, project_id, result, completed_by, updated_by,
+                     was_cancelled, ground_truth, lead_time, created_at, updated_at) VALUES {}",
+                    placeholders(chunk.len(), 10)
+                );
+                let mut q = sqlx::query(&sql);
+                for (task_id, a) in chunk {
+                    q = q.bind(*task_id).bind(project_id).bind(a.result.to_string())
+                        .bind(user_id).bind(user_id).bind(a.was_cancelled).bind(a.ground_truth)
+                        .bind(a.lead_time).bind(&at).bind(&at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            outcome.annotation_count = annotations.len();
+
+            let predictions: Vec<_> = tasks.iter().zip(&outcome.task_ids)
+                .flat_map(|(t, id)| t.predictions.iter().map(move |pr| (*id, pr))).collect();
+            for chunk in predictions.chunks(ANNOTATION_BATCH) {
+                let sql = format!(
+                    "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at)
+                     VALUES {}",
+                    placeholders(chunk.len(), 7)
+                );
+                let mut q = sqlx::query(&sql);
+                for (task_id, pr) in chunk {
+                    q = q.bind(*task_id).bind(project_id).bind(pr.result.to_string())
+                        .bind(pr.score).bind(&pr.model_version).bind(&at).bind(&at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            outcome.prediction_count = predictions.len();
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    pub async fn get_task(&self, id: i64) -> DbResult<TaskRow> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        not_found_if_none(
+            on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(id).fetch_optional(p).await)?,
+        )
+    }
+
+    /// One page of a project's tasks in id order. The ids are found on the
+    /// covering index first so a deep OFFSET never touches table rows.
+    pub async fn task_page(
+        &self,
+        project_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<Vec<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (
+                SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3)
+             ORDER BY id"
+        );
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(limit).bind(offset).fetch_all(p).await)?,
+        )
+    }
+
+    /// Tasks with `id > after_id` in id order (keyset paging for export).
+    pub async fn tasks_after(
+        &self,
+        project_id: i64,
+        after_id: i64,
+        limit: i64,
+        only_annotated: bool,
+    ) -> DbResult<Vec<TaskRow>> {
+        let filter = if only_annotated {
+            "AND (total_annotations > 0 OR cancelled_annotations > 0)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND id > $2 {filter} ORDER BY id LIMIT $3"
+        );
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(after_id).bind(limit).fetch_all(p).await)?,
+        )
+    }
+
+    pub async fn update_task(
+        &self,
+        id: i64,
+        data: &str,
+        meta: &str,
+        user_id: i64,
+    ) -> DbResult<TaskRow> {
+        let sql = format!(
+            "UPDATE tasks SET data = $1, meta = $2, updated_by = $3, updated_at = $4 WHERE id = $5 RETURNING {TASK_COLUMNS}"
+        );
+        let at = now();
+        not_found_if_none(on_write!(self, p => sqlx::query_as::<_, TaskRow>(&sql)
+            .bind(data).bind(meta).bind(user_id).bind(&at).bind(id).fetch_optional(p).await)?)
+    }
+
+    pub async fn delete_task(&self, id: i64) -> DbResult<()> {
+        let done = on_write!(self, p => sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Deletes every task of a project; returns how many.
+    pub async fn delete_project_tasks(&self, project_id: i64) -> DbResult<u64> {
+        let done = on_write!(self, p => sqlx::query("DELETE FROM tasks WHERE project_id = $1").bind(project_id).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+}
+
+/// Recomputes a task's annotation/prediction counters inside a transaction.
+pub(crate) const REFRESH_TASK_COUNTERS: &str = "UPDATE tasks SET
+    total_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND NOT a.was_cancelled),
+    cancelled_annotations = (SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND a.was_cancelled),
+    total_predictions = (SELECT COUNT(*) FROM predictions pr WHERE pr.task_id = tasks.id),
+    is_labeled = ((SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND NOT a.was_cancelled) >= tasks.overlap)
+    WHERE id = $1";

@@ -1,0 +1,11 @@
+//! Plain types and rules of the labeling domain, free of I/O: label-config
+//! parsing, task payload shaping (`$undefined$`), import element parsing and
+//! the validation errors they produce.
+
+pub mod import;
+pub mod label_config;
+pub mod task_data;
+pub mod validation;
+
+pub use label_config::LabelConfig;
+pub use validation::ValidationErrors;

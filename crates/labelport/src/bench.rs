@@ -1,0 +1,144 @@
+//! `labelport bench`: imports N tasks through the HTTP API into a fresh
+//! database and times task-list pages. Prints figures; asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use labelport_api::AppState;
+use labelport_db::Db;
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Tasks to import.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Page size of the timed task-list requests.
+    #[arg(long, default_value_t = 100)]
+    page_size: usize,
+    /// Timed requests per page.
+    #[arg(long, default_value_t = 30)]
+    repeats: usize,
+    /// A PostgreSQL database to measure instead of a temporary SQLite file
+    /// (its tables get a new project; nothing is dropped).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let db = Db::connect(&url)
+        .await
+        .context("opening the bench database")?;
+    db.migrate().await?;
+    let token = labelport_db::users::generate_token();
+    db.ensure_user("bench", "bench-password", &token).await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(labelport_api::serve(
+        listener,
+        AppState { db: db.clone() },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let auth = format!("Token {token}");
+
+    let project: Value = http
+        .post(format!("{base}/api/projects/"))
+        .header("Authorization", &auth)
+        .json(&json!({"title": "bench", "label_config": "<View><Image name=\"image\" value=\"$image\"/><Choices name=\"c\" toName=\"image\"><Choice value=\"a\"/></Choices></View>"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let project_id = project["id"].as_i64().context("project id")?;
+
+    let tasks: Vec<Value> = (0..args.tasks)
+        .map(|i| json!({"image": format!("gs://bench/images/img_{i:07}.jpg"), "n": i}))
+        .collect();
+    let body = serde_json::to_vec(&tasks)?;
+    println!("backend: {}", db.backend_name());
+    println!(
+        "import body: {} tasks, {:.1} MB",
+        args.tasks,
+        body.len() as f64 / 1e6
+    );
+    let started = Instant::now();
+    let answer: Value = http
+        .post(format!("{base}/api/projects/{project_id}/import"))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        answer["task_count"].as_u64() == Some(args.tasks as u64),
+        "import answered {answer}"
+    );
+    println!(
+        "import: {} tasks in {:.3} s = {:.0} tasks/s (HTTP round trip, JSON parse and insert)",
+        args.tasks,
+        took.as_secs_f64(),
+        args.tasks as f64 / took.as_secs_f64()
+    );
+
+    let last_page = args.tasks.div_ceil(args.page_size).max(1);
+    let pages = [1, 1000.min(last_page)];
+    for page in pages {
+        let mut times = Vec::with_capacity(args.repeats);
+        for _ in 0..args.repeats + 3 {
+            let started = Instant::now();
+            let answer: Value = http
+                .get(format!(
+                    "{base}/api/tasks?project={project_id}&page={page}&page_size={}",
+                    args.page_size
+                ))
+                .header("Authorization", &auth)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            times.push(started.elapsed());
+            anyhow::ensure!(
+                answer["tasks"].as_array().is_some_and(|t| !t.is_empty()),
+                "empty page {page}"
+            );
+        }
+        let mut times = times.split_off(3); // first requests warm caches
+        times.sort();
+        println!(
+            "task list page {page} (page_size {}): p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms over {} requests",
+            args.page_size,
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.9)),
+            ms(*times.last().expect("repeats > 0")),
+            times.len()
+        );
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    db.close().await;
+    Ok(())
+}

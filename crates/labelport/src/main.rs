@@ -1,0 +1,247 @@
+//! `labelport`: the one binary. Subcommands: `serve`, `migrate`, `user`, `bench`.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use labelport_api::AppState;
+use labelport_db::users::generate_token;
+use labelport_db::Db;
+
+use crate::config::DbArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "labelport",
+    version,
+    about = "Self-hosted data labeling with cloud storage at its core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrations run first).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage users and API tokens.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Measure import and task-list speed on a fresh database; prints figures.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, env = "LABELPORT_HOST", default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, env = "LABELPORT_PORT", default_value_t = 8080)]
+    port: u16,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Make sure this user exists (with --password and --user-token).
+    #[arg(long, env = "LABELPORT_USERNAME")]
+    username: Option<String>,
+    #[arg(long, env = "LABELPORT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// The user's API token, exactly; generated and printed when omitted.
+    #[arg(long, env = "LABELPORT_USER_TOKEN", hide_env_values = true)]
+    user_token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user, or reset its password and token; prints the token.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, env = "LABELPORT_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// The API token to set; a new random one when omitted.
+        #[arg(long, env = "LABELPORT_USER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Give a user a new random API token and print it.
+    ResetToken {
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users (never their tokens).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LABELPORT_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let json = std::env::var("LABELPORT_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token must be usable in `Authorization: Token <key>`.
+fn check_token(token: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        token.len() >= 16
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "the API token must be at least 16 characters of letters, digits, '-' or '_'"
+    );
+    Ok(())
+}
+
+async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
+    match (&args.username, &args.password) {
+        (Some(username), Some(password)) => {
+            let (token, generated) = match &args.user_token {
+                Some(t) => (t.clone(), false),
+                None => (generate_token(), true),
+            };
+            check_token(&token)?;
+            let user = db.ensure_user(username, password, &token).await?;
+            tracing::info!(user.id = user.id, "user {username} is ready");
+            if generated {
+                println!("API token for {username}: {token}");
+            }
+        }
+        (Some(_), None) => anyhow::bail!("--username needs --password (or LABELPORT_PASSWORD)"),
+        (None, _) if args.user_token.is_some() => {
+            anyhow::bail!("--user-token needs --username and --password")
+        }
+        (None, _) => {
+            if db.count_users().await? == 0 {
+                let password = generate_token();
+                let token = generate_token();
+                db.ensure_user("admin", &password, &token).await?;
+                // Printed once, to the console only (never to the log).
+                println!("Created the first user.\n  username: admin\n  password: {password}\n  API token: {token}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db = args.db.open().await?;
+    db.migrate().await.context("running migrations")?;
+    ensure_startup_user(&db, &args).await?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| format!("invalid --host/--port {}:{}", args.host, args.port))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(
+        backend = db.backend_name(),
+        "Labelport listening on http://{}",
+        listener.local_addr()?
+    );
+    labelport_api::serve(listener, AppState { db: db.clone() }, shutdown_signal()).await?;
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn user(action: UserAction) -> anyhow::Result<()> {
+    match action {
+        UserAction::Create {
+            username,
+            password,
+            token,
+            db,
+        } => {
+            let db = db.open_migrated().await?;
+            let token = token.unwrap_or_else(generate_token);
+            check_token(&token)?;
+            db.ensure_user(&username, &password, &token).await?;
+            println!("{token}");
+        }
+        UserAction::ResetToken { username, db } => {
+            let db = db.open_migrated().await?;
+            let token = generate_token();
+            anyhow::ensure!(
+                db.set_user_token(&username, &token).await?,
+                "no user named {username}"
+            );
+            println!("{token}");
+        }
+        UserAction::List { db } => {
+            let db = db.open_migrated().await?;
+            for u in db.list_users().await? {
+                println!("{}\t{}\t{}", u.id, u.username, u.created_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(db) => {
+            db.open_migrated().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User { action } => user(action).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        assert!(super::check_token("0123456789abcdef0123").is_ok());
+        assert!(super::check_token("short").is_err());
+        assert!(super::check_token("has space 0123456789").is_err());
+    }
+}

@@ -1,0 +1,208 @@
+"""Fixtures for the end-to-end suite.
+
+The suite starts the real `labelport` binary once per session and drives it
+with Label Studio's official Python client (`label-studio-sdk==2.1.2`) and with
+plain `requests` for the error cases.
+
+Environment:
+  LABELPORT_BIN               path to the built `labelport` binary (required)
+  LABELPORT_E2E_DATABASE_URL  optional; passed to the server as DATABASE_URL
+                              (e.g. a PostgreSQL URL). Unset = embedded SQLite
+                              in a temporary data dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import requests
+
+ADMIN_USERNAME = "admin@example.com"
+ADMIN_PASSWORD = "secret-pass"
+STARTUP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 400
+
+# Set by the `server` fixture so that the terminal summary can print the log.
+_SERVER_LOG: Optional[Path] = None
+
+
+@dataclasses.dataclass
+class Server:
+    base_url: str
+    token: str
+    username: str
+    password: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return _read_log(self.log_path)
+
+
+def _read_log(path: Optional[Path], tail: int = LOG_TAIL_LINES) -> str:
+    if path is None or not path.exists():
+        return "<no server log>"
+    lines = path.read_text(errors="replace").splitlines()
+    if len(lines) > tail:
+        lines = [f"... ({len(lines) - tail} earlier lines omitted) ..."] + lines[-tail:]
+    return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_env() -> dict:
+    env = dict(os.environ)
+    # Never let a stray DATABASE_URL from the caller's shell point the server
+    # at some other database: only LABELPORT_E2E_DATABASE_URL selects one.
+    env.pop("DATABASE_URL", None)
+    db_url = os.environ.get("LABELPORT_E2E_DATABASE_URL")
+    if db_url:
+        env["DATABASE_URL"] = db_url
+    env.setdefault("RUST_BACKTRACE", "1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    global _SERVER_LOG
+    binary = os.environ.get("LABELPORT_BIN")
+    if not binary:
+        pytest.fail(
+            "LABELPORT_BIN is not set: point it at the built server binary, e.g.\n"
+            "  LABELPORT_BIN=target/debug/labelport python -m pytest tests/e2e",
+            pytrace=False,
+        )
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        pytest.fail(f"LABELPORT_BIN={binary!r} is not an executable file", pytrace=False)
+
+    workdir = tmp_path_factory.mktemp("labelport")
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    log_path = workdir / "server.log"
+    _SERVER_LOG = log_path
+    port = _free_port()
+    token = secrets.token_hex(20)  # 40 hex chars, like a Label Studio legacy token
+    cmd = [
+        binary, "serve",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--data-dir", str(data_dir),
+        "--username", ADMIN_USERNAME,
+        "--password", ADMIN_PASSWORD,
+        "--user-token", token,
+    ]
+    base_url = f"http://127.0.0.1:{port}"
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_server_env(), cwd=workdir
+    )
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last_err = None
+    while True:
+        if proc.poll() is not None:
+            log_file.close()
+            pytest.fail(
+                f"labelport exited with code {proc.returncode} during start-up.\n"
+                f"command: {' '.join(cmd)}\n--- server log ---\n{_read_log(log_path)}",
+                pytrace=False,
+            )
+        try:
+            r = requests.get(f"{base_url}/health", timeout=2)
+            if r.status_code == 200:
+                break
+            last_err = f"GET /health -> {r.status_code}: {r.text[:200]}"
+        except requests.RequestException as exc:
+            last_err = repr(exc)
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            log_file.close()
+            pytest.fail(
+                f"labelport did not answer 200 on GET /health within {STARTUP_TIMEOUT_S:.0f} s "
+                f"(last: {last_err}).\ncommand: {' '.join(cmd)}\n--- server log ---\n"
+                f"{_read_log(log_path)}",
+                pytrace=False,
+            )
+        time.sleep(0.1)
+
+    srv = Server(
+        base_url=base_url,
+        token=token,
+        username=ADMIN_USERNAME,
+        password=ADMIN_PASSWORD,
+        data_dir=data_dir,
+        log_path=log_path,
+        process=proc,
+    )
+    try:
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log_file.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from label_studio_sdk import LabelStudio
+
+    # max_retries=0: the SDK would otherwise silently retry (POSTs included) on
+    # 5xx/408/409/429 with back-off, which hides server errors and slows the run.
+    return LabelStudio(base_url=server.base_url, api_key=server.token, timeout=60, max_retries=0)
+
+
+class ApiSession(requests.Session):
+    """requests.Session that sends `Authorization: Token <key>` and resolves
+    paths starting with "/" against the server's base URL."""
+
+    def __init__(self, base_url: str, token: Optional[str]):
+        super().__init__()
+        self.base_url = base_url
+        if token is not None:
+            self.headers["Authorization"] = f"Token {token}"
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    with ApiSession(server.base_url, server.token) as s:
+        yield s
+
+
+@pytest.fixture
+def anon_http(server):
+    """Session without any Authorization header."""
+    with ApiSession(server.base_url, None) as s:
+        yield s
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    failed = terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
+    if failed and _SERVER_LOG is not None:
+        terminalreporter.section("labelport server log (stdout+stderr)")
+        terminalreporter.write_line(f"log file: {_SERVER_LOG}")
+        terminalreporter.write_line(_read_log(_SERVER_LOG))
