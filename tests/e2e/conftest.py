@@ -72,6 +72,7 @@ def _server_env() -> dict:
     if db_url:
         env["DATABASE_URL"] = db_url
     env.setdefault("RUST_BACKTRACE", "1")
+    env.setdefault("NO_COLOR", "1")  # plain-text log file
     return env
 
 

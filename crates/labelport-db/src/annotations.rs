@@ -1,7 +1,6 @@
 //! Annotations; every change refreshes its task's counters in the same
 //! transaction so task and project counts never drift.
 
-use crate::tasks::REFRESH_TASK_COUNTERS;
 use crate::{not_found_if_none, now, on_read, on_write, placeholders, Db, DbError, DbResult};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -54,7 +53,7 @@ impl Db {
                 .bind(fields.lead_time).bind(&at).bind(task_id)
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
-            sqlx::query(REFRESH_TASK_COUNTERS).bind(task_id).execute(&mut *tx).await?;
+            crate::refresh_task_counters!(tx, task_id);
             tx.commit().await?;
             Ok(row)
         })
@@ -76,7 +75,7 @@ impl Db {
         if task_ids.is_empty() {
             return Ok(vec![]);
         }
-        let list = placeholders(1, task_ids.len());
+        let list = placeholders(&self.pool, 1, task_ids.len());
         let sql = format!("SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE task_id IN {list} ORDER BY task_id, id");
         on_read!(self, p => {
             let mut q = sqlx::query_as::<_, AnnotationRow>(&sql);
@@ -105,7 +104,7 @@ impl Db {
                 .bind(fields.lead_time).bind(user_id).bind(&at).bind(id)
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
-            sqlx::query(REFRESH_TASK_COUNTERS).bind(row.task_id).execute(&mut *tx).await?;
+            crate::refresh_task_counters!(tx, row.task_id);
             tx.commit().await?;
             Ok(row)
         })
@@ -117,7 +116,7 @@ impl Db {
             let mut tx = p.begin().await?;
             let row = sqlx::query_as::<_, AnnotationRow>(&sql).bind(id).fetch_optional(&mut *tx).await?;
             let row = row.ok_or(DbError::NotFound)?;
-            sqlx::query(REFRESH_TASK_COUNTERS).bind(row.task_id).execute(&mut *tx).await?;
+            crate::refresh_task_counters!(tx, row.task_id);
             tx.commit().await?;
             Ok(row)
         })

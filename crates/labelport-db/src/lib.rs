@@ -39,6 +39,9 @@ pub enum DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
+/// sqlx, for tools (test harness, bench) that need a raw statement.
+pub use sqlx as sqlx_reexport;
+
 /// Which backend; SQLite keeps one writer connection so that writers queue
 /// in-process instead of failing with "database is locked".
 #[derive(Clone, Debug)]
@@ -74,9 +77,12 @@ macro_rules! on_write {
     };
 }
 
-/// `$start, $start+1, …` placeholders for `count` values, as `($a, $b), (…)`
-/// groups of `width` — for multi-row inserts.
-pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+/// Placeholders for `rows` groups of `width` values, `($1,$2),($3,$4)` —
+/// for multi-row inserts and IN lists. SQLite gets plain `?`: sqlx's SQLite
+/// driver resolves each `$N` by name in time growing with the count, which
+/// made a 12,000-value statement take 185 ms instead of ~5 ms.
+pub(crate) fn placeholders(pool: &Pool, rows: usize, width: usize) -> String {
+    let numbered = matches!(pool, Pool::Postgres(_));
     let mut out = String::with_capacity(rows * width * 6);
     let mut n = 1;
     for r in 0..rows {
@@ -88,9 +94,13 @@ pub(crate) fn placeholders(rows: usize, width: usize) -> String {
             if c > 0 {
                 out.push(',');
             }
-            out.push('$');
-            out.push_str(&n.to_string());
-            n += 1;
+            if numbered {
+                out.push('$');
+                out.push_str(&n.to_string());
+                n += 1;
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -179,8 +189,18 @@ pub(crate) fn not_found_if_none<T>(value: Option<T>) -> DbResult<T> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn placeholders_number_rows_in_order() {
-        assert_eq!(super::placeholders(2, 2), "($1,$2),($3,$4)");
+    #[tokio::test]
+    async fn placeholders_number_rows_in_order() {
+        let pg = super::Pool::Postgres(
+            sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://x@127.0.0.1/x")
+                .unwrap(),
+        );
+        assert_eq!(super::placeholders(&pg, 2, 2), "($1,$2),($3,$4)");
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::Db::open_sqlite_file(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        assert_eq!(super::placeholders(&db.pool, 2, 2), "(?,?),(?,?)");
     }
 }

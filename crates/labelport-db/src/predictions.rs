@@ -2,7 +2,6 @@
 
 use labelport_domain::import::NewPrediction;
 
-use crate::tasks::REFRESH_TASK_COUNTERS;
 use crate::{not_found_if_none, now, on_read, on_write, placeholders, Db, DbError, DbResult};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,7 +44,7 @@ impl Db {
                 .bind(new.result.to_string()).bind(new.score).bind(&new.model_version).bind(&at).bind(task_id)
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
-            sqlx::query(REFRESH_TASK_COUNTERS).bind(task_id).execute(&mut *tx).await?;
+            crate::refresh_task_counters!(tx, task_id);
             tx.commit().await?;
             Ok(row)
         })
@@ -74,7 +73,7 @@ impl Db {
         if task_ids.is_empty() {
             return Ok(vec![]);
         }
-        let list = placeholders(1, task_ids.len());
+        let list = placeholders(&self.pool, 1, task_ids.len());
         let sql = format!("SELECT {PREDICTION_COLUMNS} FROM predictions WHERE task_id IN {list} ORDER BY task_id, id");
         on_read!(self, p => {
             let mut q = sqlx::query_as::<_, PredictionRow>(&sql);
@@ -104,7 +103,7 @@ impl Db {
             let task_id: Option<i64> = sqlx::query_scalar("DELETE FROM predictions WHERE id = $1 RETURNING task_id")
                 .bind(id).fetch_optional(&mut *tx).await?;
             let task_id = task_id.ok_or(DbError::NotFound)?;
-            sqlx::query(REFRESH_TASK_COUNTERS).bind(task_id).execute(&mut *tx).await?;
+            crate::refresh_task_counters!(tx, task_id);
             tx.commit().await?;
             Ok(())
         })

@@ -26,7 +26,7 @@ pub struct ProjectFields {
     pub settings: String,
 }
 
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProjectCounts {
     pub task_number: i64,
     pub finished_task_number: i64,
@@ -96,6 +96,16 @@ impl Db {
     }
 
     pub async fn project_counts(&self, id: i64) -> DbResult<ProjectCounts> {
+        let sql = "SELECT task_number, finished_task_number, total_annotations_number, skipped_annotations_number,
+                total_predictions_number, num_tasks_with_annotations FROM projects WHERE id = $1";
+        not_found_if_none(
+            on_read!(self, p => sqlx::query_as::<_, ProjectCounts>(sql).bind(id).fetch_optional(p).await)?,
+        )
+    }
+
+    /// The counters recomputed from the tasks (a full scan): what the kept
+    /// counters must always equal. For tests and repair.
+    pub async fn project_counts_recomputed(&self, id: i64) -> DbResult<ProjectCounts> {
         // CAST keeps SUM a BIGINT on PostgreSQL (it would be NUMERIC).
         let sql = "SELECT COUNT(*) AS task_number,
                 CAST(COALESCE(SUM(CASE WHEN is_labeled THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished_task_number,

@@ -67,7 +67,7 @@ impl Db {
                     "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
                      total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)
                      VALUES {} RETURNING id, inner_id",
-                    placeholders(chunk.len(), 12)
+                    placeholders(&self.pool, chunk.len(), 12)
                 );
                 let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
                 for (i, t) in chunk.iter().enumerate() {
@@ -98,7 +98,7 @@ impl Db {
                 let sql = format!(
                     "INSERT INTO annotations (task_id, project_id, result, completed_by, updated_by,
                      was_cancelled, ground_truth, lead_time, created_at, updated_at) VALUES {}",
-                    placeholders(chunk.len(), 10)
+                    placeholders(&self.pool, chunk.len(), 10)
                 );
                 let mut q = sqlx::query(&sql);
                 for (task_id, a) in chunk {
@@ -116,7 +116,7 @@ impl Db {
                 let sql = format!(
                     "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at)
                      VALUES {}",
-                    placeholders(chunk.len(), 7)
+                    placeholders(&self.pool, chunk.len(), 7)
                 );
                 let mut q = sqlx::query(&sql);
                 for (task_id, pr) in chunk {
@@ -126,6 +126,15 @@ impl Db {
                 q.execute(&mut *tx).await?;
             }
             outcome.prediction_count = predictions.len();
+            let mut delta = CounterDelta { tasks: tasks.len() as i64, ..Default::default() };
+            for t in tasks {
+                let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
+                let total = t.annotations.len() as i64 - cancelled;
+                delta.add_task(total >= maximum_annotations, total, cancelled, t.predictions.len() as i64, 1);
+            }
+            sqlx::query(APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished).bind(delta.annotations)
+                .bind(delta.cancelled).bind(delta.predictions).bind(delta.with_annotations).bind(project_id)
+                .execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(outcome)
         })
@@ -193,18 +202,90 @@ impl Db {
     }
 
     pub async fn delete_task(&self, id: i64) -> DbResult<()> {
-        let done = on_write!(self, p => sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-        if done == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(())
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let sql = "DELETE FROM tasks WHERE id = $1
+                RETURNING project_id, is_labeled, total_annotations, cancelled_annotations, total_predictions";
+            let row = sqlx::query_as::<_, (i64, bool, i64, i64, i64)>(sql).bind(id).fetch_optional(&mut *tx).await?;
+            let (project_id, labeled, total, cancelled, predictions) = row.ok_or(DbError::NotFound)?;
+            let mut delta = CounterDelta { tasks: -1, ..Default::default() };
+            delta.add_task(labeled, total, cancelled, predictions, -1);
+            sqlx::query(APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished).bind(delta.annotations)
+                .bind(delta.cancelled).bind(delta.predictions).bind(delta.with_annotations).bind(project_id)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Deletes every task of a project; returns how many.
     pub async fn delete_project_tasks(&self, project_id: i64) -> DbResult<u64> {
-        let done = on_write!(self, p => sqlx::query("DELETE FROM tasks WHERE project_id = $1").bind(project_id).execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(done)
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query("DELETE FROM tasks WHERE project_id = $1").bind(project_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE projects SET task_number = 0, finished_task_number = 0, total_annotations_number = 0,
+                skipped_annotations_number = 0, total_predictions_number = 0, num_tasks_with_annotations = 0 WHERE id = $1")
+                .bind(project_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        })
     }
+}
+
+/// Changes to a project's counters.
+#[derive(Debug, Default)]
+pub(crate) struct CounterDelta {
+    pub tasks: i64,
+    pub finished: i64,
+    pub annotations: i64,
+    pub cancelled: i64,
+    pub predictions: i64,
+    pub with_annotations: i64,
+}
+
+impl CounterDelta {
+    /// Adds (`sign` 1) or removes (`sign` -1) one task's counters.
+    pub fn add_task(
+        &mut self,
+        labeled: bool,
+        total: i64,
+        cancelled: i64,
+        predictions: i64,
+        sign: i64,
+    ) {
+        self.finished += sign * i64::from(labeled);
+        self.annotations += sign * total;
+        self.cancelled += sign * cancelled;
+        self.predictions += sign * predictions;
+        self.with_annotations += sign * i64::from(total > 0);
+    }
+}
+
+pub(crate) const APPLY_PROJECT_DELTA: &str = "UPDATE projects SET task_number = task_number + $1,
+    finished_task_number = finished_task_number + $2, total_annotations_number = total_annotations_number + $3,
+    skipped_annotations_number = skipped_annotations_number + $4, total_predictions_number = total_predictions_number + $5,
+    num_tasks_with_annotations = num_tasks_with_annotations + $6 WHERE id = $7";
+
+/// Recomputes one task's counters and moves its project's counters by the
+/// difference, inside the caller's transaction.
+#[macro_export]
+macro_rules! refresh_task_counters {
+    ($tx:expr, $task_id:expr) => {{
+        let counters_sql = "SELECT project_id, is_labeled, total_annotations, cancelled_annotations, total_predictions FROM tasks WHERE id = $1";
+        let before: Option<(i64, bool, i64, i64, i64)> =
+            sqlx::query_as(counters_sql).bind($task_id).fetch_optional(&mut *$tx).await?;
+        sqlx::query($crate::tasks::REFRESH_TASK_COUNTERS).bind($task_id).execute(&mut *$tx).await?;
+        let after: Option<(i64, bool, i64, i64, i64)> =
+            sqlx::query_as(counters_sql).bind($task_id).fetch_optional(&mut *$tx).await?;
+        if let (Some(b), Some(a)) = (before, after) {
+            let mut delta = $crate::tasks::CounterDelta::default();
+            delta.add_task(b.1, b.2, b.3, b.4, -1);
+            delta.add_task(a.1, a.2, a.3, a.4, 1);
+            sqlx::query($crate::tasks::APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished)
+                .bind(delta.annotations).bind(delta.cancelled).bind(delta.predictions)
+                .bind(delta.with_annotations).bind(a.0).execute(&mut *$tx).await?;
+        }
+    }};
 }
 
 /// Recomputes a task's annotation/prediction counters inside a transaction.

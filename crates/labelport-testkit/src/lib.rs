@@ -1,1 +1,260 @@
+//! Test harness for Labelport: a real server on a free port over a fresh
+//! SQLite or PostgreSQL database ([`TestApp`]), and the real GCS emulator
+//! fake-gcs-server on a free port ([`FakeGcs`]).
+//!
+//! PostgreSQL runs when `LABELPORT_TEST_DATABASE_URL` names a server (each
+//! app gets its own new database there); SQLite always runs.
 
+mod fake_gcs;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use labelport_api::AppState;
+use labelport_db::Db;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub use fake_gcs::FakeGcs;
+
+/// Env var naming a PostgreSQL server for tests (any database on it).
+pub const TEST_DATABASE_URL_ENV: &str = "LABELPORT_TEST_DATABASE_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends to run every database test on.
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    if std::env::var(TEST_DATABASE_URL_ENV).is_ok_and(|v| !v.is_empty()) {
+        out.push(Backend::Postgres);
+    }
+    out
+}
+
+/// A fresh, migrated database; PostgreSQL ones are dropped by [`TestDb::drop_database`].
+pub struct TestDb {
+    pub db: Db,
+    pub url: String,
+    pg_admin: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> anyhow::Result<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                let db = Db::connect(&url).await?;
+                db.migrate().await?;
+                Ok(TestDb {
+                    db,
+                    url,
+                    pg_admin: None,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let admin_url =
+                    std::env::var(TEST_DATABASE_URL_ENV).context(TEST_DATABASE_URL_ENV)?;
+                let name = format!("labelport_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Db::connect(&admin_url)
+                    .await
+                    .context("connecting to the test PostgreSQL server")?;
+                if let labelport_db::Pool::Postgres(p) = &admin.pool {
+                    sqlx_exec(p, &format!("CREATE DATABASE {name}")).await?;
+                }
+                admin.close().await;
+                let url = replace_db_name(&admin_url, &name);
+                let db = Db::connect(&url).await?;
+                db.migrate().await?;
+                Ok(TestDb {
+                    db,
+                    url,
+                    pg_admin: Some((admin_url, name)),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    pub async fn drop_database(self) {
+        self.db.close().await;
+        if let Some((admin_url, name)) = self.pg_admin {
+            if let Ok(admin) = Db::connect(&admin_url).await {
+                if let labelport_db::Pool::Postgres(p) = &admin.pool {
+                    let _ =
+                        sqlx_exec(p, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+                admin.close().await;
+            }
+        }
+    }
+}
+
+async fn sqlx_exec(pool: &sqlx_pg::PgPool, sql: &str) -> anyhow::Result<()> {
+    sqlx_pg::query(sql).execute(pool).await?;
+    Ok(())
+}
+
+/// sqlx re-exported through the db crate's dependency.
+mod sqlx_pg {
+    pub use labelport_db::sqlx_reexport::postgres::PgPool;
+    pub use labelport_db::sqlx_reexport::query;
+}
+
+/// A running server with one user, and a client that sends its token.
+pub struct TestApp {
+    pub base_url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    test_db: Option<TestDb>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub const TEST_TOKEN: &str = "feedc0de0123456789abcdef0123456789abcdef";
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::try_spawn(backend)
+            .await
+            .expect("starting the test app")
+    }
+
+    async fn try_spawn(backend: Backend) -> anyhow::Result<TestApp> {
+        let test_db = TestDb::new(backend).await?;
+        test_db
+            .db
+            .ensure_user("tester@example.com", "test-password", TEST_TOKEN)
+            .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState {
+            db: test_db.db.clone(),
+        };
+        let server = tokio::spawn(labelport_api::serve(listener, state, async {
+            let _ = stop_rx.await;
+        }));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(TestApp {
+            base_url,
+            token: TEST_TOKEN.into(),
+            http,
+            backend,
+            test_db: Some(test_db),
+            stop: Some(stop_tx),
+            server: Some(server),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.test_db.as_ref().expect("running").db
+    }
+
+    /// Sends a request with the token; returns status and JSON (Null when
+    /// the body is empty, a string when it is not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Token {}", self.token));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Posts raw bytes (for bodies that are not valid JSON).
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Token {}", self.token))
+            .header("Content-Type", "application/json")
+            .body(body);
+        read(req.send().await.expect("request sent")).await
+    }
+
+    /// Stops the server and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        if let Some(db) = self.test_db.take() {
+            db.drop_database().await;
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body read");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_database_name() {
+        assert_eq!(
+            super::replace_db_name("postgres://u@127.0.0.1:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@127.0.0.1:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::replace_db_name("postgres://127.0.0.1", "x"),
+            "postgres://127.0.0.1/x"
+        );
+    }
+}

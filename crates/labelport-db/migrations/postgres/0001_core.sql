@@ -18,6 +18,14 @@ CREATE TABLE projects (
     label_config        TEXT NOT NULL,
     maximum_annotations BIGINT NOT NULL DEFAULT 1,
     settings            TEXT NOT NULL DEFAULT '{}',
+    -- Counters kept in step by every task/annotation/prediction write, so
+    -- a task page never aggregates over the whole project.
+    task_number                BIGINT NOT NULL DEFAULT 0,
+    finished_task_number       BIGINT NOT NULL DEFAULT 0,
+    total_annotations_number   BIGINT NOT NULL DEFAULT 0,
+    skipped_annotations_number BIGINT NOT NULL DEFAULT 0,
+    total_predictions_number   BIGINT NOT NULL DEFAULT 0,
+    num_tasks_with_annotations BIGINT NOT NULL DEFAULT 0,
     created_by          BIGINT REFERENCES users(id) ON DELETE SET NULL,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL

@@ -1,0 +1,606 @@
+//! Integration tests of the HTTP API against a real server on SQLite and
+//! (when `LABELPORT_TEST_DATABASE_URL` is set) PostgreSQL.
+
+use labelport_testkit::{backends, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const IMAGE_CONFIG: &str = r#"<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image"><Label value="Cat"/></RectangleLabels></View>"#;
+
+async fn project(app: &TestApp, config: &str) -> i64 {
+    let (s, p) = app
+        .post(
+            "/api/projects/",
+            json!({"title": "t", "label_config": config}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    p["id"].as_i64().unwrap()
+}
+
+/// The counters kept on the project equal a full recount of its tasks.
+async fn assert_counts_consistent(app: &TestApp, project_id: i64) {
+    let kept = app.db().project_counts(project_id).await.unwrap();
+    let recounted = app
+        .db()
+        .project_counts_recomputed(project_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept, recounted,
+        "kept project counters drifted from the tasks"
+    );
+}
+
+fn assert_error_shape(body: &Value, status: u16) {
+    assert_eq!(body["status_code"], status, "{body}");
+    assert!(body["id"].is_string(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    assert!(body.get("exc_info").is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn authentication_is_required_and_checked() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let url = format!("{}/api/projects", app.base_url);
+        let r = app.http.get(&url).send().await.unwrap();
+        let (s, body) = labelport_testkit::read(r).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_error_shape(&body, 401);
+        let r = app
+            .http
+            .get(&url)
+            .header("Authorization", "Token wrong-token-value")
+            .send()
+            .await
+            .unwrap();
+        let (s, body) = labelport_testkit::read(r).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "Invalid token.");
+        let r = app
+            .http
+            .get(&url)
+            .header("Authorization", "Bearer x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let (s, _) = app.get("/api/projects").await;
+        assert_eq!(s, StatusCode::OK);
+        // /health needs no token.
+        let r = app
+            .http
+            .get(format!("{}/health", app.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let (s, me) = app.get("/api/current-user/whoami").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(me["email"], "tester@example.com");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn projects_crud_with_validation_and_both_slash_forms() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let (s, p) = app
+            .post("/api/projects", json!({"title": "Cats", "description": "d", "label_config": IMAGE_CONFIG, "show_skip_button": false}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let id = p["id"].as_i64().unwrap();
+        assert_eq!(p["title"], "Cats");
+        assert_eq!(p["show_skip_button"], false);
+        assert_eq!(p["maximum_annotations"], 1);
+        assert_eq!(p["task_number"], 0);
+        assert_eq!(
+            p["parsed_label_config"]["label"]["inputs"][0]["value"],
+            "image"
+        );
+
+        for path in [
+            format!("/api/projects/{id}"),
+            format!("/api/projects/{id}/"),
+        ] {
+            let (s, got) = app.get(&path).await;
+            assert_eq!(s, StatusCode::OK, "{path}");
+            assert_eq!(got["id"], id);
+        }
+        let (s, patched) = app
+            .patch(&format!("/api/projects/{id}"), json!({"title": "Dogs"}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(patched["title"], "Dogs");
+        assert_eq!(
+            patched["description"], "d",
+            "PATCH keeps fields it does not name"
+        );
+        assert_eq!(patched["show_skip_button"], false);
+
+        // Bad configs and fields: 400 naming the field, nothing changed.
+        for (body, field) in [
+            (
+                json!({"label_config": "<View><Image name='i' value='$x'></View>"}),
+                "label_config",
+            ),
+            (json!({"label_config": "<View></View>"}), "label_config"),
+            (
+                json!({"label_config": "<View><Image name='i' value='$x'/><Choices name='c' toName='zz'/></View>"}),
+                "label_config",
+            ),
+            (json!({"title": "x".repeat(51)}), "title"),
+            (json!({"maximum_annotations": 0}), "maximum_annotations"),
+            (json!({"show_skip_button": "yes"}), "show_skip_button"),
+        ] {
+            let (s, e) = app
+                .patch(&format!("/api/projects/{id}"), body.clone())
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+            assert_error_shape(&e, 400);
+            assert!(e["validation_errors"][field].is_array(), "{body} -> {e}");
+            let (s, e) = app.post("/api/projects", body.clone()).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {e}");
+        }
+        let (s, e) = app.post("/api/projects", json!({"title": 5})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(e["validation_errors"]["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("JSON"));
+        let (s, e) = app.post_raw("/api/projects", "{not json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        let (_, got) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(got["title"], "Dogs");
+
+        // A project without a config gets Label Studio's empty default.
+        let (s, p2) = app.post("/api/projects", json!({"title": "empty"})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(p2["label_config"], "<View></View>");
+
+        // Paged list, newest first; a page past the end is empty, not an error.
+        let (s, list) = app.get("/api/projects?page_size=1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(list["count"], 2);
+        assert_eq!(list["results"][0]["title"], "empty");
+        assert!(list["next"].as_str().unwrap().contains("page=2"));
+        let (_, page2) = app.get("/api/projects?page_size=1&page=2").await;
+        assert_eq!(page2["results"][0]["id"], id);
+        assert!(page2["next"].is_null());
+        let (s, page3) = app.get("/api/projects?page_size=1&page=3").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(page3["results"], json!([]));
+        let (s, _) = app.get("/api/projects?page=0").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+
+        let (s, _) = app.delete(&format!("/api/projects/{id}/")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, e) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_error_shape(&e, 404);
+        let (s, _) = app.get("/api/projects/not-a-number").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, e) = app.get("/api/no/such/route").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_error_shape(&e, 404);
+        let (s, _) = app.call(reqwest::Method::PUT, "/api/projects", None).await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn import_is_all_or_nothing_and_counts_are_kept() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let id = project(&app, IMAGE_CONFIG).await;
+        let (s, r) = app
+            .post(
+                &format!("/api/projects/{id}/import"),
+                json!([
+                    {"image": "a.jpg"},
+                    {"data": {"image": "b.jpg"}, "meta": {"source": "x"},
+                     "annotations": [{"result": [{"type": "rectanglelabels", "value": {}}]},
+                                     {"result": [], "was_cancelled": true}],
+                     "predictions": [{"result": [], "score": 0.9, "model_version": "m1"}]},
+                ]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert_eq!(r["task_count"], 2);
+        assert_eq!(r["annotation_count"], 2);
+        assert_eq!(r["prediction_count"], 1);
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(p["task_number"], 2);
+        assert_eq!(p["total_annotations_number"], 1);
+        assert_eq!(p["skipped_annotations_number"], 1);
+        assert_eq!(p["total_predictions_number"], 1);
+        assert_eq!(p["num_tasks_with_annotations"], 1);
+        assert_eq!(p["finished_task_number"], 1);
+
+        // One object is one task.
+        let (s, r) = app
+            .post(
+                &format!("/api/projects/{id}/import"),
+                json!({"image": "c.jpg"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(r["task_count"], 1);
+
+        // Broken bodies and bad elements import nothing.
+        for raw in ["[{\"image\": 1},", "", "42", "[1, 2]"] {
+            let (s, e) = app
+                .post_raw(&format!("/api/projects/{id}/import"), raw)
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{raw}: {e}");
+            assert_error_shape(&e, 400);
+        }
+        let (s, e) = app
+            .post(
+                &format!("/api/projects/{id}/import"),
+                json!([{"image": "ok.jpg"}, {"data": {"image": "z"}, "annotations": [{"result": "nope"}]}, {"img": "typo"}]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let listed = &e["validation_errors"]["tasks"];
+        assert!(listed[0].as_str().unwrap().starts_with("task #1"), "{e}");
+        assert!(
+            listed[1].as_str().unwrap().contains("no \"image\" key"),
+            "{e}"
+        );
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(
+            p["task_number"], 3,
+            "nothing of the rejected imports was written"
+        );
+        assert_counts_consistent(&app, id).await;
+        let (s, _) = app
+            .post("/api/projects/999999/import", json!([{"a": 1}]))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn task_pages_crud_and_undefined_key() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let id = project(&app, IMAGE_CONFIG).await;
+        let tasks: Vec<Value> = (0..250)
+            .map(|i| json!({"image": format!("{i}.jpg"), "n": i}))
+            .collect();
+        let (s, _) = app
+            .post(&format!("/api/projects/{id}/import"), Value::Array(tasks))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let mut seen = Vec::new();
+        for page in 1..=4 {
+            let (s, r) = app
+                .get(&format!(
+                    "/api/tasks/?fields=all&page={page}&page_size=100&project={id}"
+                ))
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(r["total"], 250);
+            let items = r["tasks"].as_array().unwrap();
+            assert_eq!(items.len(), [100, 100, 50, 0][page - 1], "page {page}");
+            seen.extend(items.iter().map(|t| t["data"]["n"].as_i64().unwrap()));
+        }
+        assert_eq!(
+            seen,
+            (0..250).collect::<Vec<_>>(),
+            "every task once, in order"
+        );
+        let (s, _) = app.get("/api/tasks").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "project is required");
+        let (s, _) = app
+            .get(&format!("/api/tasks?project={id}&page_size=0"))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = app.get(&format!("/api/tasks?project={id}&page=abc")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, plain) = app
+            .get(&format!("/api/projects/{id}/tasks?page_size=10"))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(plain.as_array().unwrap().len(), 10);
+
+        // $undefined$ is stored raw and shown under the first data key.
+        let (s, t) = app
+            .post(
+                "/api/tasks",
+                json!({"project": id, "data": {"$undefined$": "gs://b/k.jpg"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        assert_eq!(t["data"], json!({"image": "gs://b/k.jpg"}));
+        let tid = t["id"].as_i64().unwrap();
+        let (_, got) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(got["data"], json!({"image": "gs://b/k.jpg"}));
+        let stored = app.db().get_task(tid).await.unwrap();
+        assert_eq!(stored.data, r#"{"$undefined$":"gs://b/k.jpg"}"#);
+
+        let (s, t) = app
+            .patch(
+                &format!("/api/tasks/{tid}"),
+                json!({"data": {"image": "new.jpg"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(t["data"]["image"], "new.jpg");
+        let (s, e) = app
+            .patch(&format!("/api/tasks/{tid}"), json!({"data": [1]}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(e["validation_errors"]["data"].is_array());
+        let (s, e) = app
+            .post("/api/tasks", json!({"project": 424242, "data": {}}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["validation_errors"]["project"].is_array());
+        let (s, _) = app.delete(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        assert_counts_consistent(&app, id).await;
+        let (s, _) = app.delete(&format!("/api/projects/{id}/tasks/")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(p["task_number"], 0);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn annotations_and_predictions_lifecycle() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let id = project(&app, IMAGE_CONFIG).await;
+        let (_, t) = app
+            .post(
+                "/api/tasks",
+                json!({"project": id, "data": {"image": "a.jpg"}}),
+            )
+            .await;
+        let tid = t["id"].as_i64().unwrap();
+        let result = json!([{"from_name": "label", "to_name": "image", "type": "rectanglelabels",
+            "value": {"x": 1, "y": 2, "width": 3, "height": 4, "rectanglelabels": ["Cat"]},
+            "original_width": 1, "original_height": 1}]);
+        let (s, a) = app
+            .post(&format!("/api/tasks/{tid}/annotations/"), json!({"result": result, "ground_truth": false, "lead_time": 1.0, "was_cancelled": false}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{a}");
+        let aid = a["id"].as_i64().unwrap();
+        assert_eq!(a["task"], tid);
+        assert_eq!(a["project"], id);
+        assert_eq!(a["result"], result);
+        let (_, task) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(task["is_labeled"], true);
+        assert_eq!(task["total_annotations"], 1);
+        assert_eq!(task["annotations"][0]["id"], aid);
+
+        for bad in [
+            json!({"result": "nope"}),
+            json!({"result": [1, 2]}),
+            json!({"result": {"a": 1}}),
+        ] {
+            let (s, e) = app
+                .post(&format!("/api/tasks/{tid}/annotations"), bad.clone())
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e["validation_errors"]["result"].is_array(), "{e}");
+            let (s, _) = app.patch(&format!("/api/annotations/{aid}"), bad).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+        }
+        let (s, _) = app
+            .post("/api/tasks/999999/annotations", json!({"result": []}))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        let (s, a2) = app
+            .patch(
+                &format!("/api/annotations/{aid}/"),
+                json!({"was_cancelled": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            a2["result"], result,
+            "PATCH keeps the result it does not name"
+        );
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(p["total_annotations_number"], 0);
+        assert_eq!(p["skipped_annotations_number"], 1);
+        let (s, list) = app.get(&format!("/api/tasks/{tid}/annotations")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(list.as_array().unwrap().len(), 1);
+
+        let (s, _) = app.delete(&format!("/api/annotations/{aid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.get(&format!("/api/annotations/{aid}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (_, task) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(task["is_labeled"], false);
+        assert_eq!(task["cancelled_annotations"], 0);
+
+        let (s, pr) = app
+            .post(
+                "/api/predictions",
+                json!({"task": tid, "result": result, "score": 0.25, "model_version": "v2"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{pr}");
+        let pid = pr["id"].as_i64().unwrap();
+        let (_, list) = app.get(&format!("/api/predictions?task={tid}")).await;
+        assert_eq!(list[0]["score"], 0.25);
+        let (_, list) = app.get(&format!("/api/predictions?project={id}")).await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let (s, pr) = app
+            .patch(&format!("/api/predictions/{pid}"), json!({"score": 0.5}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(pr["model_version"], "v2");
+        assert_eq!(pr["score"], 0.5);
+        let (s, _) = app
+            .post("/api/predictions", json!({"task": tid, "result": "x"}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = app
+            .post("/api/predictions", json!({"task": 999999, "result": []}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (_, task) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(task["total_predictions"], 1);
+        let (s, _) = app.delete(&format!("/api/predictions/{pid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (_, task) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(task["total_predictions"], 0);
+        assert_counts_consistent(&app, id).await;
+        // Deleting an annotated task takes its counts off the project.
+        let (_, a) = app
+            .post(
+                &format!("/api/tasks/{tid}/annotations"),
+                json!({"result": result}),
+            )
+            .await;
+        assert!(a["id"].is_i64());
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(p["total_annotations_number"], 1);
+        let (s, _) = app.delete(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (_, p) = app.get(&format!("/api/projects/{id}")).await;
+        assert_eq!(
+            (
+                p["task_number"].as_i64(),
+                p["total_annotations_number"].as_i64()
+            ),
+            (Some(0), Some(0))
+        );
+        assert_counts_consistent(&app, id).await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn export_streams_every_page_and_filters_unannotated() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let id = project(&app, r#"<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/></Choices></View>"#).await;
+        // More than one export page (500) to cross page boundaries.
+        let mut tasks: Vec<Value> = (0..1203)
+            .map(|i| json!({"text": format!("t{i}")}))
+            .collect();
+        tasks.push(json!({"$undefined$": "gs://b/x.txt"}));
+        tasks[700] = json!({"data": {"text": "t700"}, "annotations": [{"result": [{"value": {"choices": ["a"]}}]}]});
+        let (s, _) = app
+            .post(&format!("/api/projects/{id}/import"), Value::Array(tasks))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+
+        let (s, all) = app
+            .get(&format!(
+                "/api/projects/{id}/export?exportType=JSON&download_all_tasks=true"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let all = all.as_array().expect("a JSON array");
+        assert_eq!(all.len(), 1204);
+        let ids: Vec<i64> = all.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "each task once, in order"
+        );
+        assert_eq!(
+            all[700]["annotations"][0]["result"][0]["value"]["choices"][0],
+            "a"
+        );
+        assert_eq!(all[1203]["data"], json!({"text": "gs://b/x.txt"}));
+
+        let (s, annotated) = app
+            .get(&format!("/api/projects/{id}/export?exportType=JSON"))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(annotated.as_array().unwrap().len(), 1);
+        assert_eq!(annotated[0]["data"]["text"], "t700");
+
+        let (s, _) = app
+            .get(&format!("/api/projects/{id}/export?exportType=CSV"))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = app
+            .get(&format!(
+                "/api/projects/{id}/export?download_all_tasks=maybe"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) = app.get("/api/projects/999999/export").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, empty) = app
+            .get(&format!(
+                "/api/projects/{}/export",
+                project(&app, IMAGE_CONFIG).await
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(empty, json!([]));
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_project_deletes_its_tasks_and_annotations() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let id = project(&app, IMAGE_CONFIG).await;
+        let (_, t) = app
+            .post("/api/tasks", json!({"project": id, "data": {"image": "a"}}))
+            .await;
+        let tid = t["id"].as_i64().unwrap();
+        let (_, a) = app
+            .post(
+                &format!("/api/tasks/{tid}/annotations"),
+                json!({"result": []}),
+            )
+            .await;
+        let (s, _) = app.delete(&format!("/api/projects/{id}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = app.get(&format!("/api/annotations/{}", a["id"])).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = app.delete(&format!("/api/projects/{id}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_handlers() {
+    let app = TestApp::spawn(labelport_testkit::Backend::Sqlite).await;
+    let r = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/projects",
+        "/api/projects/{id}",
+        "/api/projects/{id}/import",
+        "/api/tasks",
+        "/api/annotations/{id}",
+        "/health",
+    ] {
+        assert!(doc["paths"][path].is_object(), "missing {path}");
+    }
+    assert!(doc["paths"]["/api/projects"]["post"].is_object());
+    app.stop().await;
+}
