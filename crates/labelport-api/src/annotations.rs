@@ -66,19 +66,9 @@ pub async fn create_annotation(
         ground_truth: input.ground_truth.unwrap_or(false),
         lead_time: input.lead_time,
     };
-    let row = state
-        .db
-        .create_annotation(task_id, &fields, user.id)
-        .await?;
-    tracing::info!(
-        annotation.id = row.id,
-        task.id = task_id,
-        "created annotation"
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(annotation_json(&row, Some(&user.username))?),
-    ))
+    let row = state.db.create_annotation(task_id, &fields, user.id).await?;
+    tracing::info!(annotation.id = row.id, task.id = task_id, "created annotation");
+    Ok((StatusCode::CREATED, Json(annotation_json(&row, Some(&user.username))?)))
 }
 
 #[utoipa::path(get, path = "/api/annotations/{id}", params(("id" = i64, Path)), tag = "annotations",
@@ -88,10 +78,7 @@ pub async fn get_annotation(
     _user: AuthUser,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(annotation_json(
-        &state.db.get_annotation(id).await?,
-        None,
-    )?))
+    Ok(Json(annotation_json(&state.db.get_annotation(id).await?, None)?))
 }
 
 #[utoipa::path(patch, path = "/api/annotations/{id}", params(("id" = i64, Path)), request_body = AnnotationInput, tag = "annotations",

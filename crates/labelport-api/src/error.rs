@@ -86,14 +86,11 @@ impl IntoResponse for ApiError {
             ApiError::Internal(message) => {
                 // The cause goes to the log only: it may name internals.
                 tracing::error!(error.id = %id, "internal error: {message}");
-                body["detail"] =
-                    "Internal server error; see the server log for this error id.".into();
+                body["detail"] = "Internal server error; see the server log for this error id.".into();
             }
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
             ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
-            ApiError::MethodNotAllowed => {
-                body["detail"] = "Method not allowed on this route.".into()
-            }
+            ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),
         }
         (status, Json(body)).into_response()
     }

@@ -89,10 +89,7 @@ pub async fn export_project(
     PathId(id): PathId,
     QueryParams(q): QueryParams<ExportQuery>,
 ) -> ApiResult<Response> {
-    let format = q
-        .export_type_camel
-        .or(q.export_type)
-        .unwrap_or_else(|| "JSON".into());
+    let format = q.export_type_camel.or(q.export_type).unwrap_or_else(|| "JSON".into());
     if !format.eq_ignore_ascii_case("JSON") {
         return Err(ApiError::field(
             "exportType",
@@ -111,10 +108,7 @@ pub async fn export_project(
         finished: false,
     };
     let stream = futures::stream::try_unfold(cursor, next_chunk);
-    let filename = format!(
-        "project-{id}-at-{}.json",
-        chrono::Utc::now().format("%Y-%m-%d-%H-%M")
-    );
+    let filename = format!("project-{id}-at-{}.json", chrono::Utc::now().format("%Y-%m-%d-%H-%M"));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(

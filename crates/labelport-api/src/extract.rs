@@ -28,9 +28,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
 pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::body(
-            "The request body is empty; a JSON body is required.",
-        ));
+        return Err(ApiError::body("The request body is empty; a JSON body is required."));
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::body(format!("JSON parse error - {e}")))
 }
@@ -45,9 +43,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryPa
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryParams(q.0))
-            .map_err(|e: QueryRejection| {
-                ApiError::body(format!("Invalid query parameters: {}", e.body_text()))
-            })
+            .map_err(|e: QueryRejection| ApiError::body(format!("Invalid query parameters: {}", e.body_text())))
     }
 }
 
@@ -57,25 +53,17 @@ pub struct AuthUser(pub UserRow);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header =
-            parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .ok_or(ApiError::Unauthorized(
-                    "Authentication credentials were not provided.",
-                ))?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("Authentication credentials were not provided."))?;
         let header = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("Invalid token header."))?;
         let (scheme, key) = header.split_once(' ').unwrap_or((header, ""));
         if !scheme.eq_ignore_ascii_case("token") {
-            return Err(ApiError::Unauthorized(
-                "Authentication credentials were not provided.",
-            ));
+            return Err(ApiError::Unauthorized("Authentication credentials were not provided."));
         }
         let key = key.trim();
         if key.is_empty() || key.contains(' ') {
@@ -95,12 +83,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::not_found())?;
-        raw.parse::<i64>()
-            .map(PathId)
-            .map_err(|_| ApiError::not_found())
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        raw.parse::<i64>().map(PathId).map_err(|_| ApiError::not_found())
     }
 }

@@ -24,6 +24,7 @@ pub mod misc;
 pub mod predictions;
 pub mod projects;
 pub mod state;
+pub mod storages;
 pub mod tasks;
 pub mod views;
 
@@ -69,34 +70,34 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(tasks::import_tasks))
         .routes(routes!(export::export_project))
-        .routes(routes!(
-            tasks::list_project_tasks,
-            tasks::delete_project_tasks
-        ))
+        .routes(routes!(tasks::list_project_tasks, tasks::delete_project_tasks))
         .routes(routes!(tasks::list_tasks, tasks::create_task))
-        .routes(routes!(
-            tasks::get_task,
-            tasks::patch_task,
-            tasks::delete_task
-        ))
-        .routes(routes!(
-            annotations::list_annotations,
-            annotations::create_annotation
-        ))
+        .routes(routes!(tasks::get_task, tasks::patch_task, tasks::delete_task))
+        .routes(routes!(annotations::list_annotations, annotations::create_annotation))
         .routes(routes!(
             annotations::get_annotation,
             annotations::patch_annotation,
             annotations::delete_annotation
         ))
-        .routes(routes!(
-            predictions::list_predictions,
-            predictions::create_prediction
-        ))
+        .routes(routes!(predictions::list_predictions, predictions::create_prediction))
         .routes(routes!(
             predictions::get_prediction,
             predictions::patch_prediction,
             predictions::delete_prediction
         ))
+        .routes(routes!(storages::import_types))
+        .routes(routes!(storages::export_types))
+        .routes(routes!(storages::list_all_import))
+        .routes(routes!(storages::list_gcs, storages::create_gcs))
+        .routes(routes!(storages::validate_gcs))
+        .routes(routes!(storages::files_gcs))
+        .routes(routes!(
+            storages::get_gcs,
+            storages::patch_gcs,
+            storages::put_gcs,
+            storages::delete_gcs
+        ))
+        .routes(routes!(storages::sync_gcs))
         .split_for_parts()
 }
 

@@ -29,11 +29,7 @@ pub struct PredictionInput {
     pub model_version: Option<String>,
 }
 
-fn to_new(
-    result: Value,
-    score: Option<f64>,
-    model_version: Option<String>,
-) -> ApiResult<NewPrediction> {
+fn to_new(result: Value, score: Option<f64>, model_version: Option<String>) -> ApiResult<NewPrediction> {
     let raw = json!({"result": result, "score": score, "model_version": model_version});
     parse_prediction(&raw).map_err(|e| ApiError::field("result", e))
 }
@@ -111,9 +107,7 @@ pub async fn patch_prediction(
         input.score.or(current.score),
         input.model_version.or(Some(current.model_version)),
     )?;
-    Ok(Json(prediction_json(
-        &state.db.update_prediction(id, &new).await?,
-    )?))
+    Ok(Json(prediction_json(&state.db.update_prediction(id, &new).await?)?))
 }
 
 #[utoipa::path(delete, path = "/api/predictions/{id}", params(("id" = i64, Path)), tag = "predictions",

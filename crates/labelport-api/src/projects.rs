@@ -40,11 +40,7 @@ pub struct PageQuery {
 }
 
 /// Checks and applies `input` over `current` (all defaults on create).
-fn apply_input(
-    current: ProjectFields,
-    input: ProjectInput,
-    creating: bool,
-) -> Result<ProjectFields, ValidationErrors> {
+fn apply_input(current: ProjectFields, input: ProjectInput, creating: bool) -> Result<ProjectFields, ValidationErrors> {
     let mut errors = ValidationErrors::default();
     let mut fields = current;
     if let Some(title) = input.title {
@@ -81,8 +77,7 @@ fn apply_input(
         fields.maximum_annotations = max;
     }
     let defaults = default_project_settings();
-    let mut settings: Map<String, Value> =
-        serde_json::from_str(&fields.settings).unwrap_or_default();
+    let mut settings: Map<String, Value> = serde_json::from_str(&fields.settings).unwrap_or_default();
     for (key, value) in input.settings {
         let Some(default) = defaults.get(&key) else {
             continue; // read-only or unknown fields (id, task_number, …) are ignored, as in Label Studio
@@ -97,10 +92,7 @@ fn apply_input(
                 | (_, Value::Null)
         );
         if !same_kind {
-            errors.add(
-                &key,
-                format!("Expected a value like {default}, got {value}."),
-            );
+            errors.add(&key, format!("Expected a value like {default}, got {value}."));
             continue;
         }
         settings.insert(key, value);
@@ -139,11 +131,7 @@ pub fn page_link(uri: &axum::http::Uri, page: i64) -> String {
 }
 
 /// Normalises `page`/`page_size` (pages start at 1).
-pub fn page_window(
-    page: Option<i64>,
-    page_size: Option<i64>,
-    default_size: i64,
-) -> ApiResult<(i64, i64)> {
+pub fn page_window(page: Option<i64>, page_size: Option<i64>, default_size: i64) -> ApiResult<(i64, i64)> {
     let page = page.unwrap_or(1);
     let size = page_size.unwrap_or(default_size);
     if page < 1 {
@@ -198,11 +186,7 @@ pub async fn create_project(
 
 #[utoipa::path(get, path = "/api/projects/{id}", params(("id" = i64, Path)), tag = "projects",
     responses((status = 200, description = "The project with its counts"), (status = 404, description = "No such project")))]
-pub async fn get_project(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
+pub async fn get_project(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<Json<Value>> {
     let row = state.db.get_project(id).await?;
     Ok(Json(render(&state, &row).await?))
 }

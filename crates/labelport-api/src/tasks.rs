@@ -25,11 +25,7 @@ use crate::views::{annotation_json, first_data_key, prediction_json, task_json};
 const MAX_LISTED_ERRORS: usize = 20;
 
 /// Renders tasks with their annotations and predictions (two queries).
-pub async fn render_tasks(
-    db: &Db,
-    rows: &[TaskRow],
-    first_key: Option<&str>,
-) -> ApiResult<Vec<Value>> {
+pub async fn render_tasks(db: &Db, rows: &[TaskRow], first_key: Option<&str>) -> ApiResult<Vec<Value>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut annotations: HashMap<i64, Vec<Value>> = HashMap::new();
     for a in db.annotations_of_tasks(&ids).await? {
@@ -40,10 +36,7 @@ pub async fn render_tasks(
     }
     let mut predictions: HashMap<i64, Vec<Value>> = HashMap::new();
     for p in db.predictions_of_tasks(&ids).await? {
-        predictions
-            .entry(p.task_id)
-            .or_default()
-            .push(prediction_json(&p)?);
+        predictions.entry(p.task_id).or_default().push(prediction_json(&p)?);
     }
     rows.iter()
         .map(|r| {
@@ -58,9 +51,7 @@ pub async fn render_tasks(
 }
 
 async fn project_first_key(db: &Db, project_id: i64) -> ApiResult<Option<String>> {
-    Ok(first_data_key(
-        &db.get_project(project_id).await?.label_config,
-    ))
+    Ok(first_data_key(&db.get_project(project_id).await?.label_config))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -83,10 +74,7 @@ pub async fn list_tasks(
         .ok_or_else(|| ApiError::field("project", "This query parameter is required."))?;
     let (page, size) = page_window(q.page, q.page_size, 100)?;
     let first_key = project_first_key(&state.db, project_id).await?;
-    let rows = state
-        .db
-        .task_page(project_id, (page - 1) * size, size)
-        .await?;
+    let rows = state.db.task_page(project_id, (page - 1) * size, size).await?;
     let tasks = render_tasks(&state.db, &rows, first_key.as_deref()).await?;
     let counts = state.db.project_counts(project_id).await?;
     Ok(Json(json!({
@@ -192,15 +180,10 @@ pub async fn create_task(
 
 #[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = i64, Path)), tag = "tasks",
     responses((status = 200, description = "The task with annotations and predictions"), (status = 404, description = "No such task")))]
-pub async fn get_task(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    PathId(id): PathId,
-) -> ApiResult<Json<Value>> {
+pub async fn get_task(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<Json<Value>> {
     let row = state.db.get_task(id).await?;
     let first_key = project_first_key(&state.db, row.project_id).await?;
-    let mut rendered =
-        render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
     Ok(Json(rendered.remove(0)))
 }
 
@@ -229,18 +212,13 @@ pub async fn patch_task(
     };
     let row = state.db.update_task(id, &data, &meta, user.id).await?;
     let first_key = project_first_key(&state.db, row.project_id).await?;
-    let mut rendered =
-        render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
     Ok(Json(rendered.remove(0)))
 }
 
 #[utoipa::path(delete, path = "/api/tasks/{id}", params(("id" = i64, Path)), tag = "tasks",
     responses((status = 204, description = "Deleted with its annotations and predictions")))]
-pub async fn delete_task(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    PathId(id): PathId,
-) -> ApiResult<StatusCode> {
+pub async fn delete_task(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<StatusCode> {
     state.db.delete_task(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -264,9 +242,7 @@ pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<Ne
     let mut tasks = Vec::with_capacity(elements.len());
     let mut failed = 0usize;
     for (i, element) in elements.into_iter().enumerate() {
-        match parse_task_element(element)
-            .and_then(|t| check_data_keys(&t.data, data_keys).map(|()| t))
-        {
+        match parse_task_element(element).and_then(|t| check_data_keys(&t.data, data_keys).map(|()| t)) {
             Ok(t) => tasks.push(t),
             Err(e) => {
                 failed += 1;
@@ -278,10 +254,7 @@ pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<Ne
         }
     }
     if failed > listed {
-        errors.add(
-            "tasks",
-            format!("… and {} more invalid tasks", failed - listed),
-        );
+        errors.add("tasks", format!("… and {} more invalid tasks", failed - listed));
     }
     errors.into_result()?;
     Ok(tasks)
@@ -291,10 +264,7 @@ pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<Ne
 /// reads (`value="$key"`), unless it is a storage payload (`$undefined$`).
 fn check_data_keys(data: &Value, data_keys: &[String]) -> Result<(), String> {
     let Value::Object(map) = data else {
-        return Err(format!(
-            "task data must be a JSON object, got {}",
-            kind(data)
-        ));
+        return Err(format!("task data must be a JSON object, got {}", kind(data)));
     };
     if map.contains_key(DATA_UNDEFINED_NAME) {
         return Ok(());
@@ -349,11 +319,7 @@ pub async fn import_tasks(
         }
         keys
     };
-    tracing::info!(
-        project.id = id,
-        tasks = outcome.task_ids.len(),
-        "imported tasks"
-    );
+    tracing::info!(project.id = id, tasks = outcome.task_ids.len(), "imported tasks");
     let mut body = Map::new();
     body.insert("task_count".into(), outcome.task_ids.len().into());
     body.insert("annotation_count".into(), outcome.annotation_count.into());

@@ -19,8 +19,7 @@ pub struct AnnotationRow {
     pub updated_at: String,
 }
 
-const ANNOTATION_COLUMNS: &str =
-    "id, task_id, project_id, result, completed_by, updated_by, was_cancelled, \
+const ANNOTATION_COLUMNS: &str = "id, task_id, project_id, result, completed_by, updated_by, was_cancelled, \
     ground_truth, lead_time, last_action, created_at, updated_at";
 
 /// The fields of an annotation a client sets.
@@ -86,12 +85,7 @@ impl Db {
         })
     }
 
-    pub async fn update_annotation(
-        &self,
-        id: i64,
-        fields: &AnnotationFields,
-        user_id: i64,
-    ) -> DbResult<AnnotationRow> {
+    pub async fn update_annotation(&self, id: i64, fields: &AnnotationFields, user_id: i64) -> DbResult<AnnotationRow> {
         let at = now();
         let sql = format!(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4,

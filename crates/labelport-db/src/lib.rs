@@ -9,13 +9,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod annotations;
+pub mod jobs;
 pub mod predictions;
 pub mod projects;
+pub mod storages;
 pub mod tasks;
 pub mod users;
 
@@ -109,9 +109,7 @@ pub(crate) fn placeholders(pool: &Pool, rows: usize, width: usize) -> String {
 
 /// Current time in Label Studio's format (`2026-11-29T04:09:48.540943Z`).
 pub fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 impl Db {
@@ -198,9 +196,7 @@ mod tests {
         );
         assert_eq!(super::placeholders(&pg, 2, 2), "($1,$2),($3,$4)");
         let dir = tempfile::tempdir().unwrap();
-        let db = super::Db::open_sqlite_file(&dir.path().join("t.db"))
-            .await
-            .unwrap();
+        let db = super::Db::open_sqlite_file(&dir.path().join("t.db")).await.unwrap();
         assert_eq!(super::placeholders(&db.pool, 2, 2), "(?,?),(?,?)");
     }
 }

@@ -16,8 +16,7 @@ pub struct PredictionRow {
     pub updated_at: String,
 }
 
-const PREDICTION_COLUMNS: &str =
-    "id, task_id, project_id, result, score, model_version, created_at, updated_at";
+const PREDICTION_COLUMNS: &str = "id, task_id, project_id, result, score, model_version, created_at, updated_at";
 
 /// Which predictions to list.
 #[derive(Debug, Clone, Copy)]
@@ -28,11 +27,7 @@ pub enum PredictionFilter {
 }
 
 impl Db {
-    pub async fn create_prediction(
-        &self,
-        task_id: i64,
-        new: &NewPrediction,
-    ) -> DbResult<PredictionRow> {
+    pub async fn create_prediction(&self, task_id: i64, new: &NewPrediction) -> DbResult<PredictionRow> {
         let at = now();
         let sql = format!(
             "INSERT INTO predictions (task_id, project_id, result, score, model_version, created_at, updated_at)
@@ -64,9 +59,7 @@ impl Db {
             PredictionFilter::All => ("WHERE $1 = $1", 0),
         };
         let sql = format!("SELECT {PREDICTION_COLUMNS} FROM predictions {clause} ORDER BY id");
-        Ok(
-            on_read!(self, p => sqlx::query_as::<_, PredictionRow>(&sql).bind(id).fetch_all(p).await)?,
-        )
+        Ok(on_read!(self, p => sqlx::query_as::<_, PredictionRow>(&sql).bind(id).fetch_all(p).await)?)
     }
 
     pub async fn predictions_of_tasks(&self, task_ids: &[i64]) -> DbResult<Vec<PredictionRow>> {
@@ -90,11 +83,9 @@ impl Db {
             "UPDATE predictions SET result = $1, score = $2, model_version = $3, updated_at = $4 WHERE id = $5
              RETURNING {PREDICTION_COLUMNS}"
         );
-        not_found_if_none(
-            on_write!(self, p => sqlx::query_as::<_, PredictionRow>(&sql)
+        not_found_if_none(on_write!(self, p => sqlx::query_as::<_, PredictionRow>(&sql)
             .bind(new.result.to_string()).bind(new.score).bind(&new.model_version).bind(&at).bind(id)
-            .fetch_optional(p).await)?,
-        )
+            .fetch_optional(p).await)?)
     }
 
     pub async fn delete_prediction(&self, id: i64) -> DbResult<()> {

@@ -40,11 +40,7 @@ const PROJECT_COLUMNS: &str =
     "id, title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at";
 
 impl Db {
-    pub async fn create_project(
-        &self,
-        fields: &ProjectFields,
-        created_by: i64,
-    ) -> DbResult<ProjectRow> {
+    pub async fn create_project(&self, fields: &ProjectFields, created_by: i64) -> DbResult<ProjectRow> {
         let sql = format!(
             "INSERT INTO projects (title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {PROJECT_COLUMNS}"
@@ -58,15 +54,12 @@ impl Db {
 
     pub async fn get_project(&self, id: i64) -> DbResult<ProjectRow> {
         let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1");
-        not_found_if_none(
-            on_read!(self, p => sqlx::query_as::<_, ProjectRow>(&sql).bind(id).fetch_optional(p).await)?,
-        )
+        not_found_if_none(on_read!(self, p => sqlx::query_as::<_, ProjectRow>(&sql).bind(id).fetch_optional(p).await)?)
     }
 
     /// A page of projects, newest first as Label Studio lists them, and the total.
     pub async fn list_projects(&self, offset: i64, limit: i64) -> DbResult<(Vec<ProjectRow>, i64)> {
-        let sql =
-            format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id DESC LIMIT $1 OFFSET $2");
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id DESC LIMIT $1 OFFSET $2");
         on_read!(self, p => {
             let rows = sqlx::query_as::<_, ProjectRow>(&sql).bind(limit).bind(offset).fetch_all(p).await?;
             let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(p).await?;
@@ -114,9 +107,7 @@ impl Db {
                 CAST(COALESCE(SUM(total_predictions), 0) AS BIGINT) AS total_predictions_number,
                 CAST(COALESCE(SUM(CASE WHEN total_annotations > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS num_tasks_with_annotations
             FROM tasks WHERE project_id = $1";
-        Ok(
-            on_read!(self, p => sqlx::query_as::<_, ProjectCounts>(sql).bind(id).fetch_one(p).await)?,
-        )
+        Ok(on_read!(self, p => sqlx::query_as::<_, ProjectCounts>(sql).bind(id).fetch_one(p).await)?)
     }
 
     pub async fn ground_truth_number(&self, id: i64) -> DbResult<i64> {

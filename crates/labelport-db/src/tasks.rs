@@ -25,10 +25,22 @@ pub struct TaskRow {
 pub(crate) const TASK_COLUMNS: &str = "id, project_id, data, meta, inner_id, overlap, is_labeled, allow_skip, \
     total_annotations, cancelled_annotations, total_predictions, updated_by, created_at, updated_at";
 
+/// Where an imported task came from: one row of one storage object.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub key: String,
+    pub row_index: i64,
+    pub generation: i64,
+    pub etag: String,
+}
+
 /// What an import wrote.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOutcome {
+    /// Per input task: its new id, or 0 when its storage link already
+    /// existed (the task was not kept: no duplicates, whatever races).
     pub task_ids: Vec<i64>,
+    pub created: usize,
     pub annotation_count: usize,
     pub prediction_count: usize,
 }
@@ -47,6 +59,20 @@ impl Db {
         maximum_annotations: i64,
         tasks: &[NewTask],
         user_id: i64,
+    ) -> DbResult<ImportOutcome> {
+        self.import_linked_tasks(project_id, maximum_annotations, tasks, user_id, None)
+            .await
+    }
+
+    /// [`Db::import_tasks`] with a storage link per task (`links[i]` for
+    /// `tasks[i]`), written in the same transaction.
+    pub async fn import_linked_tasks(
+        &self,
+        project_id: i64,
+        maximum_annotations: i64,
+        tasks: &[NewTask],
+        user_id: i64,
+        links: Option<(i64, &[LinkSpec])>,
     ) -> DbResult<ImportOutcome> {
         let at = now();
         on_write!(self, p => {
@@ -126,8 +152,33 @@ impl Db {
                 q.execute(&mut *tx).await?;
             }
             outcome.prediction_count = predictions.len();
-            let mut delta = CounterDelta { tasks: tasks.len() as i64, ..Default::default() };
-            for t in tasks {
+            if let Some((storage_id, specs)) = links {
+                let mut kept = std::collections::HashSet::with_capacity(tasks.len());
+                let pairs: Vec<(i64, &LinkSpec)> = outcome.task_ids.iter().copied().zip(specs.iter()).collect();
+                for chunk in pairs.chunks(TASK_BATCH) {
+                    let sql = format!(
+                        "INSERT INTO import_storage_links (storage_id, task_id, object_key, row_index, generation, etag, created_at)
+                         VALUES {} ON CONFLICT DO NOTHING RETURNING task_id",
+                        placeholders(&self.pool, chunk.len(), 7)
+                    );
+                    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+                    for (task_id, spec) in chunk {
+                        q = q.bind(storage_id).bind(*task_id).bind(&spec.key).bind(spec.row_index)
+                            .bind(spec.generation).bind(&spec.etag).bind(&at);
+                    }
+                    kept.extend(q.fetch_all(&mut *tx).await?);
+                }
+                for id in outcome.task_ids.iter_mut() {
+                    if !kept.contains(id) {
+                        // Another sync linked this row first: drop our copy.
+                        sqlx::query("DELETE FROM tasks WHERE id = $1").bind(*id).execute(&mut *tx).await?;
+                        *id = 0;
+                    }
+                }
+            }
+            outcome.created = outcome.task_ids.iter().filter(|id| **id != 0).count();
+            let mut delta = CounterDelta { tasks: outcome.created as i64, ..Default::default() };
+            for (t, _) in tasks.iter().zip(&outcome.task_ids).filter(|(_, id)| **id != 0) {
                 let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
                 let total = t.annotations.len() as i64 - cancelled;
                 delta.add_task(total >= maximum_annotations, total, cancelled, t.predictions.len() as i64, 1);
@@ -142,19 +193,12 @@ impl Db {
 
     pub async fn get_task(&self, id: i64) -> DbResult<TaskRow> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        not_found_if_none(
-            on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(id).fetch_optional(p).await)?,
-        )
+        not_found_if_none(on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(id).fetch_optional(p).await)?)
     }
 
     /// One page of a project's tasks in id order. The ids are found on the
     /// covering index first so a deep OFFSET never touches table rows.
-    pub async fn task_page(
-        &self,
-        project_id: i64,
-        offset: i64,
-        limit: i64,
-    ) -> DbResult<Vec<TaskRow>> {
+    pub async fn task_page(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<TaskRow>> {
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (
                 SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3)
@@ -178,21 +222,14 @@ impl Db {
         } else {
             ""
         };
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND id > $2 {filter} ORDER BY id LIMIT $3"
-        );
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND id > $2 {filter} ORDER BY id LIMIT $3");
         Ok(
             on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(after_id).bind(limit).fetch_all(p).await)?,
         )
     }
 
-    pub async fn update_task(
-        &self,
-        id: i64,
-        data: &str,
-        meta: &str,
-        user_id: i64,
-    ) -> DbResult<TaskRow> {
+    pub async fn update_task(&self, id: i64, data: &str, meta: &str, user_id: i64) -> DbResult<TaskRow> {
         let sql = format!(
             "UPDATE tasks SET data = $1, meta = $2, updated_by = $3, updated_at = $4 WHERE id = $5 RETURNING {TASK_COLUMNS}"
         );
@@ -245,14 +282,7 @@ pub(crate) struct CounterDelta {
 
 impl CounterDelta {
     /// Adds (`sign` 1) or removes (`sign` -1) one task's counters.
-    pub fn add_task(
-        &mut self,
-        labeled: bool,
-        total: i64,
-        cancelled: i64,
-        predictions: i64,
-        sign: i64,
-    ) {
+    pub fn add_task(&mut self, labeled: bool, total: i64, cancelled: i64, predictions: i64, sign: i64) {
         self.finished += sign * i64::from(labeled);
         self.annotations += sign * total;
         self.cancelled += sign * cancelled;

@@ -43,16 +43,12 @@ impl Db {
     pub async fn user_by_token(&self, token: &str) -> DbResult<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE token_sha256 = $1");
         let digest = token_digest(token);
-        Ok(
-            on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(&digest).fetch_optional(p).await)?,
-        )
+        Ok(on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(&digest).fetch_optional(p).await)?)
     }
 
     pub async fn user_by_id(&self, id: i64) -> DbResult<Option<UserRow>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        Ok(
-            on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_optional(p).await)?,
-        )
+        Ok(on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_optional(p).await)?)
     }
 
     pub async fn list_users(&self) -> DbResult<Vec<UserRow>> {
@@ -61,19 +57,12 @@ impl Db {
     }
 
     pub async fn count_users(&self) -> DbResult<i64> {
-        Ok(
-            on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(p).await)?,
-        )
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(p).await)?)
     }
 
     /// Makes sure `username` exists with exactly this password and token
     /// (creating or updating it); returns the user.
-    pub async fn ensure_user(
-        &self,
-        username: &str,
-        password: &str,
-        token: &str,
-    ) -> DbResult<UserRow> {
+    pub async fn ensure_user(&self, username: &str, password: &str, token: &str) -> DbResult<UserRow> {
         let hash = hash_password(password)?;
         let digest = token_digest(token);
         let email = if username.contains('@') { username } else { "" };

@@ -33,15 +33,9 @@ pub fn validate_result(result: &Value) -> Result<(), String> {
     match result {
         Value::Array(items) => match items.iter().position(|i| !i.is_object()) {
             None => Ok(()),
-            Some(i) => Err(format!(
-                "result[{i}] must be an object, got {}",
-                kind(&items[i])
-            )),
+            Some(i) => Err(format!("result[{i}] must be an object, got {}", kind(&items[i]))),
         },
-        other => Err(format!(
-            "result must be a list of objects, got {}",
-            kind(other)
-        )),
+        other => Err(format!("result must be a list of objects, got {}", kind(other))),
     }
 }
 
@@ -64,14 +58,8 @@ fn parse_annotation(v: &Value) -> Result<NewAnnotation, String> {
     validate_result(&result).map_err(|e| format!("annotation {e}"))?;
     Ok(NewAnnotation {
         result,
-        was_cancelled: obj
-            .get("was_cancelled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        ground_truth: obj
-            .get("ground_truth")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        was_cancelled: obj.get("was_cancelled").and_then(Value::as_bool).unwrap_or(false),
+        ground_truth: obj.get("ground_truth").and_then(Value::as_bool).unwrap_or(false),
         lead_time: obj.get("lead_time").and_then(Value::as_f64),
     })
 }
@@ -85,12 +73,7 @@ pub fn parse_prediction(v: &Value) -> Result<NewPrediction, String> {
     let score = match obj.get("score") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_f64(),
-        Some(other) => {
-            return Err(format!(
-                "prediction score must be a number, got {}",
-                kind(other)
-            ))
-        }
+        Some(other) => return Err(format!("prediction score must be a number, got {}", kind(other))),
     };
     let model_version = match obj.get("model_version") {
         None | Some(Value::Null) => String::new(),
@@ -119,22 +102,13 @@ fn parse_list<T>(
 /// Parses one element. Errors are plain messages; callers add the position.
 pub fn parse_task_element(element: Value) -> Result<NewTask, String> {
     let Value::Object(mut obj) = element else {
-        return Err(format!(
-            "a task must be a JSON object, got {}",
-            kind(&element)
-        ));
+        return Err(format!("a task must be a JSON object, got {}", kind(&element)));
     };
     let wrapped = matches!(obj.get("data"), Some(Value::Object(_)));
     if !wrapped {
         for key in ["annotations", "predictions"] {
-            if obj
-                .get(key)
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                return Err(format!(
-                    "a task with \"{key}\" must put its data under \"data\""
-                ));
+            if obj.get(key).and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+                return Err(format!("a task with \"{key}\" must put its data under \"data\""));
             }
         }
         return Ok(NewTask {
@@ -147,10 +121,7 @@ pub fn parse_task_element(element: Value) -> Result<NewTask, String> {
     }
     let annotations = parse_list(&obj, "annotations", parse_annotation)?;
     let predictions = parse_list(&obj, "predictions", parse_prediction)?;
-    let allow_skip = obj
-        .get("allow_skip")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let allow_skip = obj.get("allow_skip").and_then(Value::as_bool).unwrap_or(true);
     let meta = match obj.remove("meta") {
         Some(m @ Value::Object(_)) => m,
         _ => Value::Object(Map::new()),
@@ -189,9 +160,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_elements() {
-        assert!(parse_task_element(json!([1]))
-            .unwrap_err()
-            .contains("JSON object"));
+        assert!(parse_task_element(json!([1])).unwrap_err().contains("JSON object"));
         assert!(parse_task_element(json!({"annotations": [{"result": []}]}))
             .unwrap_err()
             .contains("under \"data\""));
@@ -200,9 +169,7 @@ mod tests {
                 .unwrap_err()
                 .contains("list of objects")
         );
-        assert!(validate_result(&json!([1]))
-            .unwrap_err()
-            .contains("result[0]"));
+        assert!(validate_result(&json!([1])).unwrap_err().contains("result[0]"));
         assert!(validate_result(&json!([{}])).is_ok());
     }
 }

@@ -40,8 +40,7 @@ const LABEL_TAGS: &[&str] = &["Label", "Choice", "Relation"];
 impl LabelConfig {
     /// Parses without judging completeness (used on stored configs).
     pub fn parse(xml: &str) -> Result<Self, String> {
-        let doc = roxmltree::Document::parse(xml)
-            .map_err(|e| format!("Label config is not valid XML: {e}"))?;
+        let doc = roxmltree::Document::parse(xml).map_err(|e| format!("Label config is not valid XML: {e}"))?;
         let root = doc.root_element();
         if root.tag_name().name() != "View" {
             return Err(format!(
@@ -174,10 +173,8 @@ mod tests {
         assert!(e.summary().contains("no object tag"), "{e}");
         let e = LabelConfig::validate("<Other/>").unwrap_err();
         assert!(e.summary().contains("root tag"), "{e}");
-        let e = LabelConfig::validate(
-            "<View><Image name='i' value='$x'/><Choices name='c' toName='nope'/></View>",
-        )
-        .unwrap_err();
+        let e = LabelConfig::validate("<View><Image name='i' value='$x'/><Choices name='c' toName='nope'/></View>")
+            .unwrap_err();
         assert!(e.summary().contains("toName=\"nope\""), "{e}");
     }
 }

@@ -55,10 +55,21 @@ pub fn find_binary() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
+/// Percent-encodes an object name for a URL path segment.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl FakeGcs {
@@ -73,22 +84,10 @@ impl FakeGcs {
             let port = free_port()?;
             let endpoint = format!("http://127.0.0.1:{port}");
             let child = Command::new(&bin)
-                .args([
-                    "-scheme",
-                    "http",
-                    "-host",
-                    "127.0.0.1",
-                    "-port",
-                    &port.to_string(),
-                ])
+                .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
                 .args(["-backend", "filesystem", "-filesystem-root"])
                 .arg(root.path())
-                .args([
-                    "-external-url",
-                    &endpoint,
-                    "-public-host",
-                    &format!("127.0.0.1:{port}"),
-                ])
+                .args(["-external-url", &endpoint, "-public-host", &format!("127.0.0.1:{port}")])
                 .args(["-log-level", "warn"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -147,13 +146,7 @@ impl FakeGcs {
     }
 
     /// Uploads one object (simple media upload keeps the content type).
-    pub async fn upload(
-        &self,
-        bucket: &str,
-        name: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> anyhow::Result<Value> {
+    pub async fn upload(&self, bucket: &str, name: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<Value> {
         let r = self
             .http
             .post(format!("{}/upload/storage/v1/b/{bucket}/o", self.endpoint))
@@ -170,6 +163,28 @@ impl FakeGcs {
             );
         }
         Ok(r.json().await?)
+    }
+
+    /// Deletes an (empty) bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(format!("{}/storage/v1/b/{bucket}", self.endpoint))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("deleting bucket {bucket}: {}", r.status());
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, bucket: &str, name: &str) -> anyhow::Result<()> {
+        let url = format!("{}/storage/v1/b/{bucket}/o/{}", self.endpoint, encode_component(name));
+        let r = self.http.delete(url).send().await?;
+        if !r.status().is_success() {
+            bail!("deleting {bucket}/{name}: {}", r.status());
+        }
+        Ok(())
     }
 
     /// Names of all objects in a bucket (following pages).

@@ -75,8 +75,7 @@ impl TestDb {
                 })
             }
             Backend::Postgres => {
-                let admin_url =
-                    std::env::var(TEST_DATABASE_URL_ENV).context(TEST_DATABASE_URL_ENV)?;
+                let admin_url = std::env::var(TEST_DATABASE_URL_ENV).context(TEST_DATABASE_URL_ENV)?;
                 let name = format!("labelport_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = Db::connect(&admin_url)
                     .await
@@ -103,8 +102,7 @@ impl TestDb {
         if let Some((admin_url, name)) = self.pg_admin {
             if let Ok(admin) = Db::connect(&admin_url).await {
                 if let labelport_db::Pool::Postgres(p) = &admin.pool {
-                    let _ =
-                        sqlx_exec(p, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = sqlx_exec(p, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
                 admin.close().await;
             }
@@ -130,6 +128,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub backend: Backend,
     test_db: Option<TestDb>,
+    pub workers: labelport_jobs::Workers,
+    worker_handles: Vec<tokio::task::JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -138,12 +138,18 @@ pub const TEST_TOKEN: &str = "feedc0de0123456789abcdef0123456789abcdef";
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
-        Self::try_spawn(backend)
+        Self::try_spawn(backend, None, 2).await.expect("starting the test app")
+    }
+
+    /// A server whose GCS connectors talk to `gcs` and that runs `workers`
+    /// job workers (0: jobs stay queued until [`TestApp::run_jobs`]).
+    pub async fn spawn_with_gcs(backend: Backend, gcs: &FakeGcs, workers: usize) -> TestApp {
+        Self::try_spawn(backend, Some(gcs.endpoint.clone()), workers)
             .await
             .expect("starting the test app")
     }
 
-    async fn try_spawn(backend: Backend) -> anyhow::Result<TestApp> {
+    async fn try_spawn(backend: Backend, gcs_endpoint: Option<String>, worker_count: usize) -> anyhow::Result<TestApp> {
         let test_db = TestDb::new(backend).await?;
         test_db
             .db
@@ -152,21 +158,33 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState {
-            db: test_db.db.clone(),
+        let mut state = AppState::new(test_db.db.clone());
+        state.storage_env.gcs_endpoint = gcs_endpoint;
+        let env = state.storage_env.clone();
+        let config = labelport_jobs::WorkerConfig {
+            lease: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(500),
+            poll: Duration::from_millis(100),
+            max_attempts: 5,
         };
+        let mut workers = labelport_jobs::Workers::new(test_db.db.clone(), config)
+            .handle(labelport_sync::job::IMPORT_SYNC, move |ctx| {
+                labelport_sync::job::run_import_sync(ctx, env.clone())
+            });
+        workers.notify = state.jobs_notify.clone();
+        let worker_handles = workers.spawn(worker_count);
         let server = tokio::spawn(labelport_api::serve(listener, state, async {
             let _ = stop_rx.await;
         }));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
         Ok(TestApp {
             base_url,
             token: TEST_TOKEN.into(),
             http,
             backend,
             test_db: Some(test_db),
+            workers,
+            worker_handles,
             stop: Some(stop_tx),
             server: Some(server),
         })
@@ -178,12 +196,7 @@ impl TestApp {
 
     /// Sends a request with the token; returns status and JSON (Null when
     /// the body is empty, a string when it is not JSON).
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base_url))
@@ -218,8 +231,31 @@ impl TestApp {
         read(req.send().await.expect("request sent")).await
     }
 
+    /// Runs queued jobs in this task until none is left.
+    pub async fn run_jobs(&self) {
+        while self.workers.run_one("test-runner").await.expect("job queue") {}
+    }
+
+    /// Polls a storage until its status is final; returns it.
+    pub async fn wait_for_sync(&self, path: &str) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            match body["status"].as_str() {
+                Some("completed" | "completed_with_errors" | "failed") => return body,
+                _ if started.elapsed() > Duration::from_secs(120) => panic!("sync did not finish: {body}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
+        self.workers.shutdown();
+        for h in self.worker_handles.drain(..) {
+            let _ = h.await;
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -238,10 +274,7 @@ pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     if text.is_empty() {
         return (status, Value::Null);
     }
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[cfg(test)]

@@ -9,10 +9,7 @@ const IMAGE_CONFIG: &str = r#"<View><Image name="image" value="$image"/><Rectang
 
 async fn project(app: &TestApp, config: &str) -> i64 {
     let (s, p) = app
-        .post(
-            "/api/projects/",
-            json!({"title": "t", "label_config": config}),
-        )
+        .post("/api/projects/", json!({"title": "t", "label_config": config}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     p["id"].as_i64().unwrap()
@@ -21,15 +18,8 @@ async fn project(app: &TestApp, config: &str) -> i64 {
 /// The counters kept on the project equal a full recount of its tasks.
 async fn assert_counts_consistent(app: &TestApp, project_id: i64) {
     let kept = app.db().project_counts(project_id).await.unwrap();
-    let recounted = app
-        .db()
-        .project_counts_recomputed(project_id)
-        .await
-        .unwrap();
-    assert_eq!(
-        kept, recounted,
-        "kept project counters drifted from the tasks"
-    );
+    let recounted = app.db().project_counts_recomputed(project_id).await.unwrap();
+    assert_eq!(kept, recounted, "kept project counters drifted from the tasks");
 }
 
 fn assert_error_shape(body: &Value, status: u16) {
@@ -69,12 +59,7 @@ async fn authentication_is_required_and_checked() {
         let (s, _) = app.get("/api/projects").await;
         assert_eq!(s, StatusCode::OK);
         // /health needs no token.
-        let r = app
-            .http
-            .get(format!("{}/health", app.base_url))
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.get(format!("{}/health", app.base_url)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let (s, me) = app.get("/api/current-user/whoami").await;
         assert_eq!(s, StatusCode::OK);
@@ -88,7 +73,10 @@ async fn projects_crud_with_validation_and_both_slash_forms() {
     for backend in backends() {
         let app = TestApp::spawn(backend).await;
         let (s, p) = app
-            .post("/api/projects", json!({"title": "Cats", "description": "d", "label_config": IMAGE_CONFIG, "show_skip_button": false}))
+            .post(
+                "/api/projects",
+                json!({"title": "Cats", "description": "d", "label_config": IMAGE_CONFIG, "show_skip_button": false}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{p}");
         let id = p["id"].as_i64().unwrap();
@@ -96,15 +84,9 @@ async fn projects_crud_with_validation_and_both_slash_forms() {
         assert_eq!(p["show_skip_button"], false);
         assert_eq!(p["maximum_annotations"], 1);
         assert_eq!(p["task_number"], 0);
-        assert_eq!(
-            p["parsed_label_config"]["label"]["inputs"][0]["value"],
-            "image"
-        );
+        assert_eq!(p["parsed_label_config"]["label"]["inputs"][0]["value"], "image");
 
-        for path in [
-            format!("/api/projects/{id}"),
-            format!("/api/projects/{id}/"),
-        ] {
+        for path in [format!("/api/projects/{id}"), format!("/api/projects/{id}/")] {
             let (s, got) = app.get(&path).await;
             assert_eq!(s, StatusCode::OK, "{path}");
             assert_eq!(got["id"], id);
@@ -114,10 +96,7 @@ async fn projects_crud_with_validation_and_both_slash_forms() {
             .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(patched["title"], "Dogs");
-        assert_eq!(
-            patched["description"], "d",
-            "PATCH keeps fields it does not name"
-        );
+        assert_eq!(patched["description"], "d", "PATCH keeps fields it does not name");
         assert_eq!(patched["show_skip_button"], false);
 
         // Bad configs and fields: 400 naming the field, nothing changed.
@@ -135,9 +114,7 @@ async fn projects_crud_with_validation_and_both_slash_forms() {
             (json!({"maximum_annotations": 0}), "maximum_annotations"),
             (json!({"show_skip_button": "yes"}), "show_skip_button"),
         ] {
-            let (s, e) = app
-                .patch(&format!("/api/projects/{id}"), body.clone())
-                .await;
+            let (s, e) = app.patch(&format!("/api/projects/{id}"), body.clone()).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
             assert_error_shape(&e, 400);
             assert!(e["validation_errors"][field].is_array(), "{body} -> {e}");
@@ -222,19 +199,14 @@ async fn import_is_all_or_nothing_and_counts_are_kept() {
 
         // One object is one task.
         let (s, r) = app
-            .post(
-                &format!("/api/projects/{id}/import"),
-                json!({"image": "c.jpg"}),
-            )
+            .post(&format!("/api/projects/{id}/import"), json!({"image": "c.jpg"}))
             .await;
         assert_eq!(s, StatusCode::CREATED);
         assert_eq!(r["task_count"], 1);
 
         // Broken bodies and bad elements import nothing.
         for raw in ["[{\"image\": 1},", "", "42", "[1, 2]"] {
-            let (s, e) = app
-                .post_raw(&format!("/api/projects/{id}/import"), raw)
-                .await;
+            let (s, e) = app.post_raw(&format!("/api/projects/{id}/import"), raw).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{raw}: {e}");
             assert_error_shape(&e, 400);
         }
@@ -247,19 +219,11 @@ async fn import_is_all_or_nothing_and_counts_are_kept() {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let listed = &e["validation_errors"]["tasks"];
         assert!(listed[0].as_str().unwrap().starts_with("task #1"), "{e}");
-        assert!(
-            listed[1].as_str().unwrap().contains("no \"image\" key"),
-            "{e}"
-        );
+        assert!(listed[1].as_str().unwrap().contains("no \"image\" key"), "{e}");
         let (_, p) = app.get(&format!("/api/projects/{id}")).await;
-        assert_eq!(
-            p["task_number"], 3,
-            "nothing of the rejected imports was written"
-        );
+        assert_eq!(p["task_number"], 3, "nothing of the rejected imports was written");
         assert_counts_consistent(&app, id).await;
-        let (s, _) = app
-            .post("/api/projects/999999/import", json!([{"a": 1}]))
-            .await;
+        let (s, _) = app.post("/api/projects/999999/import", json!([{"a": 1}])).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         app.stop().await;
     }
@@ -270,9 +234,7 @@ async fn task_pages_crud_and_undefined_key() {
     for backend in backends() {
         let app = TestApp::spawn(backend).await;
         let id = project(&app, IMAGE_CONFIG).await;
-        let tasks: Vec<Value> = (0..250)
-            .map(|i| json!({"image": format!("{i}.jpg"), "n": i}))
-            .collect();
+        let tasks: Vec<Value> = (0..250).map(|i| json!({"image": format!("{i}.jpg"), "n": i})).collect();
         let (s, _) = app
             .post(&format!("/api/projects/{id}/import"), Value::Array(tasks))
             .await;
@@ -290,22 +252,14 @@ async fn task_pages_crud_and_undefined_key() {
             assert_eq!(items.len(), [100, 100, 50, 0][page - 1], "page {page}");
             seen.extend(items.iter().map(|t| t["data"]["n"].as_i64().unwrap()));
         }
-        assert_eq!(
-            seen,
-            (0..250).collect::<Vec<_>>(),
-            "every task once, in order"
-        );
+        assert_eq!(seen, (0..250).collect::<Vec<_>>(), "every task once, in order");
         let (s, _) = app.get("/api/tasks").await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "project is required");
-        let (s, _) = app
-            .get(&format!("/api/tasks?project={id}&page_size=0"))
-            .await;
+        let (s, _) = app.get(&format!("/api/tasks?project={id}&page_size=0")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _) = app.get(&format!("/api/tasks?project={id}&page=abc")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        let (s, plain) = app
-            .get(&format!("/api/projects/{id}/tasks?page_size=10"))
-            .await;
+        let (s, plain) = app.get(&format!("/api/projects/{id}/tasks?page_size=10")).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(plain.as_array().unwrap().len(), 10);
 
@@ -325,21 +279,14 @@ async fn task_pages_crud_and_undefined_key() {
         assert_eq!(stored.data, r#"{"$undefined$":"gs://b/k.jpg"}"#);
 
         let (s, t) = app
-            .patch(
-                &format!("/api/tasks/{tid}"),
-                json!({"data": {"image": "new.jpg"}}),
-            )
+            .patch(&format!("/api/tasks/{tid}"), json!({"data": {"image": "new.jpg"}}))
             .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(t["data"]["image"], "new.jpg");
-        let (s, e) = app
-            .patch(&format!("/api/tasks/{tid}"), json!({"data": [1]}))
-            .await;
+        let (s, e) = app.patch(&format!("/api/tasks/{tid}"), json!({"data": [1]})).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(e["validation_errors"]["data"].is_array());
-        let (s, e) = app
-            .post("/api/tasks", json!({"project": 424242, "data": {}}))
-            .await;
+        let (s, e) = app.post("/api/tasks", json!({"project": 424242, "data": {}})).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
         assert!(e["validation_errors"]["project"].is_array());
         let (s, _) = app.delete(&format!("/api/tasks/{tid}")).await;
@@ -362,17 +309,17 @@ async fn annotations_and_predictions_lifecycle() {
         let app = TestApp::spawn(backend).await;
         let id = project(&app, IMAGE_CONFIG).await;
         let (_, t) = app
-            .post(
-                "/api/tasks",
-                json!({"project": id, "data": {"image": "a.jpg"}}),
-            )
+            .post("/api/tasks", json!({"project": id, "data": {"image": "a.jpg"}}))
             .await;
         let tid = t["id"].as_i64().unwrap();
         let result = json!([{"from_name": "label", "to_name": "image", "type": "rectanglelabels",
             "value": {"x": 1, "y": 2, "width": 3, "height": 4, "rectanglelabels": ["Cat"]},
             "original_width": 1, "original_height": 1}]);
         let (s, a) = app
-            .post(&format!("/api/tasks/{tid}/annotations/"), json!({"result": result, "ground_truth": false, "lead_time": 1.0, "was_cancelled": false}))
+            .post(
+                &format!("/api/tasks/{tid}/annotations/"),
+                json!({"result": result, "ground_truth": false, "lead_time": 1.0, "was_cancelled": false}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{a}");
         let aid = a["id"].as_i64().unwrap();
@@ -389,30 +336,20 @@ async fn annotations_and_predictions_lifecycle() {
             json!({"result": [1, 2]}),
             json!({"result": {"a": 1}}),
         ] {
-            let (s, e) = app
-                .post(&format!("/api/tasks/{tid}/annotations"), bad.clone())
-                .await;
+            let (s, e) = app.post(&format!("/api/tasks/{tid}/annotations"), bad.clone()).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
             assert!(e["validation_errors"]["result"].is_array(), "{e}");
             let (s, _) = app.patch(&format!("/api/annotations/{aid}"), bad).await;
             assert_eq!(s, StatusCode::BAD_REQUEST);
         }
-        let (s, _) = app
-            .post("/api/tasks/999999/annotations", json!({"result": []}))
-            .await;
+        let (s, _) = app.post("/api/tasks/999999/annotations", json!({"result": []})).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
 
         let (s, a2) = app
-            .patch(
-                &format!("/api/annotations/{aid}/"),
-                json!({"was_cancelled": true}),
-            )
+            .patch(&format!("/api/annotations/{aid}/"), json!({"was_cancelled": true}))
             .await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(
-            a2["result"], result,
-            "PATCH keeps the result it does not name"
-        );
+        assert_eq!(a2["result"], result, "PATCH keeps the result it does not name");
         let (_, p) = app.get(&format!("/api/projects/{id}")).await;
         assert_eq!(p["total_annotations_number"], 0);
         assert_eq!(p["skipped_annotations_number"], 1);
@@ -446,9 +383,7 @@ async fn annotations_and_predictions_lifecycle() {
         assert_eq!(s, StatusCode::OK);
         assert_eq!(pr["model_version"], "v2");
         assert_eq!(pr["score"], 0.5);
-        let (s, _) = app
-            .post("/api/predictions", json!({"task": tid, "result": "x"}))
-            .await;
+        let (s, _) = app.post("/api/predictions", json!({"task": tid, "result": "x"})).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _) = app
             .post("/api/predictions", json!({"task": 999999, "result": []}))
@@ -463,10 +398,7 @@ async fn annotations_and_predictions_lifecycle() {
         assert_counts_consistent(&app, id).await;
         // Deleting an annotated task takes its counts off the project.
         let (_, a) = app
-            .post(
-                &format!("/api/tasks/{tid}/annotations"),
-                json!({"result": result}),
-            )
+            .post(&format!("/api/tasks/{tid}/annotations"), json!({"result": result}))
             .await;
         assert!(a["id"].is_i64());
         let (_, p) = app.get(&format!("/api/projects/{id}")).await;
@@ -475,10 +407,7 @@ async fn annotations_and_predictions_lifecycle() {
         assert_eq!(s, StatusCode::NO_CONTENT);
         let (_, p) = app.get(&format!("/api/projects/{id}")).await;
         assert_eq!(
-            (
-                p["task_number"].as_i64(),
-                p["total_annotations_number"].as_i64()
-            ),
+            (p["task_number"].as_i64(), p["total_annotations_number"].as_i64()),
             (Some(0), Some(0))
         );
         assert_counts_consistent(&app, id).await;
@@ -492,9 +421,7 @@ async fn export_streams_every_page_and_filters_unannotated() {
         let app = TestApp::spawn(backend).await;
         let id = project(&app, r#"<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/></Choices></View>"#).await;
         // More than one export page (500) to cross page boundaries.
-        let mut tasks: Vec<Value> = (0..1203)
-            .map(|i| json!({"text": format!("t{i}")}))
-            .collect();
+        let mut tasks: Vec<Value> = (0..1203).map(|i| json!({"text": format!("t{i}")})).collect();
         tasks.push(json!({"$undefined$": "gs://b/x.txt"}));
         tasks[700] = json!({"data": {"text": "t700"}, "annotations": [{"result": [{"value": {"choices": ["a"]}}]}]});
         let (s, _) = app
@@ -511,40 +438,25 @@ async fn export_streams_every_page_and_filters_unannotated() {
         let all = all.as_array().expect("a JSON array");
         assert_eq!(all.len(), 1204);
         let ids: Vec<i64> = all.iter().map(|t| t["id"].as_i64().unwrap()).collect();
-        assert!(
-            ids.windows(2).all(|w| w[0] < w[1]),
-            "each task once, in order"
-        );
-        assert_eq!(
-            all[700]["annotations"][0]["result"][0]["value"]["choices"][0],
-            "a"
-        );
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "each task once, in order");
+        assert_eq!(all[700]["annotations"][0]["result"][0]["value"]["choices"][0], "a");
         assert_eq!(all[1203]["data"], json!({"text": "gs://b/x.txt"}));
 
-        let (s, annotated) = app
-            .get(&format!("/api/projects/{id}/export?exportType=JSON"))
-            .await;
+        let (s, annotated) = app.get(&format!("/api/projects/{id}/export?exportType=JSON")).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(annotated.as_array().unwrap().len(), 1);
         assert_eq!(annotated[0]["data"]["text"], "t700");
 
-        let (s, _) = app
-            .get(&format!("/api/projects/{id}/export?exportType=CSV"))
-            .await;
+        let (s, _) = app.get(&format!("/api/projects/{id}/export?exportType=CSV")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _) = app
-            .get(&format!(
-                "/api/projects/{id}/export?download_all_tasks=maybe"
-            ))
+            .get(&format!("/api/projects/{id}/export?download_all_tasks=maybe"))
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         let (s, _) = app.get("/api/projects/999999/export").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (s, empty) = app
-            .get(&format!(
-                "/api/projects/{}/export",
-                project(&app, IMAGE_CONFIG).await
-            ))
+            .get(&format!("/api/projects/{}/export", project(&app, IMAGE_CONFIG).await))
             .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(empty, json!([]));
@@ -562,10 +474,7 @@ async fn deleting_a_project_deletes_its_tasks_and_annotations() {
             .await;
         let tid = t["id"].as_i64().unwrap();
         let (_, a) = app
-            .post(
-                &format!("/api/tasks/{tid}/annotations"),
-                json!({"result": []}),
-            )
+            .post(&format!("/api/tasks/{tid}/annotations"), json!({"result": []}))
             .await;
         let (s, _) = app.delete(&format!("/api/projects/{id}")).await;
         assert_eq!(s, StatusCode::NO_CONTENT);

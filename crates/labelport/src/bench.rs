@@ -39,9 +39,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url)
-        .await
-        .context("opening the bench database")?;
+    let db = Db::connect(&url).await.context("opening the bench database")?;
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
     db.ensure_user("bench", "bench-password", &token).await?;
@@ -49,13 +47,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(labelport_api::serve(
-        listener,
-        AppState { db: db.clone() },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = tokio::spawn(labelport_api::serve(listener, AppState::new(db.clone()), async {
+        let _ = stop_rx.await;
+    }));
     let http = reqwest::Client::new();
     let auth = format!("Token {token}");
 
@@ -75,11 +69,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .collect();
     let body = serde_json::to_vec(&tasks)?;
     println!("backend: {}", db.backend_name());
-    println!(
-        "import body: {} tasks, {:.1} MB",
-        args.tasks,
-        body.len() as f64 / 1e6
-    );
+    println!("import body: {} tasks, {:.1} MB", args.tasks, body.len() as f64 / 1e6);
     let started = Instant::now();
     let answer: Value = http
         .post(format!("{base}/api/projects/{project_id}/import"))

@@ -23,10 +23,7 @@ impl DbArgs {
         }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
-        Ok(format!(
-            "sqlite://{}",
-            self.data_dir.join("labelport.db").display()
-        ))
+        Ok(format!("sqlite://{}", self.data_dir.join("labelport.db").display()))
     }
 
     pub async fn open(&self) -> anyhow::Result<Db> {

@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (migrations run first).
     Serve(ServeArgs),
+    /// Run background job workers only (no HTTP), e.g. on extra machines
+    /// sharing a PostgreSQL database.
+    Worker(WorkerArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
     /// Manage users and API tokens.
@@ -55,6 +58,28 @@ struct ServeArgs {
     /// The user's API token, exactly; generated and printed when omitted.
     #[arg(long, env = "LABELPORT_USER_TOKEN", hide_env_values = true)]
     user_token: Option<String>,
+    /// Background job workers (storage syncs) in this process.
+    #[arg(long, env = "LABELPORT_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, env = "LABELPORT_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
+/// The job workers with every job kind this binary runs.
+fn workers(state: &AppState) -> labelport_jobs::Workers {
+    let env = state.storage_env.clone();
+    let mut w = labelport_jobs::Workers::new(state.db.clone(), labelport_jobs::WorkerConfig::default())
+        .handle(labelport_sync::job::IMPORT_SYNC, move |ctx| {
+            labelport_sync::job::run_import_sync(ctx, env.clone())
+        });
+    w.notify = state.jobs_notify.clone();
+    w
 }
 
 #[derive(Subcommand)]
@@ -104,10 +129,7 @@ fn init_tracing() {
 /// A token must be usable in `Authorization: Token <key>`.
 fn check_token(token: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        token.len() >= 16
-            && token
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        token.len() >= 16 && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
         "the API token must be at least 16 characters of letters, digits, '-' or '_'"
     );
     Ok(())
@@ -159,7 +181,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "Labelport listening on http://{}",
         listener.local_addr()?
     );
-    labelport_api::serve(listener, AppState { db: db.clone() }, shutdown_signal()).await?;
+    let state = AppState::new(db.clone());
+    let workers = workers(&state);
+    let handles = workers.spawn(args.workers);
+    labelport_api::serve(listener, state, shutdown_signal()).await?;
+    workers.shutdown();
+    for h in handles {
+        let _ = h.await;
+    }
     db.close().await;
     Ok(())
 }
@@ -170,8 +199,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };
@@ -198,10 +226,7 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
         UserAction::ResetToken { username, db } => {
             let db = db.open_migrated().await?;
             let token = generate_token();
-            anyhow::ensure!(
-                db.set_user_token(&username, &token).await?,
-                "no user named {username}"
-            );
+            anyhow::ensure!(db.set_user_token(&username, &token).await?, "no user named {username}");
             println!("{token}");
         }
         UserAction::List { db } => {
@@ -219,6 +244,20 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Worker(args) => {
+            let db = args.db.open_migrated().await?;
+            let state = AppState::new(db.clone());
+            let workers = workers(&state);
+            let handles = workers.spawn(args.workers.max(1));
+            tracing::info!("{} job workers running", args.workers.max(1));
+            shutdown_signal().await;
+            workers.shutdown();
+            for h in handles {
+                let _ = h.await;
+            }
+            db.close().await;
+            Ok(())
+        }
         Command::Migrate(db) => {
             db.open_migrated().await?;
             println!("migrations applied");

@@ -1,0 +1,118 @@
+//! The background job queue, in the same database as everything else.
+//!
+//! A job is claimed with a lease (`locked_until`) that its worker extends by
+//! heartbeats; a job whose lease ran out (its worker died) is claimed again
+//! by another worker. On PostgreSQL the claim uses `FOR UPDATE SKIP LOCKED`
+//! so many processes can poll at once; SQLite has one writer anyway.
+//! A partial unique index keeps at most one queued-or-running job per
+//! `dedup_key`.
+
+use chrono::{Duration, Utc};
+
+use crate::{on_read, on_write, Db, DbResult, Pool};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub dedup_key: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub run_after: String,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const JOB_COLUMNS: &str =
+    "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, last_error, created_at, updated_at";
+
+fn ts(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+impl Db {
+    /// Queues a job; returns its id, or None when a job with the same
+    /// `dedup_key` is already queued or running.
+    pub async fn enqueue_job(&self, kind: &str, dedup_key: Option<&str>, payload: &str) -> DbResult<Option<i64>> {
+        let at = ts(Utc::now());
+        let sql = "INSERT INTO jobs (kind, dedup_key, payload, status, run_after, created_at, updated_at)
+                   VALUES ($1, $2, $3, 'queued', $4, $4, $4) ON CONFLICT DO NOTHING RETURNING id";
+        Ok(
+            on_write!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(kind).bind(dedup_key).bind(payload).bind(&at)
+            .fetch_optional(p).await)?,
+        )
+    }
+
+    /// Takes the oldest runnable job (queued and due, or running with an
+    /// expired lease) for `worker`, leased for `lease`.
+    pub async fn claim_job(&self, worker: &str, lease: std::time::Duration) -> DbResult<Option<JobRow>> {
+        let now = Utc::now();
+        let until = ts(now + Duration::from_std(lease).unwrap_or(Duration::seconds(30)));
+        let now = ts(now);
+        let lock = match self.pool {
+            Pool::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite { .. } => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3
+             WHERE id = (SELECT id FROM jobs
+                         WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND locked_until < $3)
+                         ORDER BY id LIMIT 1 {lock})
+             RETURNING {JOB_COLUMNS}"
+        );
+        Ok(
+            on_write!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(worker).bind(&until).bind(&now).fetch_optional(p).await)?,
+        )
+    }
+
+    /// Extends the lease; false when the job is no longer this worker's.
+    pub async fn heartbeat_job(&self, id: i64, worker: &str, lease: std::time::Duration) -> DbResult<bool> {
+        let until = ts(Utc::now() + Duration::from_std(lease).unwrap_or(Duration::seconds(30)));
+        let sql = "UPDATE jobs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'";
+        let n = on_write!(self, p => sqlx::query(sql).bind(&until).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Ends a job: `done`, or `failed` with the error.
+    pub async fn finish_job(&self, id: i64, worker: &str, error: Option<&str>) -> DbResult<()> {
+        let status = if error.is_some() { "failed" } else { "done" };
+        let sql = "UPDATE jobs SET status = $1, last_error = $2, locked_by = NULL, locked_until = NULL, updated_at = $3
+                   WHERE id = $4 AND locked_by = $5";
+        let at = ts(Utc::now());
+        on_write!(self, p => sqlx::query(sql).bind(status).bind(error).bind(&at).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Puts a job back in the queue to run after `delay` (a retry).
+    pub async fn retry_job(&self, id: i64, worker: &str, error: &str, delay: std::time::Duration) -> DbResult<()> {
+        let after = ts(Utc::now() + Duration::from_std(delay).unwrap_or(Duration::seconds(5)));
+        let sql =
+            "UPDATE jobs SET status = 'queued', last_error = $1, run_after = $2, locked_by = NULL, locked_until = NULL,
+                   updated_at = $2 WHERE id = $3 AND locked_by = $4";
+        on_write!(self, p => sqlx::query(sql).bind(error).bind(&after).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, id: i64) -> DbResult<JobRow> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        crate::not_found_if_none(
+            on_read!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(id).fetch_optional(p).await)?,
+        )
+    }
+
+    /// The queued-or-running job of a dedup key, if any.
+    pub async fn active_job(&self, dedup_key: &str) -> DbResult<Option<JobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE dedup_key = $1 AND status IN ('queued', 'running')");
+        Ok(on_read!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(dedup_key).fetch_optional(p).await)?)
+    }
+
+    /// Jobs waiting or running (queue depth).
+    pub async fn count_active_jobs(&self) -> DbResult<i64> {
+        let sql = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')";
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
+    }
+}

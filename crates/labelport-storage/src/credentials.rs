@@ -1,0 +1,63 @@
+//! Checks of Google credentials a user pastes into a storage.
+
+use serde_json::Value;
+
+/// Checks that `text` is a service-account key file (JSON with
+/// `"type": "service_account"`, `client_email` and a PEM `private_key`).
+/// The message names what is wrong and never echoes the key.
+pub fn validate_service_account_json(text: &str) -> Result<(), String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "Google Application Credentials must be the JSON of a service-account key file; this is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let obj = value
+        .as_object()
+        .ok_or("Google Application Credentials must be a JSON object (a service-account key file)")?;
+    match obj.get("type").and_then(Value::as_str) {
+        Some("service_account") => {}
+        Some(other) => {
+            return Err(format!(
+                "Google Application Credentials must be a service-account key (\"type\": \"service_account\"), not \"{other}\"; leave the field empty to use Application Default Credentials"
+            ))
+        }
+        None => return Err("Google Application Credentials has no \"type\"; a service-account key has \"type\": \"service_account\"".into()),
+    }
+    for field in ["client_email", "private_key"] {
+        if obj.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(format!("the service-account key has no \"{field}\""));
+        }
+    }
+    let key = obj["private_key"].as_str().unwrap_or_default();
+    if !key.contains("-----BEGIN PRIVATE KEY-----") && !key.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        return Err("the service-account key's \"private_key\" is not a PEM private key".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_service_account_and_names_problems() {
+        let good = r#"{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n"}"#;
+        assert!(validate_service_account_json(good).is_ok());
+        assert!(validate_service_account_json("not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(validate_service_account_json("[1]")
+            .unwrap_err()
+            .contains("JSON object"));
+        assert!(validate_service_account_json(r#"{"type":"authorized_user"}"#)
+            .unwrap_err()
+            .contains("authorized_user"));
+        let e = validate_service_account_json(
+            r#"{"type":"service_account","client_email":"x","private_key":"secret-but-not-pem"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("PEM") && !e.contains("secret-but-not-pem"), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Google Cloud Storage through `gcloud-storage` (JSON API), with
+//! `STORAGE_EMULATOR_HOST` honoured as Google's client libraries do
+//! (anonymous credentials, that endpoint).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use gcloud_storage::client::google_cloud_auth::credentials::CredentialsFile;
+use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
+use gcloud_storage::http::objects::download::Range;
+use gcloud_storage::http::objects::get::GetObjectRequest;
+use gcloud_storage::http::objects::list::ListObjectsRequest;
+use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
+use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::Error as GcsError;
+
+use crate::credentials::validate_service_account_json;
+use crate::{with_retries, ByteStream, ListPage, ObjectMeta, ObjectStore, StorageError, StorageResult};
+
+/// How to reach a bucket.
+#[derive(Clone, Default)]
+pub struct GcsConfig {
+    pub bucket: String,
+    /// A service-account key (JSON); None means Application Default Credentials.
+    pub service_account_json: Option<String>,
+    /// An emulator endpoint (`http://host:port`); None reads `STORAGE_EMULATOR_HOST`.
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for GcsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("GcsConfig")
+            .field("bucket", &self.bucket)
+            .field(
+                "service_account_json",
+                &self.service_account_json.as_ref().map(|_| "<redacted>"),
+            )
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// `STORAGE_EMULATOR_HOST` as an URL (`host:port` gets `http://`).
+pub fn emulator_from_env() -> Option<String> {
+    let host = std::env::var("STORAGE_EMULATOR_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())?;
+    let host = host.trim().trim_end_matches('/');
+    Some(if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    })
+}
+
+#[derive(Clone)]
+pub struct GcsStore {
+    client: Client,
+    bucket: String,
+}
+
+fn http_client() -> StorageResult<reqwest_middleware::ClientWithMiddleware> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| StorageError::Other(format!("building the HTTP client: {e}")))?;
+    Ok(reqwest_middleware::ClientBuilder::new(client).build())
+}
+
+/// Sorts a Google error into what a caller can act on.
+fn classify(err: GcsError, what: &str) -> StorageError {
+    match err {
+        GcsError::Response(r) => match r.code {
+            404 => StorageError::NotFound(format!("{what}: {}", r.message)),
+            401 => StorageError::Auth(format!("{what}: {}", r.message)),
+            403 => StorageError::PermissionDenied(format!("{what}: {}", r.message)),
+            408 | 429 | 500..=599 => StorageError::Transient(format!("{what}: HTTP {} {}", r.code, r.message)),
+            code => StorageError::Other(format!("{what}: HTTP {code} {}", r.message)),
+        },
+        GcsError::HttpClient(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+            StorageError::Transient(format!("{what}: {e}"))
+        }
+        GcsError::HttpClient(e) => match e.status().map(|s| s.as_u16()) {
+            Some(404) => StorageError::NotFound(format!("{what}: {e}")),
+            Some(401) => StorageError::Auth(format!("{what}: {e}")),
+            Some(403) => StorageError::PermissionDenied(format!("{what}: {e}")),
+            Some(408 | 429 | 500..=599) => StorageError::Transient(format!("{what}: {e}")),
+            _ => StorageError::Other(format!("{what}: {e}")),
+        },
+        GcsError::TokenSource(e) => StorageError::Auth(format!("{what}: could not get a Google access token: {e}")),
+        other => StorageError::Other(format!("{what}: {other}")),
+    }
+}
+
+fn meta(o: Object) -> ObjectMeta {
+    ObjectMeta {
+        key: o.name,
+        size: o.size.max(0) as u64,
+        generation: o.generation,
+        etag: o.etag,
+        updated: o
+            .updated
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+        content_type: o.content_type,
+    }
+}
+
+impl GcsStore {
+    /// Builds a client: the emulator when configured, else the key given,
+    /// else Application Default Credentials.
+    pub async fn connect(config: GcsConfig) -> StorageResult<GcsStore> {
+        if config.bucket.trim().is_empty() {
+            return Err(StorageError::Invalid("the bucket name is empty".into()));
+        }
+        let endpoint = config.endpoint.clone().or_else(emulator_from_env);
+        let mut client_config = ClientConfig {
+            http: Some(http_client()?),
+            ..Default::default()
+        };
+        if let Some(endpoint) = endpoint {
+            client_config.storage_endpoint = endpoint;
+            client_config = client_config.anonymous();
+        } else if let Some(json) = config.service_account_json.as_deref().filter(|j| !j.trim().is_empty()) {
+            validate_service_account_json(json).map_err(StorageError::Invalid)?;
+            let file = CredentialsFile::new_from_str(json)
+                .await
+                .map_err(|e| StorageError::Auth(format!("reading the service-account key: {e}")))?;
+            client_config = client_config
+                .with_credentials(file)
+                .await
+                .map_err(|e| StorageError::Auth(format!("using the service-account key: {e}")))?;
+        } else {
+            client_config = client_config.with_auth().await.map_err(|e| {
+                StorageError::Auth(format!(
+                    "no credentials given and Application Default Credentials are not available: {e}"
+                ))
+            })?;
+        }
+        Ok(GcsStore {
+            client: Client::new(client_config),
+            bucket: config.bucket,
+        })
+    }
+
+    fn get_request(&self, key: &str, generation: Option<i64>) -> GetObjectRequest {
+        GetObjectRequest {
+            bucket: self.bucket.clone(),
+            object: key.to_owned(),
+            generation,
+            ..Default::default()
+        }
+    }
+
+    fn bucket_error(&self, e: StorageError) -> StorageError {
+        match e {
+            StorageError::NotFound(_) => StorageError::BucketNotFound(self.bucket.clone()),
+            other => other,
+        }
+    }
+}
+
+impl ObjectStore for GcsStore {
+    fn describe(&self) -> String {
+        format!("gs://{}", self.bucket)
+    }
+
+    async fn check(&self) -> StorageResult<()> {
+        self.list_page("", true, None, 1).await.map(|_| ())
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        recursive: bool,
+        page_token: Option<String>,
+        page_size: u32,
+    ) -> StorageResult<ListPage> {
+        let req = ListObjectsRequest {
+            bucket: self.bucket.clone(),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            delimiter: (!recursive).then(|| "/".to_owned()),
+            page_token,
+            max_results: Some(page_size.min(i32::MAX as u32) as i32),
+            ..Default::default()
+        };
+        let what = format!("listing gs://{}/{prefix}", self.bucket);
+        let resp = with_retries(&what, || async {
+            self.client.list_objects(&req).await.map_err(|e| classify(e, &what))
+        })
+        .await
+        .map_err(|e| self.bucket_error(e))?;
+        Ok(ListPage {
+            objects: resp.items.unwrap_or_default().into_iter().map(meta).collect(),
+            prefixes: resp.prefixes.unwrap_or_default(),
+            next_page_token: resp.next_page_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn stat(&self, key: &str) -> StorageResult<ObjectMeta> {
+        let req = self.get_request(key, None);
+        let what = format!("reading metadata of gs://{}/{key}", self.bucket);
+        with_retries(&what, || async {
+            self.client
+                .get_object(&req)
+                .await
+                .map(meta)
+                .map_err(|e| classify(e, &what))
+        })
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        start: u64,
+        end: Option<u64>,
+    ) -> StorageResult<ByteStream> {
+        let req = self.get_request(key, generation);
+        let range = if start == 0 && end.is_none() {
+            Range::default()
+        } else {
+            Range(Some(start), end)
+        };
+        let what = format!("reading gs://{}/{key}", self.bucket);
+        let stream = with_retries(&what, || async {
+            self.client
+                .download_streamed_object(&req, &range)
+                .await
+                .map_err(|e| classify(e, &what))
+        })
+        .await?;
+        let what2 = what.clone();
+        Ok(Box::pin(stream.map_err(move |e| classify(e, &what2))))
+    }
+
+    async fn write(&self, key: &str, body: Bytes, content_type: &str) -> StorageResult<ObjectMeta> {
+        let req = UploadObjectRequest {
+            bucket: self.bucket.clone(),
+            ..Default::default()
+        };
+        let mut media = Media::new(key.to_owned());
+        media.content_type = content_type.to_owned().into();
+        media.content_length = Some(body.len() as u64);
+        let upload = UploadType::Simple(media);
+        let what = format!("writing gs://{}/{key}", self.bucket);
+        with_retries(&what, || async {
+            self.client
+                .upload_object(&req, body.clone(), &upload)
+                .await
+                .map(meta)
+                .map_err(|e| classify(e, &what))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let req = DeleteObjectRequest {
+            bucket: self.bucket.clone(),
+            object: key.to_owned(),
+            ..Default::default()
+        };
+        let what = format!("deleting gs://{}/{key}", self.bucket);
+        with_retries(&what, || async {
+            self.client.delete_object(&req).await.map_err(|e| classify(e, &what))
+        })
+        .await
+    }
+}

@@ -1,0 +1,484 @@
+//! The import sync engine: compares a bucket listing, page by page, with the
+//! storage's links, and only touches what changed.
+//!
+//! - a new object becomes a task (files mode) or is read as a task file;
+//! - an object whose generation is unchanged is skipped without download;
+//! - a changed task file updates the tasks of its existing rows and adds
+//!   new rows; rows gone from its end, and objects gone from the bucket,
+//!   follow the storage's [`DeletionPolicy`];
+//! - a bad row is reported as `key:position: message` and the rest goes on.
+//!
+//! Listing pages and link ranges are both in byte order of the key, so
+//! memory depends on the page size, not the bucket size. Every write is
+//! idempotent (links are unique per storage, key and row), so a sync that
+//! is killed and run again ends with exactly the right tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use labelport_db::storages::LinkState;
+use labelport_db::tasks::LinkSpec;
+use labelport_db::{Db, DbError};
+use labelport_domain::import::{parse_task_element, NewTask};
+use labelport_domain::task_data::DATA_UNDEFINED_NAME;
+use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
+use regex::Regex;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::readers::{read_rows, FileFormat};
+
+/// What happens to tasks whose object (or row) left the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Tasks stay as they are (Label Studio's behaviour; the default).
+    Keep,
+    /// Tasks stay; their links are flagged `object_exists = false`.
+    Flag,
+    /// Tasks without annotations are deleted; annotated ones are flagged.
+    DeleteUnannotated,
+}
+
+impl DeletionPolicy {
+    pub const NAMES: [&'static str; 3] = ["keep", "flag", "delete"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "keep" => Some(Self::Keep),
+            "flag" => Some(Self::Flag),
+            "delete" => Some(Self::DeleteUnannotated),
+            _ => None,
+        }
+    }
+}
+
+/// A storage's sync settings, already validated.
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    pub storage_id: i64,
+    pub project_id: i64,
+    pub maximum_annotations: i64,
+    pub bucket: String,
+    /// Normalised: empty, or ending with exactly one `/`.
+    pub prefix: String,
+    /// Matched at the start of the full object name.
+    pub regex: Option<Regex>,
+    pub recursive: bool,
+    pub use_blob_urls: bool,
+    pub policy: DeletionPolicy,
+    pub user_id: i64,
+}
+
+/// Prefix as Label Studio normalises it: stripped of `/` at both ends, then
+/// one trailing `/` (empty stays empty).
+pub fn normalize_prefix(prefix: &str) -> String {
+    let p = prefix.trim().trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// Compiles a `regex_filter` to match at the start of the name (Python's
+/// `re.match`); empty means no filter.
+pub fn compile_filter(filter: &str) -> Result<Option<Regex>, String> {
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(&format!("^(?:{filter})"))
+        .map(Some)
+        .map_err(|e| format!("regex_filter is not a valid regular expression: {e}"))
+}
+
+/// Counters of a sync, reported while it runs and at the end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    pub objects_listed: u64,
+    pub objects_unchanged: u64,
+    pub objects_read: u64,
+    pub objects_missing: u64,
+    pub tasks_created: u64,
+    pub tasks_updated: u64,
+    pub tasks_existed: u64,
+    pub tasks_deleted: u64,
+    pub rows_failed: u64,
+    /// The first [`MAX_LISTED_ERRORS`] errors as `key:position: message`.
+    pub errors: Vec<String>,
+}
+
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+impl SyncReport {
+    fn error(&mut self, message: String) {
+        self.rows_failed += 1;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(message);
+        }
+    }
+
+    /// The counters as `meta` keys (Label Studio's and ours).
+    pub fn meta(&self) -> Value {
+        json!({
+            "objects_listed": self.objects_listed,
+            "objects_unchanged": self.objects_unchanged,
+            "objects_read": self.objects_read,
+            "objects_missing": self.objects_missing,
+            "tasks_created": self.tasks_created,
+            "tasks_updated": self.tasks_updated,
+            "tasks_existed": self.tasks_existed,
+            "tasks_deleted": self.tasks_deleted,
+            "tasks_failed_validation": self.rows_failed,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("database error: {0}")]
+    Db(#[from] DbError),
+    #[error("the sync was stopped (its job lease was lost or the server is shutting down)")]
+    Stopped,
+}
+
+/// Objects per listing page.
+const LIST_PAGE: u32 = 1000;
+/// Tasks per insert transaction.
+const INSERT_BATCH: usize = 2000;
+
+struct Pending {
+    tasks: Vec<NewTask>,
+    links: Vec<LinkSpec>,
+}
+
+pub struct ImportEngine<'a, S: ObjectStore> {
+    db: &'a Db,
+    store: &'a S,
+    settings: &'a ImportSettings,
+    report: SyncReport,
+    progress: watch::Sender<SyncReport>,
+    stop: Arc<AtomicBool>,
+    pending: Pending,
+    last_publish: Instant,
+}
+
+impl<'a, S: ObjectStore> ImportEngine<'a, S> {
+    pub fn new(
+        db: &'a Db,
+        store: &'a S,
+        settings: &'a ImportSettings,
+        progress: watch::Sender<SyncReport>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        ImportEngine {
+            db,
+            store,
+            settings,
+            report: SyncReport::default(),
+            progress,
+            stop,
+            pending: Pending {
+                tasks: Vec::new(),
+                links: Vec::new(),
+            },
+            last_publish: Instant::now(),
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        if force || self.last_publish.elapsed().as_millis() >= 250 {
+            self.progress.send_replace(self.report.clone());
+            self.last_publish = Instant::now();
+        }
+    }
+
+    fn check_stop(&self) -> Result<(), SyncError> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(SyncError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wanted(&self, key: &str) -> bool {
+        !key.ends_with('/') && self.settings.regex.as_ref().is_none_or(|r| r.is_match(key))
+    }
+
+    /// Runs the whole sync; returns its report (errors of single rows are
+    /// in the report; an `Err` means the sync could not go on).
+    pub async fn run(mut self) -> Result<SyncReport, SyncError> {
+        let mut token: Option<String> = None;
+        let mut after: Option<String> = None;
+        loop {
+            self.check_stop()?;
+            let page = self
+                .store
+                .list_page(&self.settings.prefix, self.settings.recursive, token.take(), LIST_PAGE)
+                .await?;
+            let last_page = page.next_page_token.is_none();
+            if page.objects.is_empty() && !last_page {
+                token = page.next_page_token;
+                continue;
+            }
+            let upto = if last_page {
+                None
+            } else {
+                page.objects.last().map(|o| o.key.clone())
+            };
+            let links = self
+                .db
+                .links_in_range(self.settings.storage_id, after.as_deref(), upto.as_deref())
+                .await?;
+            let mut by_key: BTreeMap<String, Vec<LinkState>> = BTreeMap::new();
+            for l in links {
+                by_key.entry(l.object_key.clone()).or_default().push(l);
+            }
+            for object in page.objects {
+                self.report.objects_listed += 1;
+                if !self.wanted(&object.key) {
+                    continue;
+                }
+                match by_key.remove(&object.key) {
+                    None => self.new_object(object).await?,
+                    Some(existing) if existing.iter().all(|l| l.generation == object.generation) => {
+                        self.report.objects_unchanged += 1;
+                        self.report.tasks_existed += existing.len() as u64;
+                        if existing.iter().any(|l| !l.object_exists) {
+                            self.db
+                                .set_object_exists(self.settings.storage_id, &object.key, true)
+                                .await?;
+                        }
+                    }
+                    Some(existing) => self.changed_object(object, existing).await?,
+                }
+                self.publish(false);
+            }
+            // Links in this key range whose object was not listed: gone.
+            self.flush().await?;
+            for (key, links) in by_key {
+                self.missing(&key, &links, None).await?;
+            }
+            self.publish(false);
+            match page.next_page_token {
+                Some(t) => {
+                    token = Some(t);
+                    after = upto;
+                }
+                None => break,
+            }
+        }
+        self.flush().await?;
+        self.publish(true);
+        Ok(self.report)
+    }
+
+    async fn new_object(&mut self, object: ObjectMeta) -> Result<(), SyncError> {
+        if self.settings.use_blob_urls {
+            let uri = format!("gs://{}/{}", self.settings.bucket, object.key);
+            self.queue(
+                NewTask {
+                    data: json!({ DATA_UNDEFINED_NAME: uri }),
+                    meta: json!({}),
+                    allow_skip: true,
+                    annotations: vec![],
+                    predictions: vec![],
+                },
+                LinkSpec {
+                    key: object.key,
+                    row_index: -1,
+                    generation: object.generation,
+                    etag: object.etag,
+                },
+            )
+            .await
+        } else {
+            // Rows linked by an earlier, interrupted run are not read twice.
+            let linked = self.db.links_of_object(self.settings.storage_id, &object.key).await?;
+            let linked: HashMap<i64, i64> = linked.iter().map(|l| (l.row_index, l.task_id)).collect();
+            self.read_task_file(object, &linked, false).await
+        }
+    }
+
+    async fn changed_object(&mut self, object: ObjectMeta, existing: Vec<LinkState>) -> Result<(), SyncError> {
+        if self.settings.use_blob_urls {
+            // The task only holds the URI, which did not change.
+            self.report.tasks_existed += existing.len() as u64;
+            self.db
+                .update_linked_tasks(
+                    self.settings.storage_id,
+                    &object.key,
+                    Some((object.generation, &object.etag)),
+                    &[],
+                )
+                .await?;
+            return Ok(());
+        }
+        let linked: HashMap<i64, i64> = existing.iter().map(|l| (l.row_index, l.task_id)).collect();
+        self.read_task_file(object, &linked, true).await
+    }
+
+    /// Reads one task file; `linked` maps row index → task id of rows that
+    /// already have tasks (updated when `update` is set, else skipped).
+    async fn read_task_file(
+        &mut self,
+        object: ObjectMeta,
+        linked: &HashMap<i64, i64>,
+        update: bool,
+    ) -> Result<(), SyncError> {
+        let key = object.key.clone();
+        let Some(format) = FileFormat::for_key(&key) else {
+            self.report.error(format!(
+                "{key}: not a JSON, JSONL or Parquet file (with \"Tasks\" import, every matching object must be one; use regex_filter to skip others)"
+            ));
+            return Ok(());
+        };
+        let stream = match self.store.read_stream(&key, Some(object.generation), 0, None).await {
+            Ok(s) => s,
+            Err(StorageError::NotFound(_)) => return Ok(()), // replaced or deleted since the listing
+            Err(e) => return Err(e.into()),
+        };
+        self.report.objects_read += 1;
+        let mut rows = read_rows(format, &key, stream);
+        let mut updates: Vec<(i64, String)> = Vec::new();
+        let mut max_row: i64 = -2;
+        let mut complete = true;
+        while let Some(item) = rows.next().await {
+            let row = match item {
+                Ok(row) => row,
+                Err(e) => {
+                    self.report.error(format!("{key}: {e}"));
+                    complete = false;
+                    break;
+                }
+            };
+            max_row = max_row.max(row.row_index);
+            let task = match row.value.and_then(parse_task_element) {
+                Ok(t) => t,
+                Err(message) => {
+                    self.report.error(format!("{key}:{}: {message}", row.position));
+                    continue;
+                }
+            };
+            match linked.get(&row.row_index) {
+                Some(task_id) if update => {
+                    updates.push((*task_id, task.data.to_string()));
+                    self.report.tasks_updated += 1;
+                }
+                Some(_) => self.report.tasks_existed += 1,
+                None => {
+                    // Generation 0 marks the object as not fully read: a run
+                    // killed half-way reads it again next time.
+                    let link = LinkSpec {
+                        key: key.clone(),
+                        row_index: row.row_index,
+                        generation: 0,
+                        etag: String::new(),
+                    };
+                    self.queue(task, link).await?;
+                }
+            }
+            if updates.len() >= INSERT_BATCH {
+                self.db
+                    .update_linked_tasks(self.settings.storage_id, &key, None, &updates)
+                    .await?;
+                updates.clear();
+            }
+            self.check_stop()?;
+            self.publish(false);
+        }
+        self.flush().await?;
+        if !complete {
+            // Keep the links marked unread so the next sync reads it again.
+            self.db
+                .update_linked_tasks(self.settings.storage_id, &key, Some((0, "")), &updates)
+                .await?;
+            return Ok(());
+        }
+        self.db
+            .update_linked_tasks(
+                self.settings.storage_id,
+                &key,
+                Some((object.generation, &object.etag)),
+                &updates,
+            )
+            .await?;
+        if update {
+            // Rows past the new end of the file are gone.
+            let gone: Vec<LinkState> = linked
+                .iter()
+                .filter(|(row, _)| **row > max_row)
+                .map(|(row, task)| LinkState {
+                    object_key: key.clone(),
+                    row_index: *row,
+                    generation: object.generation,
+                    etag: object.etag.clone(),
+                    task_id: *task,
+                    object_exists: true,
+                })
+                .collect();
+            if !gone.is_empty() {
+                self.missing(&key, &gone, Some(max_row + 1)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue(&mut self, task: NewTask, link: LinkSpec) -> Result<(), SyncError> {
+        self.pending.tasks.push(task);
+        self.pending.links.push(link);
+        if self.pending.tasks.len() >= INSERT_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SyncError> {
+        if self.pending.tasks.is_empty() {
+            return Ok(());
+        }
+        let tasks = std::mem::take(&mut self.pending.tasks);
+        let links = std::mem::take(&mut self.pending.links);
+        let outcome = self
+            .db
+            .import_linked_tasks(
+                self.settings.project_id,
+                self.settings.maximum_annotations,
+                &tasks,
+                self.settings.user_id,
+                Some((self.settings.storage_id, &links)),
+            )
+            .await?;
+        self.report.tasks_created += outcome.created as u64;
+        self.report.tasks_existed += (tasks.len() - outcome.created) as u64;
+        self.publish(false);
+        Ok(())
+    }
+
+    /// Applies the deletion policy to the links of a vanished object (or,
+    /// with `from_row`, to its rows from that index on).
+    async fn missing(&mut self, key: &str, links: &[LinkState], from_row: Option<i64>) -> Result<(), SyncError> {
+        if from_row.is_none() {
+            self.report.objects_missing += 1;
+        }
+        let from_row = from_row.unwrap_or(i64::MIN);
+        let storage = self.settings.storage_id;
+        match self.settings.policy {
+            DeletionPolicy::Keep => {}
+            DeletionPolicy::Flag => {
+                if links.iter().any(|l| l.object_exists) {
+                    self.db.flag_rows_from(storage, key, from_row).await?;
+                }
+            }
+            DeletionPolicy::DeleteUnannotated => {
+                let (deleted, _flagged) = self.db.remove_unannotated_linked_tasks(storage, key, from_row).await?;
+                self.report.tasks_deleted += deleted;
+            }
+        }
+        Ok(())
+    }
+}
