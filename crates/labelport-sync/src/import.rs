@@ -254,6 +254,12 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                                 .await?;
                         }
                     }
+                    // All links unread (generation 0): an earlier run was
+                    // stopped while reading this file; read on, skip done rows.
+                    Some(existing) if existing.iter().all(|l| l.generation == 0) => {
+                        let linked: HashMap<i64, i64> = existing.iter().map(|l| (l.row_index, l.task_id)).collect();
+                        self.read_task_file(object, &linked, false).await?
+                    }
                     Some(existing) => self.changed_object(object, existing).await?,
                 }
                 self.publish(false);

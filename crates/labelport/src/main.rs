@@ -74,7 +74,16 @@ struct WorkerArgs {
 /// The job workers with every job kind this binary runs.
 fn workers(state: &AppState) -> labelport_jobs::Workers {
     let env = state.storage_env.clone();
-    let mut w = labelport_jobs::Workers::new(state.db.clone(), labelport_jobs::WorkerConfig::default())
+    let mut config = labelport_jobs::WorkerConfig::default();
+    // How long a dead worker's job waits before another worker takes it.
+    if let Some(secs) = std::env::var("LABELPORT_JOB_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.lease = std::time::Duration::from_secs(secs.max(1));
+        config.heartbeat = config.lease / 4;
+    }
+    let mut w = labelport_jobs::Workers::new(state.db.clone(), config)
         .handle(labelport_sync::job::IMPORT_SYNC, move |ctx| {
             labelport_sync::job::run_import_sync(ctx, env.clone())
         });
