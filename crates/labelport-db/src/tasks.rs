@@ -77,16 +77,13 @@ impl Db {
         let at = now();
         on_write!(self, p => {
             let mut tx = p.begin().await?;
-            // Touching the project row locks it (PostgreSQL) so concurrent
-            // imports into one project take inner ids one after another.
-            let touched = sqlx::query("UPDATE projects SET updated_at = $1 WHERE id = $2")
-                .bind(&at).bind(project_id).execute(&mut *tx).await?;
-            if touched.rows_affected() == 0 {
-                return Err(DbError::NotFound);
-            }
-            let base: i64 = sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MAX(inner_id) FROM tasks WHERE project_id = $1")
-                .bind(project_id).fetch_one(&mut *tx).await?.unwrap_or(0);
+            // Reserving inner ids on the project row also locks it
+            // (PostgreSQL), so concurrent imports number tasks one after
+            // another; no scan of the project's tasks is needed.
+            let reserved: Option<i64> = sqlx::query_scalar(
+                "UPDATE projects SET updated_at = $1, max_inner_id = max_inner_id + $2 WHERE id = $3 RETURNING max_inner_id")
+                .bind(&at).bind(tasks.len() as i64).bind(project_id).fetch_optional(&mut *tx).await?;
+            let base = reserved.ok_or(DbError::NotFound)? - tasks.len() as i64;
             let mut outcome = ImportOutcome { task_ids: vec![0; tasks.len()], ..Default::default() };
             for (chunk_no, chunk) in tasks.chunks(TASK_BATCH).enumerate() {
                 let sql = format!(

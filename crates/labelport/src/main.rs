@@ -1,6 +1,7 @@
 //! `labelport`: the one binary. Subcommands: `serve`, `migrate`, `user`, `bench`.
 
 mod bench;
+mod bench_sync;
 mod config;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Measure import and task-list speed on a fresh database; prints figures.
     Bench(bench::BenchArgs),
+    /// Measure storage import sync speed and memory; prints figures.
+    BenchSync(bench_sync::BenchSyncArgs),
 }
 
 #[derive(clap::Args)]
@@ -274,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::User { action } => user(action).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchSync(args) => bench_sync::run(args).await,
     }
 }
 

@@ -26,6 +26,8 @@ CREATE TABLE projects (
     skipped_annotations_number BIGINT NOT NULL DEFAULT 0,
     total_predictions_number   BIGINT NOT NULL DEFAULT 0,
     num_tasks_with_annotations BIGINT NOT NULL DEFAULT 0,
+    -- The last inner id handed out (tasks are numbered 1, 2, … per project).
+    max_inner_id               BIGINT NOT NULL DEFAULT 0,
     created_by          BIGINT REFERENCES users(id) ON DELETE SET NULL,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL
