@@ -256,6 +256,22 @@ async fn files_mode_listing_rules_preview_and_idempotent_resync() {
         );
         assert_eq!(files["files"][0]["size"], 1);
 
+        // Keys ending in "/" (folder placeholders) are never objects to import.
+        let (_, files) = app
+            .post(
+                "/api/storages/gcs/files",
+                json!({"project": pid, "bucket": "media", "prefix": "data", "recursive_scan": true}),
+            )
+            .await;
+        let keys: Vec<&str> = files["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["key"].as_str())
+            .collect();
+        assert_eq!(keys.len(), 6, "{keys:?}");
+        assert!(!keys.contains(&"data/folder/"), "{keys:?}");
+
         // One level only.
         let flat = storage(&app, json!({"project": pid, "bucket": "media", "prefix": "data", "regex_filter": r".*\.(jpg|png)", "use_blob_urls": true})).await;
         let st = sync(&app, flat).await;
