@@ -22,6 +22,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The storage failed while serving media (Label Studio's 424 shape).
+    #[error("storage failed: {0}")]
+    Upstream(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Upstream(_) => StatusCode::FAILED_DEPENDENCY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +74,11 @@ impl From<ValidationErrors> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let ApiError::Upstream(detail) = &self {
+            tracing::warn!("media proxy: {detail}");
+            let body = json!({"error": "Storage stream failed while proxying data", "detail": detail});
+            return (status, Json(body)).into_response();
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let mut body = json!({
             "id": id,
@@ -91,6 +100,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
             ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
             ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),
+            ApiError::Upstream(_) => unreachable!("answered above"),
         }
         (status, Json(body)).into_response()
     }

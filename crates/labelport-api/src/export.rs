@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, PathId, QueryParams};
 use crate::state::AppState;
-use crate::tasks::render_tasks;
+use crate::tasks::{render_tasks, RenderCtx};
 use crate::views::first_data_key;
 
 const EXPORT_PAGE: i64 = 500;
@@ -67,7 +67,12 @@ async fn next_chunk(mut c: Cursor) -> Result<Option<(Bytes, Cursor)>, std::io::E
         c.finished = true;
         return Ok(Some((Bytes::from(buf), c)));
     }
-    let rendered = render_tasks(&c.db, &rows, c.first_key.as_deref())
+    // Exports carry the stored URIs, not resolve URLs (as Label Studio).
+    let ctx = RenderCtx {
+        first_key: c.first_key.clone(),
+        ..Default::default()
+    };
+    let rendered = render_tasks(&c.db, &rows, &ctx)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     for task in rendered {

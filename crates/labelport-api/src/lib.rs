@@ -23,6 +23,8 @@ pub mod extract;
 pub mod misc;
 pub mod predictions;
 pub mod projects;
+pub mod resolve;
+pub mod signing;
 pub mod state;
 pub mod storages;
 pub mod tasks;
@@ -98,6 +100,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             storages::delete_gcs
         ))
         .routes(routes!(storages::sync_gcs))
+        .routes(routes!(resolve::resolve_task))
+        .routes(routes!(resolve::presign_task))
+        .routes(routes!(resolve::resolve_project))
+        .routes(routes!(resolve::presign_project))
         .split_for_parts()
 }
 

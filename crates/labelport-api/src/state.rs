@@ -1,10 +1,15 @@
 //! Shared state of the HTTP handlers.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use labelport_db::storages::ImportStorageRow;
 use labelport_db::Db;
+use labelport_storage::gcs::GcsStore;
+use labelport_storage::StorageError;
 use labelport_sync::job::StorageEnv;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,6 +18,12 @@ pub struct AppState {
     pub storage_env: StorageEnv,
     /// Wakes this process's job workers when a job is queued.
     pub jobs_notify: Arc<Notify>,
+    /// Public URL prefix for generated resolve URLs ("" = relative).
+    pub public_url: String,
+    /// Connected stores by storage, reused across media requests.
+    pub stores: StoreCache,
+    /// IAM Credentials endpoint for signing without a private key.
+    pub iam_endpoint: String,
 }
 
 impl AppState {
@@ -21,6 +32,34 @@ impl AppState {
             db,
             storage_env: StorageEnv::default(),
             jobs_notify: Arc::new(Notify::new()),
+            public_url: String::new(),
+            stores: StoreCache::default(),
+            iam_endpoint: "https://iamcredentials.googleapis.com".into(),
         }
+    }
+}
+
+/// Clients per storage: building one (and, with a key, fetching a token)
+/// per media request would cost more than the request. An entry is rebuilt
+/// when the storage's connection settings change.
+#[derive(Clone, Default)]
+pub struct StoreCache {
+    gcs: Arc<Mutex<HashMap<i64, (u64, GcsStore)>>>,
+}
+
+impl StoreCache {
+    pub async fn gcs(&self, env: &StorageEnv, row: &ImportStorageRow) -> Result<GcsStore, StorageError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&row.bucket, &row.credentials, &env.gcs_endpoint).hash(&mut h);
+        let fingerprint = h.finish();
+        let mut map = self.gcs.lock().await;
+        if let Some((f, store)) = map.get(&row.id) {
+            if *f == fingerprint {
+                return Ok(store.clone());
+            }
+        }
+        let store = env.gcs(row).await?;
+        map.insert(row.id, (fingerprint, store.clone()));
+        Ok(store)
     }
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use bytes::Bytes;
 use labelport_db::{Db, TaskRow};
 use labelport_domain::import::{kind, parse_task_element, NewTask};
+use labelport_domain::resolve::rewrite_uris;
 use labelport_domain::task_data::DATA_UNDEFINED_NAME;
 use labelport_domain::{LabelConfig, ValidationErrors};
 use serde::Deserialize;
@@ -24,8 +25,40 @@ use crate::views::{annotation_json, first_data_key, prediction_json, task_json};
 /// At most this many element errors are listed in one 400.
 const MAX_LISTED_ERRORS: usize = 20;
 
+/// How tasks of one project are shown.
+#[derive(Debug, Clone, Default)]
+pub struct RenderCtx {
+    /// Where `$undefined$` is shown.
+    pub first_key: Option<String>,
+    /// Buckets of the project's import storages; their `gs://` URIs are
+    /// rewritten to resolve URLs (empty: nothing is rewritten).
+    pub buckets: Vec<String>,
+    /// Public URL prefix of resolve URLs ("" for relative).
+    pub base: String,
+}
+
+impl RenderCtx {
+    /// For API reads: `$undefined$` placed and media URIs rewritten.
+    pub async fn for_reads(state: &AppState, project_id: i64) -> ApiResult<RenderCtx> {
+        let project = state.db.get_project(project_id).await?;
+        let mut buckets: Vec<String> = state
+            .db
+            .list_import_storages(Some("gcs"), Some(project_id))
+            .await?
+            .into_iter()
+            .map(|s| s.bucket)
+            .collect();
+        buckets.dedup();
+        Ok(RenderCtx {
+            first_key: first_data_key(&project.label_config),
+            buckets,
+            base: state.public_url.clone(),
+        })
+    }
+}
+
 /// Renders tasks with their annotations and predictions (two queries).
-pub async fn render_tasks(db: &Db, rows: &[TaskRow], first_key: Option<&str>) -> ApiResult<Vec<Value>> {
+pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResult<Vec<Value>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut annotations: HashMap<i64, Vec<Value>> = HashMap::new();
     for a in db.annotations_of_tasks(&ids).await? {
@@ -40,18 +73,16 @@ pub async fn render_tasks(db: &Db, rows: &[TaskRow], first_key: Option<&str>) ->
     }
     rows.iter()
         .map(|r| {
-            task_json(
+            let mut task = task_json(
                 r,
-                first_key,
+                ctx.first_key.as_deref(),
                 Some(annotations.remove(&r.id).unwrap_or_default()),
                 Some(predictions.remove(&r.id).unwrap_or_default()),
-            )
+            )?;
+            rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id);
+            Ok(task)
         })
         .collect()
-}
-
-async fn project_first_key(db: &Db, project_id: i64) -> ApiResult<Option<String>> {
-    Ok(first_data_key(&db.get_project(project_id).await?.label_config))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -73,9 +104,9 @@ pub async fn list_tasks(
         .project
         .ok_or_else(|| ApiError::field("project", "This query parameter is required."))?;
     let (page, size) = page_window(q.page, q.page_size, 100)?;
-    let first_key = project_first_key(&state.db, project_id).await?;
+    let ctx = RenderCtx::for_reads(&state, project_id).await?;
     let rows = state.db.task_page(project_id, (page - 1) * size, size).await?;
-    let tasks = render_tasks(&state.db, &rows, first_key.as_deref()).await?;
+    let tasks = render_tasks(&state.db, &rows, &ctx).await?;
     let counts = state.db.project_counts(project_id).await?;
     Ok(Json(json!({
         "tasks": tasks,
@@ -94,11 +125,9 @@ pub async fn list_project_tasks(
     QueryParams(q): QueryParams<crate::projects::PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let (page, size) = page_window(q.page, q.page_size, 100)?;
-    let first_key = project_first_key(&state.db, id).await?;
+    let ctx = RenderCtx::for_reads(&state, id).await?;
     let rows = state.db.task_page(id, (page - 1) * size, size).await?;
-    Ok(Json(Value::Array(
-        render_tasks(&state.db, &rows, first_key.as_deref()).await?,
-    )))
+    Ok(Json(Value::Array(render_tasks(&state.db, &rows, &ctx).await?)))
 }
 
 #[utoipa::path(delete, path = "/api/projects/{id}/tasks", params(("id" = i64, Path)), tag = "tasks",
@@ -182,8 +211,8 @@ pub async fn create_task(
     responses((status = 200, description = "The task with annotations and predictions"), (status = 404, description = "No such task")))]
 pub async fn get_task(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<Json<Value>> {
     let row = state.db.get_task(id).await?;
-    let first_key = project_first_key(&state.db, row.project_id).await?;
-    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    let ctx = RenderCtx::for_reads(&state, row.project_id).await?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), &ctx).await?;
     Ok(Json(rendered.remove(0)))
 }
 
@@ -211,8 +240,8 @@ pub async fn patch_task(
         None => row.meta,
     };
     let row = state.db.update_task(id, &data, &meta, user.id).await?;
-    let first_key = project_first_key(&state.db, row.project_id).await?;
-    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), first_key.as_deref()).await?;
+    let ctx = RenderCtx::for_reads(&state, row.project_id).await?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), &ctx).await?;
     Ok(Json(rendered.remove(0)))
 }
 

@@ -4,6 +4,7 @@
 
 pub mod import;
 pub mod label_config;
+pub mod resolve;
 pub mod task_data;
 pub mod validation;
 

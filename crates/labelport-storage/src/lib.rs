@@ -13,6 +13,7 @@ use futures::Stream;
 pub mod credentials;
 pub mod gcs;
 pub mod memory;
+pub mod signing;
 
 /// What is known of one object from a listing or a stat.
 #[derive(Debug, Clone, PartialEq, Eq)]

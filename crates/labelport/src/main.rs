@@ -64,6 +64,17 @@ struct ServeArgs {
     /// Background job workers (storage syncs) in this process.
     #[arg(long, env = "LABELPORT_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Public URL of this server (e.g. https://label.example.com) for
+    /// absolute media resolve URLs; relative when empty.
+    #[arg(long, env = "LABELPORT_PUBLIC_URL", default_value = "")]
+    public_url: String,
+    /// IAM Credentials endpoint used to sign media URLs without a private key.
+    #[arg(
+        long,
+        env = "LABELPORT_IAM_ENDPOINT",
+        default_value = "https://iamcredentials.googleapis.com"
+    )]
+    iam_endpoint: String,
 }
 
 #[derive(clap::Args)]
@@ -193,7 +204,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "Labelport listening on http://{}",
         listener.local_addr()?
     );
-    let state = AppState::new(db.clone());
+    let mut state = AppState::new(db.clone());
+    let public_url = args.public_url.trim().trim_end_matches('/');
+    anyhow::ensure!(
+        public_url.is_empty() || public_url.starts_with("http://") || public_url.starts_with("https://"),
+        "--public-url must start with http:// or https://"
+    );
+    state.public_url = public_url.to_owned();
+    state.iam_endpoint = args.iam_endpoint.trim_end_matches('/').to_owned();
     let workers = workers(&state);
     let handles = workers.spawn(args.workers);
     labelport_api::serve(listener, state, shutdown_signal()).await?;

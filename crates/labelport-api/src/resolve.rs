@@ -1,0 +1,317 @@
+//! `GET /tasks/{id}/resolve/?fileuri=…` and `/projects/{id}/resolve/`
+//! (with `/presign/` aliases): media of a project's storages for the
+//! browser. Only objects of one of the project's import storages are ever
+//! fetched (no open proxy): anything else is a 404 and nothing is fetched.
+//! With `presign` the answer is a 303 to a V4 signed URL; without, the
+//! object is streamed through with single byte ranges, ETag/304 and
+//! constant memory.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use labelport_db::storages::ImportStorageRow;
+use labelport_domain::resolve::{decode_fileuri, split_gs_uri};
+use labelport_storage::gcs::GcsStore;
+use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AuthUser, PathId, QueryParams};
+use crate::state::AppState;
+
+/// `max-age` of proxied media, as Label Studio (1 hour).
+const PROXY_MAX_AGE: u32 = 3600;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ResolveQuery {
+    /// URL-safe base64 of the `gs://bucket/key` URI (percent-encoded URIs are accepted too).
+    pub fileuri: Option<String>,
+}
+
+/// A single byte range resolved against the object size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    Full,
+    /// Inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses `Range` (RFC 9110): one `bytes=a-b`, `a-` or `-n` range. Several
+/// ranges or a malformed header are ignored (the whole object is sent).
+pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) => match parse(b) {
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if size == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::Part(size - n.min(size), size - 1),
+            None => ByteRange::Full,
+        },
+        (false, _) => {
+            let Some(start) = parse(a) else { return ByteRange::Full };
+            let end = if b.is_empty() { Some(u64::MAX) } else { parse(b) };
+            match end {
+                None => ByteRange::Full,
+                Some(end) if end < start => ByteRange::Full,
+                Some(_) if start >= size => ByteRange::Unsatisfiable,
+                Some(end) => ByteRange::Part(start, end.min(size - 1)),
+            }
+        }
+        (true, true) => ByteRange::Full,
+    }
+}
+
+fn quoted_etag(etag: &str) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/") {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
+/// Whether `If-None-Match` names this entity tag (weak comparison).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+    let ours = bare(etag);
+    value.split(',').any(|t| t.trim() == "*" || bare(t) == ours)
+}
+
+fn content_type(meta: &ObjectMeta) -> String {
+    match meta.content_type.as_deref() {
+        Some(ct) if !ct.is_empty() && !ct.contains("octet-stream") => ct.to_owned(),
+        _ => mime_guess::from_path(&meta.key)
+            .first()
+            .map(|m| m.essence_str().to_owned())
+            .unwrap_or_else(|| "application/octet-stream".into()),
+    }
+}
+
+fn last_modified(meta: &ObjectMeta) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(meta.updated.as_deref()?).ok()?;
+    Some(httpdate::fmt_http_date(std::time::SystemTime::from(t)))
+}
+
+/// The project's storage that owns `uri`, or None.
+async fn owning_storage(state: &AppState, project_id: i64, uri: &str) -> ApiResult<Option<(ImportStorageRow, String)>> {
+    let Some((bucket, key)) = split_gs_uri(uri) else {
+        return Ok(None);
+    };
+    let storages = state.db.list_import_storages(Some("gcs"), Some(project_id)).await?;
+    Ok(storages
+        .into_iter()
+        .find(|s| s.bucket == bucket)
+        .map(|s| (s, key.to_owned())))
+}
+
+fn upstream(e: StorageError) -> ApiError {
+    ApiError::Upstream(e.to_string())
+}
+
+async fn resolve_in_project(
+    state: &AppState,
+    project_id: i64,
+    q: ResolveQuery,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let raw = q
+        .fileuri
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::field("fileuri", "This query parameter is required."))?;
+    let uri = decode_fileuri(&raw);
+    let Some((storage, key)) = owning_storage(state, project_id, &uri).await? else {
+        tracing::info!(
+            project.id = project_id,
+            "refused to resolve a URI outside the project's storages"
+        );
+        return Err(ApiError::NotFound(
+            "This URI does not name an object of this project's storages.".into(),
+        ));
+    };
+    let store = state.stores.gcs(&state.storage_env, &storage).await.map_err(upstream)?;
+    if storage.presign {
+        return presign(state, &storage, &store, &key).await;
+    }
+    proxy(&store, &key, headers).await
+}
+
+async fn presign(state: &AppState, storage: &ImportStorageRow, _store: &GcsStore, key: &str) -> ApiResult<Response> {
+    let ttl_minutes = storage.presign_ttl.clamp(1, 10080) as u64;
+    match crate::signing::signed_url(state, storage, key, ttl_minutes * 60).await {
+        Ok(url) => Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, url)
+            .header(header::CACHE_CONTROL, format!("no-store, max-age={}", ttl_minutes * 60))
+            .body(Body::empty())
+            .map_err(|e| ApiError::Internal(e.to_string())),
+        Err(reason) => {
+            tracing::warn!(storage.id = storage.id, "could not sign a URL: {reason}");
+            Err(ApiError::NotFound(
+                "Could not sign a URL for this object; see the server log.".into(),
+            ))
+        }
+    }
+}
+
+async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap) -> ApiResult<Response> {
+    let meta = store.stat(key).await.map_err(upstream)?;
+    let etag = quoted_etag(&meta.etag);
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(
+            header::CACHE_CONTROL,
+            format!("private, max-age={PROXY_MAX_AGE}, must-revalidate"),
+        );
+    if let Some(lm) = last_modified(&meta) {
+        builder = builder.header(header::LAST_MODIFIED, lm);
+    }
+    if none_match(headers, &etag) {
+        // The client has it: no body, nothing downloaded.
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|e| ApiError::Internal(e.to_string()));
+    }
+    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), meta.size);
+    let (status, start, end) = match range {
+        ByteRange::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", meta.size))
+                .body(Body::empty())
+                .map_err(|e| ApiError::Internal(e.to_string()));
+        }
+        ByteRange::Full => (StatusCode::OK, 0, meta.size.saturating_sub(1)),
+        ByteRange::Part(a, b) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", meta.size));
+            (StatusCode::PARTIAL_CONTENT, a, b)
+        }
+    };
+    let length = if meta.size == 0 { 0 } else { end - start + 1 };
+    let body = if length == 0 {
+        Body::empty()
+    } else {
+        // Pinned to the generation whose ETag we announced. The stream is
+        // dropped (and the upstream request closed) if the client goes away.
+        let stream = store
+            .read_stream(
+                key,
+                Some(meta.generation),
+                start,
+                (status == StatusCode::PARTIAL_CONTENT).then_some(end),
+            )
+            .await
+            .map_err(upstream)?;
+        Body::from_stream(stream)
+    };
+    builder
+        .status(status)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&content_type(&meta)).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        )
+        .header(header::CONTENT_LENGTH, length)
+        .body(body)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[utoipa::path(get, path = "/tasks/{id}/resolve", params(("id" = i64, Path), ResolveQuery), tag = "media",
+    responses((status = 200, description = "The object (proxy)"), (status = 206, description = "A byte range"),
+        (status = 303, description = "Redirect to a V4 signed URL (presign)"), (status = 304, description = "Not modified"),
+        (status = 400, description = "No fileuri"), (status = 404, description = "Unknown task, or not an object of this project's storages"),
+        (status = 416, description = "Range not satisfiable"), (status = 424, description = "Storage failed")))]
+pub async fn resolve_task(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+    QueryParams(q): QueryParams<ResolveQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let task = state.db.get_task(id).await?;
+    resolve_in_project(&state, task.project_id, q, &headers).await
+}
+
+#[utoipa::path(get, path = "/tasks/{id}/presign", params(("id" = i64, Path), ResolveQuery), tag = "media",
+    responses((status = 200, description = "Same as /tasks/{id}/resolve")))]
+pub async fn presign_task(
+    state: State<AppState>,
+    user: AuthUser,
+    id: PathId,
+    q: QueryParams<ResolveQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    resolve_task(state, user, id, q, headers).await
+}
+
+#[utoipa::path(get, path = "/projects/{id}/resolve", params(("id" = i64, Path), ResolveQuery), tag = "media",
+    responses((status = 200, description = "Same as /tasks/{id}/resolve, for a project")))]
+pub async fn resolve_project(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    PathId(id): PathId,
+    QueryParams(q): QueryParams<ResolveQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state.db.get_project(id).await?;
+    resolve_in_project(&state, id, q, &headers).await
+}
+
+#[utoipa::path(get, path = "/projects/{id}/presign", params(("id" = i64, Path), ResolveQuery), tag = "media",
+    responses((status = 200, description = "Same as /projects/{id}/resolve")))]
+pub async fn presign_project(
+    state: State<AppState>,
+    user: AuthUser,
+    id: PathId,
+    q: QueryParams<ResolveQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    resolve_project(state, user, id, q, headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), ByteRange::Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), ByteRange::Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), ByteRange::Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), ByteRange::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), ByteRange::Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=x-1"), 10), ByteRange::Full);
+    }
+
+    #[test]
+    fn etags() {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\", W/\"def\""));
+        assert!(none_match(&h, "\"def\""));
+        assert!(none_match(&h, "\"abc\""));
+        assert!(!none_match(&h, "\"x\""));
+        assert_eq!(quoted_etag("CJ8"), "\"CJ8\"");
+    }
+}

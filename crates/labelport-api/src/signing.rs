@@ -1,0 +1,87 @@
+//! Signed URLs for presigned media: signed locally with the storage's
+//! service-account key, or — with no key (Application Default Credentials)
+//! — remotely through IAM `signBlob` as the ADC's service account.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use gcloud_storage::client::google_cloud_auth;
+use labelport_db::storages::ImportStorageRow;
+use labelport_storage::gcs::emulator_from_env;
+use labelport_storage::signing::{self, AccessTokenSource, IamSigner, KeySigner, SignError, SignedUrlRequest};
+use token_source::{TokenSource, TokenSourceProvider};
+use tokio::sync::OnceCell;
+
+use crate::state::AppState;
+
+/// Env var naming the service account to sign as through IAM when ADC
+/// does not say (user credentials, or to override).
+pub const SIGNING_ACCOUNT_ENV: &str = "LABELPORT_SIGNING_SERVICE_ACCOUNT";
+
+/// Application Default Credentials, resolved once per process.
+struct Adc {
+    source: Arc<dyn TokenSource>,
+    email: Option<String>,
+}
+
+static ADC: OnceCell<Result<Adc, String>> = OnceCell::const_new();
+
+async fn adc() -> Result<&'static Adc, String> {
+    ADC.get_or_init(|| async {
+        let config = google_cloud_auth::project::Config::default()
+            .with_scopes(&["https://www.googleapis.com/auth/cloud-platform"]);
+        let provider = google_cloud_auth::token::DefaultTokenSourceProvider::new(config)
+            .await
+            .map_err(|e| format!("Application Default Credentials are not available: {e}"))?;
+        let email = provider
+            .source_credentials
+            .as_ref()
+            .and_then(|c| c.client_email.clone());
+        Ok(Adc {
+            source: provider.token_source(),
+            email,
+        })
+    })
+    .await
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+struct AdcTokens(Arc<dyn TokenSource>);
+
+impl AccessTokenSource for AdcTokens {
+    async fn token(&self) -> Result<String, SignError> {
+        let value = self.0.token().await.map_err(|e| SignError::Token(e.to_string()))?;
+        // gcloud-auth answers "Bearer <token>".
+        Ok(value.strip_prefix("Bearer ").unwrap_or(&value).to_owned())
+    }
+}
+
+/// A V4 signed GET URL for `key`, valid `expires_secs`; the error explains
+/// why it could not be made (for the log).
+pub async fn signed_url(
+    state: &AppState,
+    storage: &ImportStorageRow,
+    key: &str,
+    expires_secs: u64,
+) -> Result<String, String> {
+    let mut req = SignedUrlRequest::new("GET", &storage.bucket, key, expires_secs, Utc::now());
+    if let Some(endpoint) = state.storage_env.gcs_endpoint.clone().or_else(emulator_from_env) {
+        req.host = Some(endpoint);
+    }
+    if let Some(json) = storage.credentials.as_deref() {
+        let signer = KeySigner::from_service_account_json(json).map_err(|e| e.to_string())?;
+        return signing::signed_url(&req, &signer).await.map_err(|e| e.to_string());
+    }
+    let adc = adc().await?;
+    let email = std::env::var(SIGNING_ACCOUNT_ENV)
+        .ok()
+        .or_else(|| adc.email.clone())
+        .ok_or_else(|| {
+            format!("no service account to sign as: the credentials name none; set {SIGNING_ACCOUNT_ENV}")
+        })?;
+    let signer = IamSigner::new(email, AdcTokens(adc.source.clone()))
+        .map_err(|e| e.to_string())?
+        .with_endpoint(state.iam_endpoint.clone());
+    signing::signed_url(&req, &signer).await.map_err(|e| e.to_string())
+}
