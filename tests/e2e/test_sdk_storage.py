@@ -42,6 +42,14 @@ CREDENTIALS_KEY = "google_application_credentials"
 # --------------------------------------------------------------------------- helpers
 
 
+
+def gs_uri(value):
+    """Task reads show media of a connected bucket as resolve URLs
+    (`/tasks/<id>/resolve/?fileuri=<url-safe base64>`); decode them back."""
+    import base64
+    assert isinstance(value, str) and "/resolve/?fileuri=" in value, value
+    return base64.urlsafe_b64decode(value.split("fileuri=", 1)[1]).decode()
+
 def unique_bucket(tag: str) -> str:
     # GCS bucket names: 3-63 chars, lowercase letters, digits, '-', '_', '.'.
     return f"e2e-{tag}-{uuid.uuid4().hex[:12]}"
@@ -234,7 +242,7 @@ def test_gcs_import_storage_sdk_flow(client, http, fake_gcs, make_project, image
     assert client.projects.get(pid).task_number == N_IMAGES
     tasks = all_tasks(client, pid)
     expected = {f"gs://{bucket}/{image_key(i)}" for i in range(N_IMAGES)}
-    images = [t.data.get("image") for t in tasks]
+    images = [gs_uri(t.data.get("image")) for t in tasks]
     assert len(images) == N_IMAGES, images
     assert set(images) == expected, sorted(set(images) ^ expected)
 
@@ -249,7 +257,7 @@ def test_gcs_import_storage_sdk_flow(client, http, fake_gcs, make_project, image
     more = sync_and_wait(client, sid)
     assert more.last_sync_count == 2, more
     assert client.projects.get(pid).task_number == N_IMAGES + 2
-    images = [t.data.get("image") for t in all_tasks(client, pid)]
+    images = [gs_uri(t.data.get("image")) for t in all_tasks(client, pid)]
     expected |= {f"gs://{bucket}/{image_key(i)}" for i in (N_IMAGES, N_IMAGES + 1)}
     assert len(images) == N_IMAGES + 2 and set(images) == expected, sorted(set(images) ^ expected)
 
@@ -293,7 +301,7 @@ def test_gcs_import_storage_recursive_and_credentials_not_echoed(client, http, f
     assert storage.google_application_credentials is None, storage
     done = sync_and_wait(client, storage.id)
     assert done.last_sync_count == N_IMAGES + 1, done
-    images = {t.data.get("image") for t in all_tasks(client, pid)}
+    images = {gs_uri(t.data.get("image")) for t in all_tasks(client, pid)}
     assert f"gs://{image_bucket}/imgs/sub/x.jpg" in images, sorted(images)
     assert f"gs://{image_bucket}/imgs/notes.txt" not in images, sorted(images)
 

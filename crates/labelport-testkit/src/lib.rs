@@ -149,7 +149,24 @@ impl TestApp {
             .expect("starting the test app")
     }
 
+    /// As [`TestApp::spawn_with_gcs`], signing media URLs without a key
+    /// through the IAM endpoint `iam_endpoint` (a local fake).
+    pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
+        Self::try_spawn_with(backend, Some(gcs.endpoint.clone()), 1, Some(iam_endpoint.to_owned()))
+            .await
+            .expect("starting the test app")
+    }
+
     async fn try_spawn(backend: Backend, gcs_endpoint: Option<String>, worker_count: usize) -> anyhow::Result<TestApp> {
+        Self::try_spawn_with(backend, gcs_endpoint, worker_count, None).await
+    }
+
+    async fn try_spawn_with(
+        backend: Backend,
+        gcs_endpoint: Option<String>,
+        worker_count: usize,
+        iam_endpoint: Option<String>,
+    ) -> anyhow::Result<TestApp> {
         let test_db = TestDb::new(backend).await?;
         test_db
             .db
@@ -160,6 +177,9 @@ impl TestApp {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut state = AppState::new(test_db.db.clone());
         state.storage_env.gcs_endpoint = gcs_endpoint;
+        if let Some(iam) = iam_endpoint {
+            state.iam_endpoint = iam;
+        }
         let env = state.storage_env.clone();
         let config = labelport_jobs::WorkerConfig {
             lease: Duration::from_secs(5),

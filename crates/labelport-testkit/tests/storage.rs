@@ -279,10 +279,15 @@ async fn files_mode_listing_rules_preview_and_idempotent_resync() {
         assert_eq!(st["last_sync_count"], 3, "{st}");
         assert!(st["last_sync"].is_string());
         assert_eq!(st["meta"]["tasks_created"], 3);
+        // Reads show resolve URLs for the storage's bucket; decode them back.
         let mut uris: Vec<String> = all_tasks(&app, pid)
             .await
             .iter()
-            .map(|t| t["data"]["image"].as_str().unwrap().to_owned())
+            .map(|t| {
+                let url = t["data"]["image"].as_str().unwrap();
+                let fileuri = url.split("fileuri=").nth(1).expect("a resolve URL");
+                labelport_domain::resolve::decode_fileuri(fileuri)
+            })
             .collect();
         uris.sort();
         assert_eq!(

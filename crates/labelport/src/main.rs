@@ -1,6 +1,7 @@
 //! `labelport`: the one binary. Subcommands: `serve`, `migrate`, `user`, `bench`.
 
 mod bench;
+mod bench_media;
 mod bench_sync;
 mod config;
 
@@ -43,6 +44,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure storage import sync speed and memory; prints figures.
     BenchSync(bench_sync::BenchSyncArgs),
+    /// Measure media resolution (proxy latency and throughput, signing); prints figures.
+    BenchMedia(bench_media::BenchMediaArgs),
 }
 
 #[derive(clap::Args)]
@@ -296,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
         Command::User { action } => user(action).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchSync(args) => bench_sync::run(args).await,
+        Command::BenchMedia(args) => bench_media::run(args).await,
     }
 }
 

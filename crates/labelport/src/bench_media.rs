@@ -1,0 +1,204 @@
+//! `labelport bench-media`: media resolution speed against the GCS
+//! emulator. Prints figures; asserts nothing.
+//! - resolve (proxy) latency of a small object vs a direct emulator GET;
+//! - proxy throughput of a large object vs a direct download, peak RSS;
+//! - V4 signed URLs per second (local key), and presign redirects per second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use labelport_api::AppState;
+use labelport_db::Db;
+use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
+use labelport_testkit::FakeGcs;
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct BenchMediaArgs {
+    /// Size of the large object in MiB.
+    #[arg(long, default_value_t = 256)]
+    large_mib: usize,
+    /// Requests for the latency figures.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// A service-account key file to sign with (default: Google's test key
+    /// in ../shared/conformance, when present).
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn timed_get(http: &reqwest::Client, url: &str, auth: Option<&str>) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let mut req = http.get(url);
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send().await?.error_for_status()?;
+    let mut stream = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        n += chunk?.len() as u64;
+    }
+    Ok((started.elapsed(), n))
+}
+
+pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
+    let gcs = FakeGcs::start()
+        .await
+        .context("starting fake-gcs-server (set FAKE_GCS_SERVER_BIN or run ./scripts/test once)")?;
+    gcs.create_bucket("media").await?;
+    gcs.upload("media", "small.jpg", vec![7u8; 2048], "image/jpeg").await?;
+    // Uploaded as a stream of 1 MiB chunks so this process never holds it:
+    // the peak RSS below is the server's and the client's streaming only.
+    let chunk: bytes::Bytes = (0..1024 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let chunks = futures::stream::iter((0..args.large_mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/upload/storage/v1/b/media/o?uploadType=media&name=large.mp4",
+            gcs.endpoint
+        ))
+        .header("Content-Type", "video/mp4")
+        .header("Content-Length", (args.large_mib * 1024 * 1024).to_string())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "uploading the large object: {}", r.status());
+    let rss_before = peak_rss_mb();
+
+    let tmp = tempfile::tempdir()?;
+    let db = Db::connect(&format!("sqlite://{}", tmp.path().join("bench.db").display())).await?;
+    db.migrate().await?;
+    let token = labelport_db::users::generate_token();
+    db.ensure_user("bench", "bench-password", &token).await?;
+    let mut state = AppState::new(db.clone());
+    state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(labelport_api::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let auth = format!("Token {token}");
+    let project: Value = http
+        .post(format!("{base}/api/projects"))
+        .header("Authorization", &auth)
+        .json(&json!({"title": "media", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let pid = project["id"].as_i64().context("project")?;
+    let key_json = match &args.key_file {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => std::fs::read_to_string("../shared/conformance/test_service_account.not-a-test.json")
+            .context("a key to sign with: pass --key-file")?,
+    };
+    for (presign, creds) in [(false, Value::Null), (true, json!(key_json))] {
+        let mut body = json!({"project": pid, "bucket": "media", "presign": presign, "presign_ttl": 15});
+        if presign {
+            body["google_application_credentials"] = creds;
+        }
+        let r = http
+            .post(format!("{base}/api/storages/gcs"))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 201, "storage: {}", r.text().await?);
+    }
+    // The first storage (proxy) owns the bucket for resolution.
+    let (_, _) = (pid, ());
+    let task: Value = http
+        .post(format!("{base}/api/tasks"))
+        .header("Authorization", &auth)
+        .json(&json!({"project": pid, "data": {"image": "gs://media/small.jpg"}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tid = task["id"].as_i64().context("task")?;
+    let resolve = |key: &str| {
+        format!(
+            "{base}/tasks/{tid}/resolve/?fileuri={}",
+            labelport_domain::resolve::encode_fileuri(&format!("gs://media/{key}"))
+        )
+    };
+    let direct = |key: &str| format!("{}/storage/v1/b/media/o/{key}?alt=media", gcs.endpoint);
+
+    // Latency, small object.
+    for (name, url, a) in [
+        ("direct emulator GET", direct("small.jpg"), None),
+        ("resolve (proxy)", resolve("small.jpg"), Some(auth.as_str())),
+    ] {
+        let mut times = Vec::with_capacity(args.requests);
+        for _ in 0..args.requests + 10 {
+            times.push(timed_get(&http, &url, a).await?.0);
+        }
+        let mut times = times.split_off(10);
+        times.sort();
+        println!(
+            "{name}, 2 KiB object: p50 {:.2} ms, p99 {:.2} ms over {} requests",
+            pct(&times, 0.5),
+            pct(&times, 0.99),
+            times.len()
+        );
+    }
+
+    // Throughput, large object (best of 3 each).
+    let mut rates = Vec::new();
+    for (name, url, a) in [
+        ("direct emulator download", direct("large.mp4"), None),
+        ("proxy download", resolve("large.mp4"), Some(auth.as_str())),
+    ] {
+        let mut best = 0.0f64;
+        for _ in 0..3 {
+            let (took, n) = timed_get(&http, &url, a).await?;
+            anyhow::ensure!(n as usize == args.large_mib * 1024 * 1024, "short read {n}");
+            best = best.max(n as f64 / 1e6 / took.as_secs_f64());
+        }
+        println!("{name}, {} MiB: {best:.0} MB/s", args.large_mib);
+        rates.push(best);
+    }
+    println!("proxy / direct = {:.2} (target ≥ 0.8)", rates[1] / rates[0]);
+    println!(
+        "peak RSS of the bench process (server + client, streaming {} MiB three times): {:.0} MB ({rss_before:.0} MB before)",
+        args.large_mib,
+        peak_rss_mb()
+    );
+
+    // Signing speed.
+    let signer = KeySigner::from_service_account_json(&key_json)?;
+    let started = Instant::now();
+    let n = 2000;
+    for i in 0..n {
+        let mut req = SignedUrlRequest::new("GET", "media", format!("images/img_{i}.jpg"), 900, chrono::Utc::now());
+        req.host = Some(gcs.endpoint.clone());
+        signed_url(&req, &signer).await?;
+    }
+    println!(
+        "V4 signed URLs (local RSA-2048 key): {:.0} per second",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+    let _ = stop_tx.send(());
+    server.await??;
+    db.close().await;
+    Ok(())
+}
