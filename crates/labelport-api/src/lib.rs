@@ -72,6 +72,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(tasks::import_tasks))
         .routes(routes!(export::export_project))
+        .routes(routes!(tasks::next_task))
         .routes(routes!(tasks::list_project_tasks, tasks::delete_project_tasks))
         .routes(routes!(tasks::list_tasks, tasks::create_task))
         .routes(routes!(tasks::get_task, tasks::patch_task, tasks::delete_task))

@@ -361,3 +361,21 @@ pub async fn import_tasks(
     body.insert("data_columns".into(), json!(data_columns));
     Ok((StatusCode::CREATED, Json(Value::Object(body))))
 }
+
+#[utoipa::path(get, path = "/api/projects/{id}/next", params(("id" = i64, Path)), tag = "tasks",
+    responses((status = 200, description = "The next task to label (media URIs resolved)"),
+        (status = 404, description = "No task left to label, or no such project")))]
+pub async fn next_task(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    let ctx = RenderCtx::for_reads(&state, id).await?;
+    let row = state
+        .db
+        .next_task_for(id, user.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("No more tasks to label in this project.".into()))?;
+    let mut rendered = render_tasks(&state.db, std::slice::from_ref(&row), &ctx).await?;
+    Ok(Json(rendered.remove(0)))
+}

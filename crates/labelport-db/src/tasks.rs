@@ -206,6 +206,19 @@ impl Db {
         )
     }
 
+    /// The first task (in id order) of a project that is not labeled yet and
+    /// that `user_id` has not annotated: what to label next.
+    pub async fn next_task_for(&self, project_id: i64, user_id: i64) -> DbResult<Option<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE project_id = $1 AND NOT is_labeled
+             AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.task_id = t.id AND a.completed_by = $2)
+             ORDER BY id LIMIT 1"
+        );
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(user_id).fetch_optional(p).await)?,
+        )
+    }
+
     /// Tasks with `id > after_id` in id order (keyset paging for export).
     pub async fn tasks_after(
         &self,

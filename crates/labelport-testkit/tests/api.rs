@@ -345,6 +345,9 @@ async fn annotations_and_predictions_lifecycle() {
         let (s, _) = app.post("/api/tasks/999999/annotations", json!({"result": []})).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
 
+        // The only task is labeled: nothing left to label next.
+        let (s, e) = app.get(&format!("/api/projects/{id}/next")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
         let (s, a2) = app
             .patch(&format!("/api/annotations/{aid}/"), json!({"was_cancelled": true}))
             .await;

@@ -89,6 +89,12 @@ async fn rewriting_refusals_and_proxy() {
         assert!(html_out.contains(&other_uri), "{html_out}");
         let (_, list) = app.get(&format!("/api/tasks?project={pid}")).await;
         assert_eq!(list["tasks"][0]["data"]["image"], resolve(&a_uri));
+        let (s, next) = app.get(&format!("/api/projects/{pid}/next")).await;
+        assert_eq!(s, StatusCode::OK, "{next}");
+        assert_eq!(
+            (next["id"].as_i64(), &next["data"]["image"]),
+            (Some(tid), &json!(resolve(&a_uri)))
+        );
         assert!(
             app.db().get_task(tid).await.unwrap().data.contains(&a_uri),
             "stored data unchanged"
