@@ -47,17 +47,39 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryPa
     }
 }
 
-/// The caller, authenticated by `Authorization: Token <key>`.
+/// Name of the browser session cookie (see `auth.rs`).
+pub const SESSION_COOKIE: &str = "labelport_session";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The caller, authenticated by `Authorization: Token <key>`, or — for
+/// GET/HEAD only, so a cookie can never authorise a cross-site write — by
+/// the browser session cookie (media `<img>`/`<video>` requests).
 pub struct AuthUser(pub UserRow);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("Authentication credentials were not provided."))?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+            if let (true, Some(cookie)) = (safe, session_cookie(&parts.headers)) {
+                if let Some(user) = state.db.user_by_session(&cookie).await? {
+                    return Ok(AuthUser(user));
+                }
+            }
+            return Err(ApiError::Unauthorized("Authentication credentials were not provided."));
+        };
         let header = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("Invalid token header."))?;

@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod annotations;
+pub mod auth;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -64,6 +65,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(misc::health))
         .routes(routes!(misc::whoami))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
         .routes(routes!(projects::list_projects, projects::create_project))
         .routes(routes!(
             projects::get_project,

@@ -1,7 +1,7 @@
 //! Users and their API tokens. Tokens are stored as SHA-256 digests and
 //! passwords as Argon2 hashes, so a copy of the database leaks neither.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -76,6 +76,53 @@ impl Db {
         Ok(on_write!(self, p => sqlx::query_as::<_, UserRow>(&sql)
             .bind(username).bind(email).bind(&hash).bind(&digest).bind(&created_at)
             .fetch_one(p).await)?)
+    }
+
+    /// The user with this username (or email) and password, if they match.
+    pub async fn user_by_login(&self, login: &str, password: &str) -> DbResult<Option<UserRow>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1 OR email = $1 ORDER BY id LIMIT 1"
+        );
+        let row = on_read!(self, p => sqlx::query(&sql).bind(login).fetch_optional(p).await.map(|r| r.map(|r| {
+            use sqlx::Row;
+            (UserRow {
+                id: r.get("id"), username: r.get("username"), email: r.get("email"), first_name: r.get("first_name"),
+                last_name: r.get("last_name"), is_superuser: r.get("is_superuser"), created_at: r.get("created_at"),
+            }, r.get::<String, _>("password_hash"))
+        })))?;
+        let Some((user, hash)) = row else { return Ok(None) };
+        let ok =
+            PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        Ok(ok.then_some(user))
+    }
+
+    /// Starts a browser session; returns the cookie value (shown once).
+    pub async fn create_session(&self, user_id: i64, lifetime: chrono::Duration) -> DbResult<String> {
+        let token = generate_token();
+        let expires = (chrono::Utc::now() + lifetime)
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let sql = "INSERT INTO sessions (token_sha256, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)";
+        on_write!(self, p => sqlx::query(sql).bind(token_digest(&token)).bind(user_id).bind(&expires).bind(now())
+            .execute(p).await.map(|_| ()))?;
+        Ok(token)
+    }
+
+    /// The user of an unexpired session.
+    pub async fn user_by_session(&self, token: &str) -> DbResult<Option<UserRow>> {
+        let sql = format!(
+            "SELECT {} FROM users u JOIN sessions s ON s.user_id = u.id WHERE s.token_sha256 = $1 AND s.expires_at > $2",
+            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(token_digest(token)).bind(now()).fetch_optional(p).await)?,
+        )
+    }
+
+    pub async fn delete_session(&self, token: &str) -> DbResult<()> {
+        on_write!(self, p => sqlx::query("DELETE FROM sessions WHERE token_sha256 = $1").bind(token_digest(token))
+            .execute(p).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// Replaces a user's token; returns false when there is no such user.

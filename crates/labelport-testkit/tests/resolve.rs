@@ -190,6 +190,67 @@ async fn rewriting_refusals_and_proxy() {
         // Without a token: 401.
         let r = app.http.get(format!("{}{url}", app.base_url)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // The browser's session cookie works for media (GET) but never for writes.
+        let r = app
+            .http
+            .post(format!("{}/api/auth/login", app.base_url))
+            .json(&json!({"username": "tester@example.com", "password": "wrong"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = app
+            .http
+            .post(format!("{}/api/auth/login", app.base_url))
+            .json(&json!({"email": "tester@example.com", "password": "test-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let set_cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(
+            set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+            "{set_cookie}"
+        );
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let r = app
+            .http
+            .get(format!("{}{url}", app.base_url))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+        let r = app
+            .http
+            .post(format!("{}/api/projects", app.base_url))
+            .header("Cookie", &cookie)
+            .json(&json!({"title": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "a cookie never authorises a write"
+        );
+        let r = app
+            .http
+            .post(format!("{}/api/auth/logout", app.base_url))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = app
+            .http
+            .get(format!("{}{url}", app.base_url))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "logged out");
         // A missing object is the storage's failure: 424 in Label Studio's shape.
         let r = raw_get(&app, &resolve(&format!("gs://{bucket}/imgs/gone.jpg")), &[]).await;
         assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
