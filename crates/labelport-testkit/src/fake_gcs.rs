@@ -210,6 +210,22 @@ impl FakeGcs {
         }
     }
 
+    /// The emulator's process id (to read its I/O counters in tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Bytes the emulator has written to files and sockets so far
+    /// (`wchar` of `/proc/<pid>/io`).
+    pub fn bytes_written(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/io", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("wchar:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Stops the emulator and waits for it to exit.
     pub fn stop(self) {
         drop(self);

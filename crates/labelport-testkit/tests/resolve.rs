@@ -355,3 +355,54 @@ async fn presign_redirects_to_an_exact_v4_signed_url_the_emulator_serves() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_upstream_read() {
+    use futures::StreamExt;
+
+    let gcs = FakeGcs::start().await.unwrap();
+    gcs.create_bucket("big").await.unwrap();
+    const MIB: usize = 1024 * 1024;
+    gcs.upload("big", "large.bin", vec![1u8; 256 * MIB], "application/octet-stream")
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with_gcs(labelport_testkit::Backend::Sqlite, &gcs, 0).await;
+    let (_, p) = app
+        .post("/api/projects", json!({"title": "b", "label_config": CONFIG}))
+        .await;
+    let pid = p["id"].as_i64().unwrap();
+    let (s, _) = app
+        .post(
+            "/api/storages/gcs",
+            json!({"project": pid, "bucket": "big", "presign": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let url = format!("/projects/{pid}/resolve/?fileuri={}", b64("gs://big/large.bin"));
+
+    let before = gcs.bytes_written();
+    let r = raw_get(&app, &url, &[]).await;
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], (256 * MIB).to_string());
+    let mut stream = r.bytes_stream();
+    let mut got = 0;
+    while got < 2 * MIB {
+        got += stream.next().await.unwrap().unwrap().len();
+    }
+    drop(stream); // the browser goes away after 2 MiB
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sent = gcs.bytes_written() - before;
+    assert!(
+        sent < 64 * MIB as u64,
+        "the emulator sent {} MiB of 256 after the client left",
+        sent / MIB as u64
+    );
+    // The whole object still streams for a client that stays.
+    let r = raw_get(&app, &url, &[]).await;
+    let mut total = 0;
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, 256 * MIB);
+    app.stop().await;
+}
