@@ -162,24 +162,39 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Throughput, large object (best of 3 each).
-    let mut rates = Vec::new();
-    for (name, url, a) in [
-        ("direct emulator download", direct("large.mp4"), None),
-        ("proxy download", resolve("large.mp4"), Some(auth.as_str())),
-    ] {
-        let mut best = 0.0f64;
-        for _ in 0..3 {
-            let (took, n) = timed_get(&http, &url, a).await?;
+    // Throughput, large object: 5 alternating pairs (direct, proxy), so
+    // both see the same machine state; medians and their ratio.
+    let (direct_url, proxy_url) = (direct("large.mp4"), resolve("large.mp4"));
+    let (mut d_rates, mut p_rates) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (url, a, rates) in [
+            (&direct_url, None, &mut d_rates),
+            (&proxy_url, Some(auth.as_str()), &mut p_rates),
+        ] {
+            let (took, n) = timed_get(&http, url, a).await?;
             anyhow::ensure!(n as usize == args.large_mib * 1024 * 1024, "short read {n}");
-            best = best.max(n as f64 / 1e6 / took.as_secs_f64());
+            rates.push(n as f64 / 1e6 / took.as_secs_f64());
         }
-        println!("{name}, {} MiB: {best:.0} MB/s", args.large_mib);
-        rates.push(best);
     }
-    println!("proxy / direct = {:.2} (target ≥ 0.8)", rates[1] / rates[0]);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (d, p) = (median(&mut d_rates), median(&mut p_rates));
     println!(
-        "peak RSS of the bench process (server + client, streaming {} MiB three times): {:.0} MB ({rss_before:.0} MB before)",
+        "direct emulator download, {} MiB: median {d:.0} MB/s (runs {:.0?})",
+        args.large_mib, d_rates
+    );
+    println!(
+        "proxy download, {} MiB: median {p:.0} MB/s (runs {:.0?})",
+        args.large_mib, p_rates
+    );
+    println!(
+        "proxy / direct = {:.2} (medians of 5 alternating runs; target ≥ 0.8)",
+        p / d
+    );
+    println!(
+        "peak RSS of the bench process (server + client, streaming {} MiB ten times): {:.0} MB ({rss_before:.0} MB before)",
         args.large_mib,
         peak_rss_mb()
     );
