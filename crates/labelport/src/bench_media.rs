@@ -12,6 +12,8 @@ use labelport_api::AppState;
 use labelport_db::Db;
 use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
 use labelport_testkit::FakeGcs;
+
+use crate::bench_sync::peak_rss_mb;
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -30,16 +32,6 @@ pub struct BenchMediaArgs {
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 async fn timed_get(http: &reqwest::Client, url: &str, auth: Option<&str>) -> anyhow::Result<(Duration, u64)> {

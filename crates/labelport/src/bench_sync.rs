@@ -42,7 +42,7 @@ pub struct BenchSyncArgs {
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
+pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
