@@ -47,7 +47,7 @@ pub async fn list_annotations(
     let items = rows
         .iter()
         .map(|r| annotation_json(r, None))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Value::Array(items)))
 }
 
@@ -67,6 +67,8 @@ pub async fn create_annotation(
         lead_time: input.lead_time,
     };
     let row = state.db.create_annotation(task_id, &fields, user.id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     tracing::info!(annotation.id = row.id, task.id = task_id, "created annotation");
     Ok((StatusCode::CREATED, Json(annotation_json(&row, Some(&user.username))?)))
 }
@@ -97,6 +99,8 @@ pub async fn patch_annotation(
         lead_time: input.lead_time.or(current.lead_time),
     };
     let row = state.db.update_annotation(id, &fields, user.id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     Ok(Json(annotation_json(&row, None)?))
 }
 
@@ -108,5 +112,7 @@ pub async fn delete_annotation(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     state.db.delete_annotation(id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     Ok(StatusCode::NO_CONTENT)
 }

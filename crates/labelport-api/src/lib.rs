@@ -20,6 +20,7 @@ pub mod annotations;
 pub mod auth;
 pub mod error;
 pub mod export;
+pub mod export_storages;
 pub mod extract;
 pub mod misc;
 pub mod predictions;
@@ -104,6 +105,18 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             storages::delete_gcs
         ))
         .routes(routes!(storages::sync_gcs))
+        .routes(routes!(
+            export_storages::list_gcs_export,
+            export_storages::create_gcs_export
+        ))
+        .routes(routes!(export_storages::validate_gcs_export))
+        .routes(routes!(
+            export_storages::get_gcs_export,
+            export_storages::patch_gcs_export,
+            export_storages::put_gcs_export,
+            export_storages::delete_gcs_export
+        ))
+        .routes(routes!(export_storages::sync_gcs_export))
         .routes(routes!(resolve::resolve_task))
         .routes(routes!(resolve::presign_task))
         .routes(routes!(resolve::resolve_project))

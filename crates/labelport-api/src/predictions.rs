@@ -48,7 +48,7 @@ pub async fn list_predictions(
     };
     let rows = state.db.list_predictions(filter).await?;
     Ok(Json(Value::Array(
-        rows.iter().map(prediction_json).collect::<ApiResult<_>>()?,
+        rows.iter().map(prediction_json).collect::<Result<_, _>>()?,
     )))
 }
 

@@ -108,7 +108,7 @@ async fn render(state: &AppState, row: &ProjectRow) -> ApiResult<Value> {
         Some(id) => state.db.user_by_id(id).await?,
         None => None,
     };
-    project_json(row, &counts, gt, creator.as_ref())
+    Ok(project_json(row, &counts, gt, creator.as_ref())?)
 }
 
 /// Builds a `next`/`previous` link from the request URI with another page.
@@ -220,6 +220,8 @@ pub async fn delete_project(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     state.db.delete_project(id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     tracing::info!(project.id = id, "deleted project");
     Ok(StatusCode::NO_CONTENT)
 }

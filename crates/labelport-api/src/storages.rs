@@ -101,6 +101,11 @@ fn default_fields() -> ImportStorageFields {
     }
 }
 
+/// A bucket as users type it (`gs://name/`) reduced to its name.
+pub(crate) fn normalize_bucket(v: &str) -> String {
+    v.trim().trim_start_matches("gs://").trim_end_matches('/').to_owned()
+}
+
 /// Applies `input` over `base` and checks every field (no I/O).
 fn merge_fields(mut f: ImportStorageFields, input: GcsImportInput) -> Result<ImportStorageFields, ValidationErrors> {
     let mut errors = ValidationErrors::default();
@@ -111,7 +116,7 @@ fn merge_fields(mut f: ImportStorageFields, input: GcsImportInput) -> Result<Imp
         f.description = v;
     }
     if let Some(v) = input.bucket {
-        f.bucket = v.trim().trim_start_matches("gs://").trim_end_matches('/').to_owned();
+        f.bucket = normalize_bucket(&v);
     }
     if let Some(v) = input.prefix {
         f.prefix = v;
@@ -277,7 +282,7 @@ async fn storage_json(state: &AppState, row: &ImportStorageRow) -> ApiResult<Val
     }))
 }
 
-async fn require_project(state: &AppState, project: Option<i64>) -> ApiResult<i64> {
+pub(crate) async fn require_project(state: &AppState, project: Option<i64>) -> ApiResult<i64> {
     let id = project.ok_or_else(|| ApiError::field("project", "This field is required."))?;
     match state.db.get_project(id).await {
         Ok(_) => Ok(id),

@@ -1,6 +1,5 @@
 //! `/api/tasks`, `/api/projects/{id}/tasks` and `/api/projects/{id}/import`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -20,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json_body, AuthUser, JsonBody, PathId, QueryParams};
 use crate::projects::page_window;
 use crate::state::AppState;
-use crate::views::{annotation_json, first_data_key, prediction_json, task_json};
+use crate::views::{first_data_key, task_json};
 
 /// At most this many element errors are listed in one 400.
 const MAX_LISTED_ERRORS: usize = 20;
@@ -57,32 +56,14 @@ impl RenderCtx {
     }
 }
 
-/// Renders tasks with their annotations and predictions (two queries).
+/// Renders tasks with their annotations and predictions (two queries),
+/// with the storage URIs rewritten for the browser when `ctx` says so.
 pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResult<Vec<Value>> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut annotations: HashMap<i64, Vec<Value>> = HashMap::new();
-    for a in db.annotations_of_tasks(&ids).await? {
-        annotations
-            .entry(a.task_id)
-            .or_default()
-            .push(annotation_json(&a, None)?);
+    let mut tasks = labelport_views::tasks_with_children(db, rows, ctx.first_key.as_deref()).await?;
+    for (task, r) in tasks.iter_mut().zip(rows) {
+        rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id);
     }
-    let mut predictions: HashMap<i64, Vec<Value>> = HashMap::new();
-    for p in db.predictions_of_tasks(&ids).await? {
-        predictions.entry(p.task_id).or_default().push(prediction_json(&p)?);
-    }
-    rows.iter()
-        .map(|r| {
-            let mut task = task_json(
-                r,
-                ctx.first_key.as_deref(),
-                Some(annotations.remove(&r.id).unwrap_or_default()),
-                Some(predictions.remove(&r.id).unwrap_or_default()),
-            )?;
-            rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id);
-            Ok(task)
-        })
-        .collect()
+    Ok(tasks)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -139,6 +120,8 @@ pub async fn delete_project_tasks(
 ) -> ApiResult<StatusCode> {
     state.db.get_project(id).await?;
     let n = state.db.delete_project_tasks(id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     tracing::info!(project.id = id, tasks = n, "deleted all tasks of project");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -249,6 +232,8 @@ pub async fn patch_task(
     responses((status = 204, description = "Deleted with its annotations and predictions")))]
 pub async fn delete_task(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<StatusCode> {
     state.db.delete_task(id).await?;
+    // Wake the workers: the write may have queued export jobs.
+    state.jobs_notify.notify_waiters();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -335,6 +320,7 @@ pub async fn import_tasks(
         .db
         .import_tasks(project.id, project.maximum_annotations, &tasks, user.id)
         .await?;
+    state.jobs_notify.notify_waiters();
     let data_columns: Vec<String> = {
         let mut keys: Vec<String> = Vec::new();
         for t in tasks.iter().take(100) {

@@ -17,10 +17,12 @@ pub struct AnnotationRow {
     pub last_action: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Bumped on every update (what export storages compare with).
+    pub version: i64,
 }
 
 const ANNOTATION_COLUMNS: &str = "id, task_id, project_id, result, completed_by, updated_by, was_cancelled, \
-    ground_truth, lead_time, last_action, created_at, updated_at";
+    ground_truth, lead_time, last_action, created_at, updated_at, version";
 
 /// The fields of an annotation a client sets.
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ impl Db {
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
             crate::refresh_task_counters!(tx, task_id);
+            crate::queue_annotation_export!(tx, row.id);
             tx.commit().await?;
             Ok(row)
         })
@@ -67,6 +70,22 @@ impl Db {
 
     pub async fn annotations_of_task(&self, task_id: i64) -> DbResult<Vec<AnnotationRow>> {
         self.annotations_of_tasks(&[task_id]).await
+    }
+
+    /// Annotations by id, in id order (missing ones are left out).
+    pub async fn annotations_by_ids(&self, ids: &[i64]) -> DbResult<Vec<AnnotationRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = placeholders(&self.pool, 1, ids.len());
+        let sql = format!("SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE id IN {list} ORDER BY id");
+        on_read!(self, p => {
+            let mut q = sqlx::query_as::<_, AnnotationRow>(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            Ok(q.fetch_all(p).await?)
+        })
     }
 
     /// Annotations of several tasks, in task then id order.
@@ -89,7 +108,7 @@ impl Db {
         let at = now();
         let sql = format!(
             "UPDATE annotations SET result = $1, was_cancelled = $2, ground_truth = $3, lead_time = $4,
-             updated_by = $5, updated_at = $6, last_action = NULL WHERE id = $7 RETURNING {ANNOTATION_COLUMNS}"
+             updated_by = $5, updated_at = $6, last_action = NULL, version = version + 1 WHERE id = $7 RETURNING {ANNOTATION_COLUMNS}"
         );
         on_write!(self, p => {
             let mut tx = p.begin().await?;
@@ -99,6 +118,7 @@ impl Db {
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
             crate::refresh_task_counters!(tx, row.task_id);
+            crate::queue_annotation_export!(tx, row.id);
             tx.commit().await?;
             Ok(row)
         })
@@ -108,6 +128,7 @@ impl Db {
         let sql = format!("DELETE FROM annotations WHERE id = $1 RETURNING {ANNOTATION_COLUMNS}");
         on_write!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue_export_deletions!(tx, "SELECT CAST($1 AS BIGINT)", id, true);
             let row = sqlx::query_as::<_, AnnotationRow>(&sql).bind(id).fetch_optional(&mut *tx).await?;
             let row = row.ok_or(DbError::NotFound)?;
             crate::refresh_task_counters!(tx, row.task_id);

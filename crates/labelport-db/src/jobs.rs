@@ -30,7 +30,16 @@ pub struct JobRow {
 const JOB_COLUMNS: &str =
     "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, last_error, created_at, updated_at";
 
-fn ts(t: chrono::DateTime<Utc>) -> String {
+/// Binds: kind, dedup_key, payload, now. Usable inside a transaction (an
+/// annotation save queues its export in the same commit).
+pub(crate) const ENQUEUE_COALESCED: &str =
+    "INSERT INTO jobs (kind, dedup_key, payload, status, run_after, created_at, updated_at)
+    VALUES ($1, $2, $3, 'queued', $4, $4, $4)
+    ON CONFLICT (dedup_key) WHERE status IN ('queued', 'running')
+    DO UPDATE SET run_again = (jobs.run_again OR jobs.status = 'running'),
+        run_after = CASE WHEN jobs.status = 'queued' THEN excluded.run_after ELSE jobs.run_after END";
+
+pub(crate) fn ts(t: chrono::DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
@@ -45,6 +54,16 @@ impl Db {
             on_write!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(kind).bind(dedup_key).bind(payload).bind(&at)
             .fetch_optional(p).await)?,
         )
+    }
+
+    /// Queues a job, or — when one with the same `dedup_key` is already
+    /// queued or running — coalesces with it: a running job is marked to run
+    /// once more when it ends, so whatever asked for it now is seen; a
+    /// queued one (perhaps waiting out a retry delay) is made due now.
+    pub async fn enqueue_coalesced_job(&self, kind: &str, dedup_key: &str, payload: &str) -> DbResult<()> {
+        on_write!(self, p => sqlx::query(ENQUEUE_COALESCED).bind(kind).bind(dedup_key).bind(payload)
+            .bind(ts(Utc::now())).execute(p).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// Takes the oldest runnable job (queued and due, or running with an
@@ -77,10 +96,13 @@ impl Db {
         Ok(n == 1)
     }
 
-    /// Ends a job: `done`, or `failed` with the error.
+    /// Ends a job: `done`, or `failed` with the error — or queued again at
+    /// once when it was asked for while it ran (`run_again`).
     pub async fn finish_job(&self, id: i64, worker: &str, error: Option<&str>) -> DbResult<()> {
         let status = if error.is_some() { "failed" } else { "done" };
-        let sql = "UPDATE jobs SET status = $1, last_error = $2, locked_by = NULL, locked_until = NULL, updated_at = $3
+        let sql = "UPDATE jobs SET status = CASE WHEN run_again THEN 'queued' ELSE $1 END,
+                   attempts = CASE WHEN run_again THEN 0 ELSE attempts END, run_after = $3, run_again = FALSE,
+                   last_error = $2, locked_by = NULL, locked_until = NULL, updated_at = $3
                    WHERE id = $4 AND locked_by = $5";
         let at = ts(Utc::now());
         on_write!(self, p => sqlx::query(sql).bind(status).bind(error).bind(&at).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
@@ -92,7 +114,7 @@ impl Db {
         let after = ts(Utc::now() + Duration::from_std(delay).unwrap_or(Duration::seconds(5)));
         let sql =
             "UPDATE jobs SET status = 'queued', last_error = $1, run_after = $2, locked_by = NULL, locked_until = NULL,
-                   updated_at = $2 WHERE id = $3 AND locked_by = $4";
+                   run_again = FALSE, updated_at = $2 WHERE id = $3 AND locked_by = $4";
         on_write!(self, p => sqlx::query(sql).bind(error).bind(&after).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
         Ok(())
     }

@@ -80,8 +80,22 @@ impl Db {
     }
 
     /// Deletes the project with its tasks, annotations and predictions.
+    /// Export storages without `can_delete_objects` go with it; the others
+    /// outlive it (unlisted) until their job has deleted the project's
+    /// objects.
     pub async fn delete_project(&self, id: i64) -> DbResult<()> {
-        let done = on_write!(self, p => sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let done = on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM export_storages WHERE project_id = $1 AND NOT can_delete_objects")
+                .bind(id).execute(&mut *tx).await?;
+            crate::queue_export_deletions!(tx, "SELECT id FROM annotations WHERE project_id = $1", id, false);
+            let storages: Vec<i64> = sqlx::query_scalar("SELECT id FROM export_storages WHERE project_id = $1")
+                .bind(id).fetch_all(&mut *tx).await?;
+            crate::enqueue_exports!(tx, storages);
+            let done = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, crate::DbError>(done.rows_affected())
+        })?;
         if done == 0 {
             return Err(crate::DbError::NotFound);
         }

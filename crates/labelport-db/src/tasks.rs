@@ -183,8 +183,27 @@ impl Db {
             sqlx::query(APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished).bind(delta.annotations)
                 .bind(delta.cancelled).bind(delta.predictions).bind(delta.with_annotations).bind(project_id)
                 .execute(&mut *tx).await?;
+            if outcome.annotation_count > 0 {
+                crate::queue_project_export!(tx, project_id);
+            }
             tx.commit().await?;
             Ok(outcome)
+        })
+    }
+
+    /// Tasks by id, in id order (missing ones are left out).
+    pub async fn tasks_by_ids(&self, ids: &[i64]) -> DbResult<Vec<TaskRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = placeholders(&self.pool, 1, ids.len());
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN {list} ORDER BY id");
+        on_read!(self, p => {
+            let mut q = sqlx::query_as::<_, TaskRow>(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            Ok(q.fetch_all(p).await?)
         })
     }
 
@@ -251,6 +270,7 @@ impl Db {
     pub async fn delete_task(&self, id: i64) -> DbResult<()> {
         on_write!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue_export_deletions!(tx, "SELECT id FROM annotations WHERE task_id = $1", id, false);
             let sql = "DELETE FROM tasks WHERE id = $1
                 RETURNING project_id, is_labeled, total_annotations, cancelled_annotations, total_predictions";
             let row = sqlx::query_as::<_, (i64, bool, i64, i64, i64)>(sql).bind(id).fetch_optional(&mut *tx).await?;
@@ -269,6 +289,7 @@ impl Db {
     pub async fn delete_project_tasks(&self, project_id: i64) -> DbResult<u64> {
         on_write!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue_export_deletions!(tx, "SELECT id FROM annotations WHERE project_id = $1", project_id, false);
             let done = sqlx::query("DELETE FROM tasks WHERE project_id = $1").bind(project_id).execute(&mut *tx).await?;
             sqlx::query("UPDATE projects SET task_number = 0, finished_task_number = 0, total_annotations_number = 0,
                 skipped_annotations_number = 0, total_predictions_number = 0, num_tasks_with_annotations = 0 WHERE id = $1")

@@ -253,7 +253,8 @@ impl ObjectStore for GcsStore {
                 .upload_object(&req, body.clone(), &upload)
                 .await
                 .map(meta)
-                .map_err(|e| classify(e, &what))
+                // An upload's 404 can only mean the bucket is gone.
+                .map_err(|e| self.bucket_error(classify(e, &what)))
         })
         .await
     }

@@ -45,9 +45,13 @@ pub struct StorageEnv {
 
 impl StorageEnv {
     pub async fn gcs(&self, row: &ImportStorageRow) -> Result<GcsStore, StorageError> {
+        self.gcs_bucket(&row.bucket, row.credentials.as_deref()).await
+    }
+
+    pub async fn gcs_bucket(&self, bucket: &str, credentials: Option<&str>) -> Result<GcsStore, StorageError> {
         GcsStore::connect(GcsConfig {
-            bucket: row.bucket.clone(),
-            service_account_json: row.credentials.clone(),
+            bucket: bucket.to_owned(),
+            service_account_json: credentials.map(str::to_owned),
             endpoint: self.gcs_endpoint.clone(),
         })
         .await

@@ -187,6 +187,25 @@ impl FakeGcs {
         Ok(())
     }
 
+    /// An object's bytes and content type.
+    pub async fn download(&self, bucket: &str, name: &str) -> anyhow::Result<(Vec<u8>, String)> {
+        let url = format!("{}/storage/v1/b/{bucket}/o/{}", self.endpoint, encode_component(name));
+        let meta: Value = self.http.get(&url).send().await?.error_for_status()?.json().await?;
+        let body = self
+            .http
+            .get(&url)
+            .query(&[("alt", "media")])
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        Ok((
+            body.to_vec(),
+            meta["contentType"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
     /// Names of all objects in a bucket (following pages).
     pub async fn list(&self, bucket: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();

@@ -6,6 +6,7 @@
 //! app gets its own new database there); SQLite always runs.
 
 mod fake_gcs;
+mod fault_proxy;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use fake_gcs::FakeGcs;
+pub use fault_proxy::FaultProxy;
 
 /// Env var naming a PostgreSQL server for tests (any database on it).
 pub const TEST_DATABASE_URL_ENV: &str = "LABELPORT_TEST_DATABASE_URL";
@@ -24,6 +26,15 @@ pub const TEST_DATABASE_URL_ENV: &str = "LABELPORT_TEST_DATABASE_URL";
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// The backends to run every database test on.
@@ -149,6 +160,14 @@ impl TestApp {
             .expect("starting the test app")
     }
 
+    /// As [`TestApp::spawn_with_gcs`], with GCS at `endpoint` (e.g. a
+    /// [`FaultProxy`] in front of the emulator).
+    pub async fn spawn_with_gcs_endpoint(backend: Backend, endpoint: &str, workers: usize) -> TestApp {
+        Self::try_spawn(backend, Some(endpoint.to_owned()), workers)
+            .await
+            .expect("starting the test app")
+    }
+
     /// As [`TestApp::spawn_with_gcs`], signing media URLs without a key
     /// through the IAM endpoint `iam_endpoint` (a local fake).
     pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
@@ -187,10 +206,7 @@ impl TestApp {
             poll: Duration::from_millis(100),
             max_attempts: 5,
         };
-        let mut workers = labelport_jobs::Workers::new(test_db.db.clone(), config)
-            .handle(labelport_sync::job::IMPORT_SYNC, move |ctx| {
-                labelport_sync::job::run_import_sync(ctx, env.clone())
-            });
+        let mut workers = labelport_sync::register_jobs(labelport_jobs::Workers::new(test_db.db.clone(), config), env);
         workers.notify = state.jobs_notify.clone();
         let worker_handles = workers.spawn(worker_count);
         let server = tokio::spawn(labelport_api::serve(listener, state, async {

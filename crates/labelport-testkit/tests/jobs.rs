@@ -54,3 +54,45 @@ async fn dedup_lease_takeover_and_retry() {
         t.drop_database().await;
     }
 }
+
+#[tokio::test]
+async fn coalesced_jobs_run_again_when_asked_during_a_run() {
+    for backend in backends() {
+        let t = TestDb::new(backend).await.unwrap();
+        let db = &t.db;
+        // Many requests while queued: one job.
+        for _ in 0..5 {
+            db.enqueue_coalesced_job("x", "x:1", "{}").await.unwrap();
+        }
+        assert_eq!(db.count_active_jobs().await.unwrap(), 1);
+        let job = db.claim_job("A", Duration::from_secs(30)).await.unwrap().unwrap();
+        // Finished with no request in between: done.
+        db.finish_job(job.id, "A", None).await.unwrap();
+        assert_eq!(db.get_job(job.id).await.unwrap().status, "done");
+
+        // A request that arrives while the job runs makes it run once more.
+        db.enqueue_coalesced_job("x", "x:1", "{}").await.unwrap();
+        let job = db.claim_job("A", Duration::from_secs(30)).await.unwrap().unwrap();
+        db.enqueue_coalesced_job("x", "x:1", "{}").await.unwrap();
+        db.enqueue_coalesced_job("x", "x:1", "{}").await.unwrap();
+        db.finish_job(job.id, "A", None).await.unwrap();
+        let again = db.get_job(job.id).await.unwrap();
+        assert_eq!((again.status.as_str(), again.attempts), ("queued", 0));
+        let rerun = db.claim_job("B", Duration::from_secs(30)).await.unwrap().unwrap();
+        assert_eq!(rerun.id, job.id);
+        db.finish_job(rerun.id, "B", None).await.unwrap();
+        assert_eq!(db.get_job(job.id).await.unwrap().status, "done", "only once more");
+
+        // A request for a job waiting out a retry delay makes it due now.
+        db.enqueue_coalesced_job("x", "x:2", "{}").await.unwrap();
+        let job = db.claim_job("A", Duration::from_secs(30)).await.unwrap().unwrap();
+        db.retry_job(job.id, "A", "503", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(db.claim_job("A", Duration::from_secs(30)).await.unwrap().is_none());
+        db.enqueue_coalesced_job("x", "x:2", "{}").await.unwrap();
+        let due = db.claim_job("A", Duration::from_secs(30)).await.unwrap().unwrap();
+        assert_eq!(due.id, job.id);
+        t.drop_database().await;
+    }
+}

@@ -1,0 +1,426 @@
+//! Export ("target") storages and the bookkeeping of what each has written.
+//!
+//! Every (storage, annotation) pair has a link row holding the object it
+//! goes to, the annotation version last written there and a `dirty` flag.
+//! Annotation writes mark links dirty (and queue the storage's export job)
+//! in their own transaction, so a save can never be lost between the
+//! database and the bucket; deletions queue the objects to delete the same
+//! way. The export job only ever looks at dirty links and queued deletions.
+
+use crate::storages::StorageStatus;
+use crate::{not_found_if_none, now, on_read, on_write, Db, DbError, DbResult};
+
+/// The job kind that writes a storage's dirty links and carries out its
+/// deletions (one queued-or-running job per storage, coalesced).
+pub const EXPORT_SYNC: &str = "export_sync";
+
+pub fn export_dedup_key(storage_id: i64) -> String {
+    format!("{EXPORT_SYNC}:{storage_id}")
+}
+
+pub fn export_payload(storage_id: i64) -> String {
+    format!("{{\"storage_id\":{storage_id}}}")
+}
+
+/// The object name of a link, in SQL over `s` (storage) and `a`
+/// (annotation): prefix and key joined by exactly one `/`; the key is the
+/// annotation id, or `<task id>.json` in task format.
+pub(crate) const OBJECT_KEY_SQL: &str =
+    "CASE WHEN rtrim(s.prefix, '/') = '' THEN '' ELSE rtrim(s.prefix, '/') || '/' END
+    || CASE WHEN s.export_format = 'task' THEN CAST(a.task_id AS TEXT) || '.json' ELSE CAST(a.id AS TEXT) END";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportStorageRow {
+    pub id: i64,
+    /// None once the project was deleted (pending object deletions).
+    pub project_id: Option<i64>,
+    pub storage_type: String,
+    pub title: String,
+    pub description: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub regex_filter: String,
+    pub use_blob_urls: bool,
+    pub google_project_id: String,
+    pub credentials: Option<String>,
+    pub can_delete_objects: bool,
+    pub export_format: String,
+    pub status: String,
+    pub last_sync: Option<String>,
+    pub last_sync_count: Option<i64>,
+    pub last_sync_job: Option<String>,
+    pub traceback: Option<String>,
+    pub meta: String,
+    pub created_at: String,
+}
+
+/// The settings of an export storage a client edits.
+#[derive(Debug, Clone)]
+pub struct ExportStorageFields {
+    pub title: String,
+    pub description: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub regex_filter: String,
+    pub use_blob_urls: bool,
+    pub google_project_id: String,
+    pub credentials: Option<String>,
+    pub can_delete_objects: bool,
+    pub export_format: String,
+}
+
+impl From<&ExportStorageRow> for ExportStorageFields {
+    fn from(r: &ExportStorageRow) -> Self {
+        ExportStorageFields {
+            title: r.title.clone(),
+            description: r.description.clone(),
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+            regex_filter: r.regex_filter.clone(),
+            use_blob_urls: r.use_blob_urls,
+            google_project_id: r.google_project_id.clone(),
+            credentials: r.credentials.clone(),
+            can_delete_objects: r.can_delete_objects,
+            export_format: r.export_format.clone(),
+        }
+    }
+}
+
+/// A link waiting to be written.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DirtyLink {
+    pub annotation_id: i64,
+    pub task_id: i64,
+    pub object_key: String,
+    pub change_seq: i64,
+}
+
+/// A link written: the annotation version that went out, and the change
+/// sequence read with the link (a newer change keeps it dirty).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportedLink {
+    pub annotation_id: i64,
+    pub version: i64,
+    pub change_seq: i64,
+}
+
+const EXPORT_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
+    use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, status, last_sync, \
+    last_sync_count, last_sync_job, traceback, meta, created_at";
+
+/// In an annotation write's transaction: links the annotation to every
+/// export storage of its project (or marks the links dirty) and queues
+/// those storages' export jobs.
+#[macro_export]
+macro_rules! queue_annotation_export {
+    ($tx:ident, $annotation_id:expr) => {{
+        let sql = format!(
+            "INSERT INTO export_storage_links (storage_id, annotation_id, task_id, object_key, dirty, change_seq)
+             SELECT s.id, a.id, a.task_id, {}, TRUE, 1
+             FROM annotations a JOIN export_storages s ON s.project_id = a.project_id WHERE a.id = $1
+             ON CONFLICT (storage_id, annotation_id)
+             DO UPDATE SET dirty = TRUE, change_seq = export_storage_links.change_seq + 1
+             RETURNING storage_id",
+            $crate::export_storages::OBJECT_KEY_SQL
+        );
+        let storages: Vec<i64> = sqlx::query_scalar(&sql)
+            .bind($annotation_id)
+            .fetch_all(&mut *$tx)
+            .await?;
+        $crate::enqueue_exports!($tx, storages);
+    }};
+}
+
+/// Queues (coalesced) export jobs for storage ids, inside a transaction.
+#[macro_export]
+macro_rules! enqueue_exports {
+    ($tx:ident, $storages:expr) => {{
+        let mut ids: Vec<i64> = $storages;
+        ids.sort_unstable();
+        ids.dedup();
+        let at = $crate::jobs::ts(chrono::Utc::now());
+        for id in ids {
+            sqlx::query($crate::jobs::ENQUEUE_COALESCED)
+                .bind($crate::export_storages::EXPORT_SYNC)
+                .bind($crate::export_storages::export_dedup_key(id))
+                .bind($crate::export_storages::export_payload(id))
+                .bind(&at)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+/// In a deleting transaction, before the rows go: for the annotations
+/// selected by `$scope` (SQL with `$1` bound to `$bind`), queues the
+/// deletion of their objects in storages with `can_delete_objects`. With
+/// `single = true` (one annotation), a task-format object that still holds
+/// other annotations is rewritten instead of deleted.
+#[macro_export]
+macro_rules! queue_export_deletions {
+    ($tx:ident, $scope:expr, $bind:expr, $single:expr) => {{
+        let scope: &str = $scope;
+        let mut storages: Vec<i64> = Vec::new();
+        let others = if $single {
+            let sql = format!(
+                "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1
+                 WHERE annotation_id NOT IN ({scope}) AND EXISTS (SELECT 1 FROM export_storage_links d
+                     WHERE d.annotation_id IN ({scope}) AND d.storage_id = export_storage_links.storage_id
+                     AND d.object_key = export_storage_links.object_key)
+                 RETURNING storage_id"
+            );
+            storages.extend(
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind($bind)
+                    .fetch_all(&mut *$tx)
+                    .await?,
+            );
+            format!(
+                " AND NOT EXISTS (SELECT 1 FROM export_storage_links o WHERE o.storage_id = l.storage_id
+                  AND o.object_key = l.object_key AND o.annotation_id NOT IN ({scope}))"
+            )
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "INSERT INTO export_storage_deletions (storage_id, object_key, created_at)
+             SELECT DISTINCT l.storage_id, l.object_key, $2 FROM export_storage_links l
+             JOIN export_storages s ON s.id = l.storage_id
+             WHERE s.can_delete_objects AND l.annotation_id IN ({scope}){others}
+             ON CONFLICT DO NOTHING RETURNING storage_id"
+        );
+        storages.extend(
+            sqlx::query_scalar::<_, i64>(&sql)
+                .bind($bind)
+                .bind($crate::now())
+                .fetch_all(&mut *$tx)
+                .await?,
+        );
+        $crate::enqueue_exports!($tx, storages);
+    }};
+}
+
+/// After a bulk insert of annotations (task import), in its transaction:
+/// links every not-yet-linked annotation of the project to the project's
+/// export storages and queues their jobs. Cheap when there are none.
+#[macro_export]
+macro_rules! queue_project_export {
+    ($tx:ident, $project_id:expr) => {{
+        let any: Option<i64> = sqlx::query_scalar("SELECT id FROM export_storages WHERE project_id = $1 LIMIT 1")
+            .bind($project_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        if any.is_some() {
+            let sql = format!(
+                "INSERT INTO export_storage_links (storage_id, annotation_id, task_id, object_key, dirty, change_seq)
+                 SELECT s.id, a.id, a.task_id, {}, TRUE, 1
+                 FROM annotations a JOIN export_storages s ON s.project_id = a.project_id WHERE a.project_id = $1
+                 ON CONFLICT DO NOTHING RETURNING storage_id",
+                $crate::export_storages::OBJECT_KEY_SQL
+            );
+            let storages: Vec<i64> = sqlx::query_scalar(&sql).bind($project_id).fetch_all(&mut *$tx).await?;
+            $crate::enqueue_exports!($tx, storages);
+        }
+    }};
+}
+
+impl Db {
+    pub async fn create_export_storage(
+        &self,
+        project_id: i64,
+        storage_type: &str,
+        f: &ExportStorageFields,
+    ) -> DbResult<ExportStorageRow> {
+        let sql = format!(
+            "INSERT INTO export_storages (project_id, storage_type, title, description, bucket, prefix, regex_filter,
+             use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {EXPORT_COLUMNS}"
+        );
+        let at = now();
+        Ok(on_write!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql)
+            .bind(project_id).bind(storage_type).bind(&f.title).bind(&f.description).bind(&f.bucket)
+            .bind(&f.prefix).bind(&f.regex_filter).bind(f.use_blob_urls).bind(&f.google_project_id)
+            .bind(&f.credentials).bind(f.can_delete_objects).bind(&f.export_format).bind(&at)
+            .fetch_one(p).await)?)
+    }
+
+    /// A storage, including one whose project is gone (for its job).
+    pub async fn get_export_storage(&self, id: i64) -> DbResult<ExportStorageRow> {
+        let sql = format!("SELECT {EXPORT_COLUMNS} FROM export_storages WHERE id = $1");
+        not_found_if_none(
+            on_read!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql).bind(id).fetch_optional(p).await)?,
+        )
+    }
+
+    /// Storages of a type of one project, in id order.
+    pub async fn list_export_storages(&self, storage_type: &str, project_id: i64) -> DbResult<Vec<ExportStorageRow>> {
+        let sql = format!(
+            "SELECT {EXPORT_COLUMNS} FROM export_storages WHERE storage_type = $1 AND project_id = $2 ORDER BY id"
+        );
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql).bind(storage_type).bind(project_id)
+            .fetch_all(p).await)?,
+        )
+    }
+
+    /// Saves new settings. When the objects' names change (bucket, prefix
+    /// or format), what was written before no longer counts: the links are
+    /// dropped so the next sync writes everything to the new place.
+    pub async fn update_export_storage(&self, id: i64, f: &ExportStorageFields) -> DbResult<ExportStorageRow> {
+        let sql = format!(
+            "UPDATE export_storages SET title = $1, description = $2, bucket = $3, prefix = $4, regex_filter = $5,
+             use_blob_urls = $6, google_project_id = $7, credentials = $8, can_delete_objects = $9,
+             export_format = $10 WHERE id = $11 AND project_id IS NOT NULL RETURNING {EXPORT_COLUMNS}"
+        );
+        let before = self.get_export_storage(id).await?;
+        let moved = before.bucket != f.bucket || before.prefix != f.prefix || before.export_format != f.export_format;
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let row = sqlx::query_as::<_, ExportStorageRow>(&sql)
+                .bind(&f.title).bind(&f.description).bind(&f.bucket).bind(&f.prefix).bind(&f.regex_filter)
+                .bind(f.use_blob_urls).bind(&f.google_project_id).bind(&f.credentials).bind(f.can_delete_objects)
+                .bind(&f.export_format).bind(id)
+                .fetch_optional(&mut *tx).await?;
+            let row = not_found_if_none(row)?;
+            if moved {
+                sqlx::query("DELETE FROM export_storage_links WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM export_storage_deletions WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    /// Deletes the storage and its bookkeeping; its objects stay.
+    pub async fn delete_export_storage(&self, id: i64) -> DbResult<()> {
+        let n = on_write!(self, p => sqlx::query("DELETE FROM export_storages WHERE id = $1").bind(id).execute(p).await
+            .map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn set_export_storage_status(&self, id: i64, s: &StorageStatus) -> DbResult<()> {
+        let sql = "UPDATE export_storages SET status = $1, last_sync = $2, last_sync_count = $3, last_sync_job = $4,
+                   traceback = $5, meta = $6 WHERE id = $7";
+        on_write!(self, p => sqlx::query(sql).bind(&s.status).bind(&s.last_sync).bind(s.last_sync_count)
+            .bind(&s.last_sync_job).bind(&s.traceback).bind(&s.meta).bind(id).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Asks for a full export sync: the storage becomes `queued` (unless a
+    /// sync is already queued or running) and its job is queued or, if it
+    /// is running, told to run again.
+    pub async fn request_export_sync(&self, id: i64, meta: &str) -> DbResult<()> {
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE export_storages SET status = 'queued', traceback = NULL, meta = $1
+                         WHERE id = $2 AND status NOT IN ('queued', 'in_progress')")
+                .bind(meta).bind(id).execute(&mut *tx).await?;
+            crate::enqueue_exports!(tx, vec![id]);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Links every annotation of the storage's project that has no link yet
+    /// (annotations made before the storage, or by a bulk path); returns
+    /// how many.
+    pub async fn link_unexported_annotations(&self, storage_id: i64) -> DbResult<u64> {
+        let sql = format!(
+            "INSERT INTO export_storage_links (storage_id, annotation_id, task_id, object_key, dirty, change_seq)
+             SELECT s.id, a.id, a.task_id, {OBJECT_KEY_SQL}, TRUE, 1
+             FROM export_storages s JOIN annotations a ON a.project_id = s.project_id WHERE s.id = $1
+             ON CONFLICT DO NOTHING"
+        );
+        Ok(on_write!(self, p => sqlx::query(&sql).bind(storage_id).execute(p).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// (links in total, links waiting to be written).
+    pub async fn count_export_links(&self, storage_id: i64) -> DbResult<(i64, i64)> {
+        let sql = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN dirty THEN 1 ELSE 0 END), 0)
+                   FROM export_storage_links WHERE storage_id = $1";
+        Ok(on_read!(self, p => sqlx::query_as::<_, (i64, i64)>(sql).bind(storage_id).fetch_one(p).await)?)
+    }
+
+    /// The next dirty links after `after_annotation` in annotation order.
+    pub async fn dirty_export_links(
+        &self,
+        storage_id: i64,
+        after_annotation: i64,
+        limit: i64,
+    ) -> DbResult<Vec<DirtyLink>> {
+        let sql = "SELECT annotation_id, task_id, object_key, change_seq FROM export_storage_links
+                   WHERE storage_id = $1 AND dirty AND annotation_id > $2 ORDER BY annotation_id LIMIT $3";
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, DirtyLink>(sql).bind(storage_id).bind(after_annotation)
+            .bind(limit).fetch_all(p).await)?,
+        )
+    }
+
+    /// Records what was written, in one transaction. A link that changed
+    /// since it was read stays dirty.
+    pub async fn mark_exported(&self, storage_id: i64, links: &[ExportedLink]) -> DbResult<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let sql = "UPDATE export_storage_links SET exported_version = $1, exported_at = $2,
+                   dirty = (change_seq <> $3) WHERE storage_id = $4 AND annotation_id = $5";
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            for l in links {
+                sqlx::query(sql).bind(l.version).bind(&at).bind(l.change_seq).bind(storage_id)
+                    .bind(l.annotation_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Objects waiting to be deleted from the storage's bucket.
+    pub async fn export_deletions(&self, storage_id: i64, after: &str, limit: i64) -> DbResult<Vec<String>> {
+        let sql = "SELECT object_key FROM export_storage_deletions WHERE storage_id = $1 AND object_key > $2
+                   ORDER BY object_key LIMIT $3";
+        Ok(
+            on_read!(self, p => sqlx::query_scalar::<_, String>(sql).bind(storage_id).bind(after).bind(limit)
+            .fetch_all(p).await)?,
+        )
+    }
+
+    /// Forgets deletions carried out. An object written again since (a new
+    /// link with that key) is not touched: its link decides.
+    pub async fn remove_export_deletions(&self, storage_id: i64, keys: &[String]) -> DbResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let sql = "DELETE FROM export_storage_deletions WHERE storage_id = $1 AND object_key = $2";
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            for k in keys {
+                sqlx::query(sql).bind(storage_id).bind(k).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Drops a storage whose project is gone once nothing is left to delete;
+    /// true when it was dropped.
+    pub async fn drop_orphan_export_storage(&self, id: i64) -> DbResult<bool> {
+        let sql = "DELETE FROM export_storages WHERE id = $1 AND project_id IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM export_storage_deletions WHERE storage_id = $1)";
+        let n = on_write!(self, p => sqlx::query(sql).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Links of annotations (for tests and the API's view of one annotation).
+    pub async fn export_links_of_annotation(&self, annotation_id: i64) -> DbResult<Vec<(i64, String, i64, bool)>> {
+        let sql = "SELECT storage_id, object_key, exported_version, dirty FROM export_storage_links
+                   WHERE annotation_id = $1 ORDER BY storage_id";
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, (i64, String, i64, bool)>(sql).bind(annotation_id).fetch_all(p).await)?,
+        )
+    }
+}

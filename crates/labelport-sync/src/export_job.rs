@@ -1,0 +1,258 @@
+//! The `export_sync` job of one export storage. Two kinds of run share it
+//! (one job per storage, coalesced, so writes to a bucket never race):
+//!
+//! * a **full sync**, asked for by create or the sync endpoint (storage
+//!   `queued`): links annotations not linked yet, writes everything dirty,
+//!   and keeps Label Studio's status machine (queued → in_progress →
+//!   completed | completed_with_errors | failed) with `last_sync_count` =
+//!   objects written;
+//! * a **background run**, queued by annotation saves and deletions:
+//!   writes what is dirty and deletes what is queued, without touching the
+//!   storage's status (as Label Studio's save hook). Failures leave links
+//!   dirty and the job retries with backoff.
+
+use std::time::{Duration, Instant};
+
+use labelport_db::export_storages::ExportStorageRow;
+use labelport_db::storages::StorageStatus;
+use labelport_db::{Db, DbError};
+use labelport_jobs::{JobContext, JobOutcome};
+use labelport_storage::ObjectStore;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+pub use labelport_db::export_storages::EXPORT_SYNC;
+
+use crate::export::{ExportEngine, ExportError, ExportReport};
+use crate::job::{meta_time, StorageEnv, PROGRESS_EVERY};
+
+fn meta_of(row: &ExportStorageRow) -> Map<String, Value> {
+    match serde_json::from_str(&row.meta) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+fn status(row: &ExportStorageRow, status: &str, meta: &Map<String, Value>) -> StorageStatus {
+    StorageStatus {
+        status: status.to_owned(),
+        last_sync: row.last_sync.clone(),
+        last_sync_count: row.last_sync_count,
+        last_sync_job: row.last_sync_job.clone(),
+        traceback: row.traceback.clone(),
+        meta: Value::Object(meta.clone()).to_string(),
+    }
+}
+
+fn retry(e: impl std::fmt::Display, attempts: i64) -> JobOutcome {
+    JobOutcome::Retry {
+        error: e.to_string(),
+        after: Duration::from_secs(2u64.pow(attempts.clamp(1, 6) as u32)),
+    }
+}
+
+fn error_text(report: &ExportReport) -> String {
+    let mut text = report.errors.join("\n");
+    if report.failed as usize > report.errors.len() {
+        text.push_str(&format!(
+            "\n… and {} more errors",
+            report.failed as usize - report.errors.len()
+        ));
+    }
+    text
+}
+
+/// Runs an export job against GCS.
+pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
+    let storage_id = serde_json::from_str::<Value>(&ctx.job.payload)
+        .ok()
+        .and_then(|v| v["storage_id"].as_i64())
+        .unwrap_or_default();
+    let row = match ctx.db.get_export_storage(storage_id).await {
+        Ok(r) => r,
+        Err(DbError::NotFound) => return JobOutcome::Done, // deleted meanwhile
+        Err(e) => return retry(e, ctx.job.attempts),
+    };
+    let store = env.gcs_bucket(&row.bucket, row.credentials.as_deref()).await;
+    let full = matches!(row.status.as_str(), "queued" | "in_progress") && row.project_id.is_some();
+    match store {
+        Ok(store) if full => full_sync(&ctx, &row, &store).await,
+        Ok(store) => background(&ctx, &row, &store).await,
+        Err(e) if full => {
+            let started = Instant::now();
+            fail(&ctx.db, &row, meta_of(&row), started, &e.to_string(), None).await
+        }
+        Err(e) => retry(e, ctx.job.attempts),
+    }
+}
+
+/// Writes what is dirty and deletes what is queued; a storage whose project
+/// is gone is dropped once its deletions are done.
+pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
+    let started = Instant::now();
+    let (tx, _rx) = watch::channel(ExportReport::default());
+    let result = ExportEngine::new(&ctx.db, store, row, tx, ctx.stop.clone()).run().await;
+    let report = match result {
+        Ok(report) if report.failed == 0 => report,
+        Ok(report) => {
+            tracing::warn!(
+                storage.id = row.id,
+                failed = report.failed,
+                "export: some objects were not written; retrying later:\n{}",
+                error_text(&report)
+            );
+            return retry(format!("{} objects not written", report.failed), ctx.job.attempts);
+        }
+        Err((ExportError::Stopped, _)) => return retry("stopped; resumes on another run", 0),
+        Err((e, report)) => {
+            tracing::warn!(storage.id = row.id, written = report.written, "export stopped: {e}");
+            return retry(e, ctx.job.attempts);
+        }
+    };
+    if row.project_id.is_none() {
+        match ctx.db.drop_orphan_export_storage(row.id).await {
+            Ok(true) => tracing::info!(storage.id = row.id, "export storage of a deleted project removed"),
+            Ok(false) => {}
+            Err(e) => return retry(e, ctx.job.attempts),
+        }
+    }
+    if report.written + report.deleted > 0 {
+        tracing::info!(
+            storage.id = row.id,
+            written = report.written,
+            deleted = report.deleted,
+            "export: changes written in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    JobOutcome::Done
+}
+
+async fn fail(
+    db: &Db,
+    row: &ExportStorageRow,
+    mut meta: Map<String, Value>,
+    started: Instant,
+    message: &str,
+    written: Option<i64>,
+) -> JobOutcome {
+    meta.insert("time_failure".into(), meta_time().into());
+    meta.insert("duration".into(), started.elapsed().as_secs_f64().into());
+    let mut s = status(row, "failed", &meta);
+    s.traceback = Some(message.to_owned());
+    if written.is_some() {
+        s.last_sync_count = written;
+    }
+    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+        tracing::error!(storage.id = row.id, "could not record the failure: {e}");
+    }
+    tracing::warn!(storage.id = row.id, "export sync failed: {message}");
+    JobOutcome::Failed(message.to_owned())
+}
+
+/// A full sync with Label Studio's status machine and progress.
+pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
+    let db = &ctx.db;
+    let started = Instant::now();
+    let mut meta = meta_of(row);
+    meta.insert("attempts".into(), ctx.job.attempts.into());
+    meta.insert("time_in_progress".into(), meta_time().into());
+    meta.insert("time_last_ping".into(), meta_time().into());
+    let mut s = status(row, "in_progress", &meta);
+    s.traceback = None;
+    s.last_sync_job = Some(ctx.job.id.to_string());
+    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+        return retry(e, ctx.job.attempts);
+    }
+    if let Err(e) = db.link_unexported_annotations(row.id).await {
+        return retry(e, ctx.job.attempts);
+    }
+    let total = match db.count_export_links(row.id).await {
+        Ok((total, _)) => total,
+        Err(e) => return retry(e, ctx.job.attempts),
+    };
+    meta.insert("total_annotations".into(), total.into());
+
+    let (tx, mut rx) = watch::channel(ExportReport::default());
+    let writer = {
+        let (db, row, meta) = (db.clone(), row.clone(), meta.clone());
+        let job_id = ctx.job.id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                if rx.has_changed().is_err() {
+                    return;
+                }
+                let report = rx.borrow_and_update().clone();
+                let mut m = meta.clone();
+                m.insert("time_last_ping".into(), meta_time().into());
+                m.insert("duration".into(), started.elapsed().as_secs_f64().into());
+                let mut s = status(&row, "in_progress", &m);
+                s.traceback = None;
+                s.last_sync_job = Some(job_id.clone());
+                s.last_sync_count = Some(report.written as i64);
+                if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+                    tracing::warn!(storage.id = row.id, "progress write failed: {e}");
+                }
+            }
+        })
+    };
+    let result = ExportEngine::new(db, store, row, tx, ctx.stop.clone()).run().await;
+    writer.abort();
+    let _ = writer.await;
+
+    let report = match result {
+        Ok(report) => report,
+        Err((ExportError::Stopped, _)) => return retry("stopped; resumes on another run", 0),
+        Err((ExportError::Fatal(e), report)) => {
+            let mut message = format!("{e}. Written before it stopped: {}.", report.written);
+            if !report.errors.is_empty() {
+                message.push('\n');
+                message.push_str(&error_text(&report));
+            }
+            return fail(db, row, meta, started, &message, Some(report.written as i64)).await;
+        }
+        Err((e, _)) => return retry(e, ctx.job.attempts),
+    };
+    meta.insert("time_completed".into(), meta_time().into());
+    meta.insert("time_last_ping".into(), meta_time().into());
+    meta.insert("duration".into(), started.elapsed().as_secs_f64().into());
+    meta.insert("objects_deleted".into(), report.deleted.into());
+    let with_errors = report.failed > 0;
+    if with_errors {
+        meta.insert("annotations_failed".into(), report.failed.into());
+    } else {
+        meta.remove("annotations_failed");
+    }
+    let mut s = status(
+        row,
+        if with_errors {
+            "completed_with_errors"
+        } else {
+            "completed"
+        },
+        &meta,
+    );
+    s.last_sync = Some(labelport_db::now());
+    s.last_sync_count = Some(report.written as i64);
+    s.last_sync_job = Some(ctx.job.id.to_string());
+    s.traceback = with_errors.then(|| {
+        format!(
+            "{} objects were not written (they are retried on the next sync):\n{}",
+            report.failed,
+            error_text(&report)
+        )
+    });
+    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+        return retry(e, ctx.job.attempts);
+    }
+    tracing::info!(
+        storage.id = row.id,
+        written = report.written,
+        deleted = report.deleted,
+        failed = report.failed,
+        "export sync finished in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    JobOutcome::Done
+}

@@ -1,0 +1,147 @@
+//! A pass-through HTTP proxy in front of the GCS emulator that can make
+//! chosen uploads fail with 503, to test retries and partial failures
+//! against the real emulator (which has no fault injection of its own).
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+#[derive(Default)]
+struct Rule {
+    /// Uploads whose object name contains this fail…
+    name_contains: String,
+    /// …this many more times (`u64::MAX`: always).
+    remaining: u64,
+}
+
+struct Inner {
+    upstream: String,
+    http: reqwest::Client,
+    rule: Mutex<Option<Rule>>,
+    failed: Mutex<u64>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> anyhow::Result<FaultProxy> {
+        let inner = Arc::new(Inner {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            rule: Mutex::new(None),
+            failed: Mutex::new(0),
+        });
+        let app = axum::Router::new().fallback(forward).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FaultProxy {
+            endpoint,
+            inner,
+            server,
+        })
+    }
+
+    /// Makes the next `times` uploads of objects whose name contains
+    /// `name_contains` answer 503 (`u64::MAX`: until [`FaultProxy::heal`]).
+    pub fn fail_uploads(&self, name_contains: &str, times: u64) {
+        *self.inner.rule.lock().unwrap() = Some(Rule {
+            name_contains: name_contains.to_owned(),
+            remaining: times,
+        });
+    }
+
+    pub fn heal(&self) {
+        *self.inner.rule.lock().unwrap() = None;
+    }
+
+    /// Uploads answered 503 so far.
+    pub fn failed_uploads(&self) -> u64 {
+        *self.inner.failed.lock().unwrap()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The object name of a simple or multipart upload request, if it is one.
+fn upload_name(req: &Request) -> Option<String> {
+    if !req.uri().path().starts_with("/upload/") {
+        return None;
+    }
+    let query = req.uri().query()?;
+    url_params(query).into_iter().find(|(k, _)| k == "name").map(|(_, v)| v)
+}
+
+fn url_params(query: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default()
+}
+
+async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    if let Some(name) = upload_name(&req) {
+        let mut rule = inner.rule.lock().unwrap();
+        if let Some(r) = rule.as_mut() {
+            if name.contains(&r.name_contains) && r.remaining > 0 {
+                if r.remaining != u64::MAX {
+                    r.remaining -= 1;
+                }
+                *inner.failed.lock().unwrap() += 1;
+                return Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .body(Body::from(
+                        "{\"error\":{\"code\":503,\"message\":\"injected failure\"}}",
+                    ))
+                    .unwrap();
+            }
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let url = format!(
+        "{}{}",
+        inner.upstream,
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return Response::builder().status(400).body(Body::empty()).unwrap(),
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in parts.headers.iter() {
+        if k != "host" && k != "content-length" {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+    let sent = inner
+        .http
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) => {
+            let mut out = Response::builder().status(r.status());
+            for (k, v) in r.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(Body::from(r.bytes().await.unwrap_or_default())).unwrap()
+        }
+        Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
+    }
+}

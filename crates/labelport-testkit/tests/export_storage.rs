@@ -1,0 +1,543 @@
+//! GCS export storages against the real emulator (fake-gcs-server), on
+//! SQLite and (when configured) PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use labelport_testkit::{backends, FakeGcs, FaultProxy, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>"#;
+
+fn result(choice: &str) -> Value {
+    json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}])
+}
+
+async fn emulator(buckets: &[&str]) -> FakeGcs {
+    let gcs = FakeGcs::start()
+        .await
+        .expect("fake-gcs-server (run ./scripts/test to install it)");
+    for b in buckets {
+        gcs.create_bucket(b).await.unwrap();
+    }
+    gcs
+}
+
+/// A project with `n` tasks; returns (project id, task ids).
+async fn project_with_tasks(app: &TestApp, n: usize) -> (i64, Vec<i64>) {
+    let (s, p) = app
+        .post("/api/projects", json!({"title": "export", "label_config": CONFIG}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let pid = p["id"].as_i64().unwrap();
+    let tasks: Vec<Value> = (0..n).map(|i| json!({"text": format!("task {i}")})).collect();
+    let (s, r) = app.post(&format!("/api/projects/{pid}/import"), json!(tasks)).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let (_, list) = app.get(&format!("/api/tasks?project={pid}&page_size=1000")).await;
+    let ids = list["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    (pid, ids)
+}
+
+async fn annotate(app: &TestApp, task: i64, choice: &str) -> i64 {
+    let (s, a) = app
+        .post(
+            &format!("/api/tasks/{task}/annotations/"),
+            json!({"result": result(choice), "lead_time": 1.0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    a["id"].as_i64().unwrap()
+}
+
+async fn create_export(app: &TestApp, body: Value) -> Value {
+    let (s, st) = app.post("/api/storages/export/gcs", body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{body} -> {st}");
+    st
+}
+
+async fn sync(app: &TestApp, id: i64) -> Value {
+    let (s, st) = app
+        .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    app.wait_for_sync(&format!("/api/storages/export/gcs/{id}")).await
+}
+
+/// Waits until `check` holds for the bucket listing under `prefix`.
+async fn wait_for_objects(gcs: &FakeGcs, bucket: &str, prefix: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let mut names = gcs.list(bucket, prefix).await.unwrap_or_default();
+        names.sort();
+        if check(&names) {
+            return names;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "bucket {bucket}/{prefix} never reached the expected state: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn object_json(gcs: &FakeGcs, bucket: &str, name: &str) -> Value {
+    let (body, content_type) = gcs.download(bucket, name).await.unwrap();
+    assert_eq!(content_type, "application/json", "{name}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Waits until the object holds an annotation (or task) satisfying `check`.
+async fn wait_for_content(gcs: &FakeGcs, bucket: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Ok((body, _)) = gcs.download(bucket, name).await {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            if check(&v) {
+                return v;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} never got the expected content"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn export_storage_api_create_sync_and_saves() {
+    let gcs = emulator(&["out"]).await;
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 1).await;
+        let (pid, tasks) = project_with_tasks(&app, 3).await;
+        let mut annotations = Vec::new();
+        for t in &tasks {
+            annotations.push(annotate(&app, *t, "a").await);
+        }
+        let prefix = format!("exp-{}", backend.name());
+        let secret_key = r#"{"type":"service_account","client_email":"x@y.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n"}"#;
+
+        // Bad input: a 400 naming the problem, nothing created.
+        for (body, needle) in [
+            (json!({"project": pid}), "bucket"),
+            (
+                json!({"project": pid, "bucket": "out", "export_format": "csv"}),
+                "export_format",
+            ),
+            (
+                json!({"project": pid, "bucket": "out", "google_application_credentials": "not json"}),
+                "google_application_credentials",
+            ),
+            (json!({"project": pid, "bucket": "no-such-bucket"}), "no-such-bucket"),
+            (json!({"bucket": "out"}), "project"),
+            (json!({"project": 999999, "bucket": "out"}), "project"),
+        ] {
+            let (s, e) = app.post("/api/storages/export/gcs", body.clone()).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {e}");
+            assert!(e.to_string().contains(needle), "{body} -> {e}");
+            assert!(!e.to_string().contains("SECRETSECRET"));
+            let (s, _) = app.post("/api/storages/export/gcs/validate", body.clone()).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "validate {body}");
+        }
+        let (_, list) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
+        assert_eq!(list, json!([]));
+
+        // The SDK's validate body (no response data expected).
+        let sdk_body = json!({"bucket": "out", "can_delete_objects": false, "description": "desc",
+            "google_application_credentials": "", "google_project_id": "", "prefix": format!("{prefix}/"),
+            "project": pid, "regex_filter": "", "title": "calls-export", "use_blob_urls": false});
+        let (s, _) = app.post("/api/storages/export/gcs/validate", sdk_body.clone()).await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Create: answers at once, queued; then exports what exists.
+        let st = create_export(&app, sdk_body.clone()).await;
+        let id = st["id"].as_i64().unwrap();
+        assert_eq!(st["type"], "gcs");
+        assert_eq!(st["can_delete_objects"], false);
+        assert!(st.get("google_application_credentials").is_none());
+        assert!(
+            matches!(st["status"].as_str(), Some("queued" | "in_progress" | "completed")),
+            "{st}"
+        );
+        let done = app.wait_for_sync(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["last_sync_count"], 3);
+        assert_eq!(done["meta"]["total_annotations"], 3);
+        // Prefix "exp/" and the key joined by exactly one slash; the write
+        // check left nothing behind.
+        let names = gcs.list("out", &prefix).await.unwrap();
+        let mut expected: Vec<String> = annotations.iter().map(|a| format!("{prefix}/{a}")).collect();
+        expected.sort();
+        let mut names_sorted = names.clone();
+        names_sorted.sort();
+        assert_eq!(names_sorted, expected);
+        let obj = object_json(&gcs, "out", &format!("{prefix}/{}", annotations[0])).await;
+        assert_eq!(obj["id"].as_i64(), Some(annotations[0]));
+        assert_eq!(obj["result"], result("a"));
+        assert_eq!(obj["task"]["id"].as_i64(), Some(tasks[0]));
+        assert_eq!(obj["task"]["data"]["text"], "task 0");
+        assert!(obj["task"].get("annotations").is_none());
+        assert_eq!(obj["completed_by"]["email"], "tester@example.com", "{obj}");
+        assert_eq!(obj["project"].as_i64(), Some(pid));
+
+        // A sync with nothing new writes nothing.
+        let again = sync(&app, id).await;
+        assert_eq!(again["status"], "completed");
+        assert_eq!(again["last_sync_count"], 0, "{again}");
+
+        // Saves are exported in the background: an update, then a new one.
+        let (s, _) = app
+            .patch(
+                &format!("/api/annotations/{}", annotations[1]),
+                json!({"result": result("b")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        wait_for_content(&gcs, "out", &format!("{prefix}/{}", annotations[1]), |v| {
+            v["result"] == result("b")
+        })
+        .await;
+        let extra = annotate(&app, tasks[0], "b").await;
+        wait_for_objects(&gcs, "out", &prefix, |n| n.len() == 4).await;
+        wait_for_content(&gcs, "out", &format!("{prefix}/{extra}"), |v| {
+            v["id"].as_i64() == Some(extra)
+        })
+        .await;
+        // …so a manual sync finds nothing left to write.
+        let after_saves = sync(&app, id).await;
+        assert_eq!(after_saves["last_sync_count"], 0, "{after_saves}");
+        let links = app.db().export_links_of_annotation(annotations[1]).await.unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].2, 2, "exported version of an annotation updated once");
+        assert!(!links[0].3, "not dirty");
+
+        // Without can_delete_objects, deleting an annotation keeps its object.
+        let (s, _) = app.delete(&format!("/api/annotations/{extra}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        app.run_jobs().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(gcs
+            .list("out", &prefix)
+            .await
+            .unwrap()
+            .contains(&format!("{prefix}/{extra}")));
+
+        // Get, list, patch, put (the key is kept), delete.
+        let (s, got) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(got["title"], "calls-export");
+        let (_, list) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let (s, patched) = app
+            .patch(
+                &format!("/api/storages/export/gcs/{id}"),
+                json!({"title": "calls-export-2"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{patched}");
+        assert_eq!(patched["title"], "calls-export-2");
+        assert_eq!(patched["prefix"], format!("{prefix}/"));
+        let (s, e) = app
+            .patch(
+                &format!("/api/storages/export/gcs/{id}"),
+                json!({"bucket": "no-such-bucket"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "a new bucket is checked: {e}");
+        let (s, e) = app
+            .patch(
+                &format!("/api/storages/export/gcs/{id}"),
+                json!({"google_application_credentials": "{\"type\":\"authorized_user\"}"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e.to_string().contains("google_application_credentials"), "{e}");
+        // A key is stored but never shown (the emulator ignores it).
+        let (s, with_key) = app
+            .patch(
+                &format!("/api/storages/export/gcs/{id}"),
+                json!({"google_application_credentials": secret_key}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{with_key}");
+        assert!(!with_key.to_string().contains("SECRETSECRET"), "{with_key}");
+        let (_, shown) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
+        assert!(!shown.to_string().contains("SECRETSECRET"), "{shown}");
+        let (s, put) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/storages/export/gcs/{id}"),
+                Some(json!({"bucket": "out", "prefix": format!("{prefix}/"), "title": "put"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{put}");
+        assert_eq!(put["title"], "put");
+        assert_eq!(put["description"], "");
+        let (s, _) = app.delete(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(gcs.list("out", &prefix).await.unwrap().len(), 4, "objects stay");
+        // Saves go on working without a storage.
+        annotate(&app, tasks[2], "a").await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn deletions_follow_can_delete_objects() {
+    let gcs = emulator(&["del"]).await;
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 1).await;
+        let (pid, tasks) = project_with_tasks(&app, 3).await;
+        let a0 = annotate(&app, tasks[0], "a").await;
+        let a1 = annotate(&app, tasks[1], "a").await;
+        let a1b = annotate(&app, tasks[1], "b").await;
+        let a2 = annotate(&app, tasks[2], "a").await;
+        let base = backend.name().to_string();
+        let deleting = create_export(
+            &app,
+            json!({"project": pid, "bucket": "del", "prefix": format!("{base}/yes"), "can_delete_objects": true}),
+        )
+        .await;
+        let keeping = create_export(
+            &app,
+            json!({"project": pid, "bucket": "del", "prefix": format!("{base}/no")}),
+        )
+        .await;
+        for st in [&deleting, &keeping] {
+            let done = app
+                .wait_for_sync(&format!("/api/storages/export/gcs/{}", st["id"]))
+                .await;
+            assert_eq!(done["last_sync_count"], 4, "{done}");
+        }
+        let yes = format!("{base}/yes/");
+        let no = format!("{base}/no/");
+
+        // One annotation.
+        let (s, _) = app.delete(&format!("/api/annotations/{a0}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        wait_for_objects(&gcs, "del", &yes, |n| {
+            n.len() == 3 && !n.contains(&format!("{yes}{a0}"))
+        })
+        .await;
+        // A task: both its annotations.
+        let (s, _) = app.delete(&format!("/api/tasks/{}", tasks[1])).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let left = wait_for_objects(&gcs, "del", &yes, |n| n.len() == 1).await;
+        assert_eq!(left, vec![format!("{yes}{a2}")]);
+        assert!(!left.contains(&format!("{yes}{a1}")) && !left.contains(&format!("{yes}{a1b}")));
+        // The project: the rest, and the storages go with it.
+        let (s, _) = app.delete(&format!("/api/projects/{pid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        wait_for_objects(&gcs, "del", &yes, |n| n.is_empty()).await;
+        // The storage without can_delete_objects kept all four.
+        assert_eq!(gcs.list("del", &no).await.unwrap().len(), 4);
+        let started = Instant::now();
+        loop {
+            let left: i64 = match &app.db().pool {
+                labelport_db::Pool::Sqlite { read, .. } => {
+                    labelport_db::sqlx_reexport::query_scalar("SELECT COUNT(*) FROM export_storages")
+                        .fetch_one(read)
+                        .await
+                        .unwrap()
+                }
+                labelport_db::Pool::Postgres(p) => {
+                    labelport_db::sqlx_reexport::query_scalar("SELECT COUNT(*) FROM export_storages")
+                        .fetch_one(p)
+                        .await
+                        .unwrap()
+                }
+            };
+            if left == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{left} export storages left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn task_format_one_object_per_task() {
+    let gcs = emulator(&["tasks"]).await;
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 1).await;
+        let (pid, tasks) = project_with_tasks(&app, 2).await;
+        let a = annotate(&app, tasks[0], "a").await;
+        let b = annotate(&app, tasks[0], "b").await;
+        annotate(&app, tasks[1], "a").await;
+        let prefix = backend.name().to_string();
+        let st = create_export(
+            &app,
+            json!({"project": pid, "bucket": "tasks", "prefix": prefix, "export_format": "task", "can_delete_objects": true}),
+        )
+        .await;
+        assert_eq!(st["export_format"], "task");
+        let done = app
+            .wait_for_sync(&format!("/api/storages/export/gcs/{}", st["id"]))
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let names = gcs.list("tasks", &format!("{prefix}/")).await.unwrap();
+        let mut expected = vec![
+            format!("{prefix}/{}.json", tasks[0]),
+            format!("{prefix}/{}.json", tasks[1]),
+        ];
+        expected.sort();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, expected);
+        let t0 = format!("{prefix}/{}.json", tasks[0]);
+        let obj = object_json(&gcs, "tasks", &t0).await;
+        assert_eq!(obj["id"].as_i64(), Some(tasks[0]));
+        assert_eq!(obj["data"]["text"], "task 0");
+        let anns = obj["annotations"].as_array().unwrap();
+        assert_eq!(anns.len(), 2);
+        assert_eq!(anns[0]["completed_by"]["email"], "tester@example.com");
+
+        // Deleting one of two annotations rewrites the task's object…
+        let (s, _) = app.delete(&format!("/api/annotations/{a}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let obj = wait_for_content(&gcs, "tasks", &t0, |v| {
+            v["annotations"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+        assert_eq!(obj["annotations"][0]["id"].as_i64(), Some(b));
+        // …deleting the last one deletes it.
+        let (s, _) = app.delete(&format!("/api/annotations/{b}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        wait_for_objects(&gcs, "tasks", &format!("{prefix}/"), |n| n.len() == 1).await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn failed_uploads_are_retried_reported_and_written_later() {
+    let gcs = emulator(&["flaky"]).await;
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    for backend in backends() {
+        // No workers: jobs run when the test says, so the order is exact.
+        let app = TestApp::spawn_with_gcs_endpoint(backend, &proxy.endpoint, 0).await;
+        let (pid, tasks) = project_with_tasks(&app, 3).await;
+        let mut ids = Vec::new();
+        for t in &tasks {
+            ids.push(annotate(&app, *t, "a").await);
+        }
+        let prefix = backend.name().to_string();
+
+        // Two failures, then success: retried with backoff inside the sync.
+        proxy.fail_uploads(&format!("{prefix}/{}", ids[0]), 2);
+        let failed_before = proxy.failed_uploads();
+        let st = create_export(&app, json!({"project": pid, "bucket": "flaky", "prefix": prefix})).await;
+        let id = st["id"].as_i64().unwrap();
+        assert_eq!(st["status"], "queued");
+        app.run_jobs().await;
+        let (_, done) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["last_sync_count"], 3);
+        assert_eq!(proxy.failed_uploads() - failed_before, 2);
+
+        // One object keeps failing: the sync ends completed_with_errors
+        // naming it, counts only what was written, and keeps the old object.
+        proxy.fail_uploads(&format!("{prefix}/{}", ids[1]), u64::MAX);
+        for a in &ids[1..] {
+            let (s, _) = app
+                .patch(&format!("/api/annotations/{a}"), json!({"result": result("b")}))
+                .await;
+            assert_eq!(s, StatusCode::OK);
+        }
+        app.run_jobs().await; // the background run: one written, one left dirty
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, partial) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(partial["status"], "completed_with_errors", "{partial}");
+        assert_eq!(partial["last_sync_count"], 0, "{partial}");
+        let traceback = partial["traceback"].as_str().unwrap();
+        assert!(traceback.contains(&format!("annotation {}", ids[1])), "{traceback}");
+        assert!(!traceback.contains(&format!("annotation {}", ids[2])), "{traceback}");
+        let stale = object_json(&gcs, "flaky", &format!("{prefix}/{}", ids[1])).await;
+        assert_eq!(stale["result"], result("a"));
+        let fresh = object_json(&gcs, "flaky", &format!("{prefix}/{}", ids[2])).await;
+        assert_eq!(fresh["result"], result("b"));
+
+        // Healed: the next sync writes exactly the one left.
+        proxy.heal();
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, healed) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(healed["status"], "completed", "{healed}");
+        assert_eq!(healed["last_sync_count"], 1);
+        assert_eq!(healed["traceback"], Value::Null);
+        let now = object_json(&gcs, "flaky", &format!("{prefix}/{}", ids[1])).await;
+        assert_eq!(now["result"], result("b"));
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bucket_that_disappears_fails_clearly_and_recovers() {
+    let gcs = emulator(&[]).await;
+    for backend in backends() {
+        let bucket = format!("vanishing-{}", backend.name());
+        gcs.create_bucket(&bucket).await.unwrap();
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 0).await;
+        let (pid, tasks) = project_with_tasks(&app, 2).await;
+        let first = annotate(&app, tasks[0], "a").await;
+        let st = create_export(&app, json!({"project": pid, "bucket": bucket})).await;
+        let id = st["id"].as_i64().unwrap();
+        app.run_jobs().await;
+        let (_, done) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(gcs.list(&bucket, "").await.unwrap(), vec![first.to_string()]);
+
+        // The bucket goes away.
+        gcs.delete(&bucket, &first.to_string()).await.unwrap();
+        gcs.delete_bucket(&bucket).await.unwrap();
+        // Saving does not wait for (or fail with) the storage.
+        let started = Instant::now();
+        let second = annotate(&app, tasks[1], "b").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        app.run_jobs().await; // background run fails and backs off
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, failed) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert_eq!(failed["last_sync_count"], 0);
+        let traceback = failed["traceback"].as_str().unwrap();
+        assert!(
+            traceback.contains(&bucket) && traceback.contains("does not exist"),
+            "{traceback}"
+        );
+
+        // Back again: the next sync writes only what was never written.
+        gcs.create_bucket(&bucket).await.unwrap();
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, back) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(back["status"], "completed", "{back}");
+        assert_eq!(back["last_sync_count"], 1);
+        assert_eq!(gcs.list(&bucket, "").await.unwrap(), vec![second.to_string()]);
+        app.stop().await;
+    }
+}
