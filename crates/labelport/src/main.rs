@@ -1,6 +1,7 @@
 //! `labelport`: the one binary. Subcommands: `serve`, `migrate`, `user`, `bench`.
 
 mod bench;
+mod bench_export;
 mod bench_media;
 mod bench_sync;
 mod config;
@@ -46,6 +47,8 @@ enum Command {
     BenchSync(bench_sync::BenchSyncArgs),
     /// Measure media resolution (proxy latency and throughput, signing); prints figures.
     BenchMedia(bench_media::BenchMediaArgs),
+    /// Measure export storage speed and annotation save latency; prints figures.
+    BenchExport(bench_export::BenchExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -100,10 +103,7 @@ fn workers(state: &AppState) -> labelport_jobs::Workers {
         config.lease = std::time::Duration::from_secs(secs.max(1));
         config.heartbeat = config.lease / 4;
     }
-    let mut w = labelport_jobs::Workers::new(state.db.clone(), config)
-        .handle(labelport_sync::job::IMPORT_SYNC, move |ctx| {
-            labelport_sync::job::run_import_sync(ctx, env.clone())
-        });
+    let mut w = labelport_sync::register_jobs(labelport_jobs::Workers::new(state.db.clone(), config), env);
     w.notify = state.jobs_notify.clone();
     w
 }
@@ -300,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchSync(args) => bench_sync::run(args).await,
         Command::BenchMedia(args) => bench_media::run(args).await,
+        Command::BenchExport(args) => bench_export::run(args).await,
     }
 }
 

@@ -1,0 +1,257 @@
+//! `labelport bench-export`: export-storage speed against the real GCS
+//! emulator (filesystem backend). Prints figures; asserts only that the
+//! work was done (every object is in the bucket).
+//! 1. N annotations exist; an export storage is created: time from the
+//!    create call until the storage reports `completed`, annotations/s.
+//! 2. Annotation saves through the HTTP API, alternating between a project
+//!    without and one with an export storage: p50/p99 of each, and the
+//!    time until the last save's object is in the bucket.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use labelport_api::AppState;
+use labelport_db::Db;
+use labelport_testkit::FakeGcs;
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct BenchExportArgs {
+    /// Annotations present when the storage is created.
+    #[arg(long, default_value_t = 10_000)]
+    annotations: usize,
+    /// Timed saves per project.
+    #[arg(long, default_value_t = 300)]
+    saves: usize,
+    /// A PostgreSQL database instead of a temporary SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+const CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>"#;
+
+fn result() -> Value {
+    json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}])
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", &self.auth);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A project with `n` tasks, each with one annotation when `annotated`.
+    async fn project(&self, n: usize, annotated: bool) -> anyhow::Result<(i64, Vec<i64>)> {
+        let p = self
+            .call(
+                reqwest::Method::POST,
+                "/api/projects",
+                Some(json!({"title": "bench", "label_config": CONFIG})),
+            )
+            .await?;
+        let pid = p["id"].as_i64().context("project id")?;
+        let tasks: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut t = json!({"data": {"text": format!("text number {i}")}});
+                if annotated {
+                    t["annotations"] = json!([{"result": result(), "lead_time": 1.5}]);
+                }
+                t
+            })
+            .collect();
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/projects/{pid}/import"),
+            Some(json!(tasks)),
+        )
+        .await?;
+        let mut ids = Vec::with_capacity(n);
+        let mut page = 1;
+        while ids.len() < n {
+            let r = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/tasks?project={pid}&page={page}&page_size=1000"),
+                    None,
+                )
+                .await?;
+            let tasks = r["tasks"].as_array().context("tasks")?;
+            anyhow::ensure!(!tasks.is_empty(), "task pages ended early");
+            ids.extend(tasks.iter().filter_map(|t| t["id"].as_i64()));
+            page += 1;
+        }
+        Ok((pid, ids))
+    }
+
+    async fn wait_completed(&self, id: i64) -> anyhow::Result<Value> {
+        loop {
+            let s = self
+                .call(reqwest::Method::GET, &format!("/api/storages/export/gcs/{id}"), None)
+                .await?;
+            match s["status"].as_str() {
+                Some("completed") => return Ok(s),
+                Some("failed" | "completed_with_errors") => anyhow::bail!("export sync ended: {s}"),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+}
+
+pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
+    let gcs = FakeGcs::start()
+        .await
+        .context("starting fake-gcs-server (set FAKE_GCS_SERVER_BIN or run ./scripts/test once)")?;
+    gcs.create_bucket("export").await?;
+    let tmp = tempfile::tempdir()?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let db = Db::connect(&url).await.context("opening the bench database")?;
+    db.migrate().await?;
+    let token = labelport_db::users::generate_token();
+    db.ensure_user("bench", "bench-password", &token).await?;
+    let mut state = AppState::new(db.clone());
+    state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
+    let workers = crate::workers(&state);
+    let worker_handles = workers.spawn(2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(labelport_api::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let c = Client {
+        http: reqwest::Client::new(),
+        base,
+        auth: format!("Token {token}"),
+    };
+    println!(
+        "backend: {}; emulator: fake-gcs-server, filesystem backend",
+        db.backend_name()
+    );
+
+    // 1. Export of existing annotations on create.
+    let (pid, _) = c.project(args.annotations, true).await?;
+    let started = Instant::now();
+    let st = c
+        .call(
+            reqwest::Method::POST,
+            "/api/storages/export/gcs",
+            Some(json!({"project": pid, "bucket": "export", "prefix": "bulk", "title": "bench"})),
+        )
+        .await?;
+    let id = st["id"].as_i64().context("storage id")?;
+    let done = c.wait_completed(id).await?;
+    let took = started.elapsed().as_secs_f64();
+    let written = done["last_sync_count"].as_u64().unwrap_or(0);
+    let in_bucket = gcs.list("export", "bulk/").await?.len();
+    anyhow::ensure!(
+        written as usize == args.annotations && in_bucket == args.annotations,
+        "wrote {written}, bucket holds {in_bucket}, expected {}",
+        args.annotations
+    );
+    println!(
+        "export on create: {written} annotations in {took:.2} s = {:.0} annotations/s \
+         (create call to status completed; engine {:.2} s)",
+        written as f64 / took,
+        done["meta"]["duration"].as_f64().unwrap_or(f64::NAN)
+    );
+    let started = Instant::now();
+    c.call(
+        reqwest::Method::POST,
+        &format!("/api/storages/export/gcs/{id}/sync"),
+        None,
+    )
+    .await?;
+    let again = c.wait_completed(id).await?;
+    println!(
+        "re-sync with nothing new: {} written in {:.3} s",
+        again["last_sync_count"],
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. Save latency without and with a target storage.
+    let (_, plain_tasks) = c.project(args.saves, false).await?;
+    let (exported_pid, exported_tasks) = c.project(args.saves, false).await?;
+    let st = c
+        .call(
+            reqwest::Method::POST,
+            "/api/storages/export/gcs",
+            Some(json!({"project": exported_pid, "bucket": "export", "prefix": "saves"})),
+        )
+        .await?;
+    c.wait_completed(st["id"].as_i64().context("storage id")?).await?;
+    let body = json!({"result": result(), "lead_time": 2.0, "was_cancelled": false, "ground_truth": false});
+    let (mut plain, mut exported) = (Vec::new(), Vec::new());
+    for i in 0..args.saves {
+        for (tasks, times) in [(&plain_tasks, &mut plain), (&exported_tasks, &mut exported)] {
+            let t = Instant::now();
+            c.call(
+                reqwest::Method::POST,
+                &format!("/api/tasks/{}/annotations/", tasks[i]),
+                Some(body.clone()),
+            )
+            .await?;
+            times.push(t.elapsed());
+        }
+    }
+    let last_save = Instant::now();
+    loop {
+        if gcs.list("export", "saves/").await?.len() == args.saves {
+            break;
+        }
+        anyhow::ensure!(
+            last_save.elapsed() < Duration::from_secs(120),
+            "saves were not exported"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained = last_save.elapsed();
+    plain.sort();
+    exported.sort();
+    println!(
+        "annotation save (HTTP POST), {} each, alternating: without target p50 {:.2} ms p99 {:.2} ms; \
+         with target p50 {:.2} ms p99 {:.2} ms; difference of p50 {:+.2} ms",
+        args.saves,
+        pct(&plain, 0.5),
+        pct(&plain, 0.99),
+        pct(&exported, 0.5),
+        pct(&exported, 0.99),
+        pct(&exported, 0.5) - pct(&plain, 0.5)
+    );
+    println!(
+        "all {} saved annotations were in the bucket {:.0} ms after the last save answered",
+        args.saves,
+        drained.as_secs_f64() * 1000.0
+    );
+
+    workers.shutdown();
+    for h in worker_handles {
+        let _ = h.await;
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    db.close().await;
+    Ok(())
+}
