@@ -76,11 +76,20 @@ impl FakeGcs {
     /// Starts the emulator with the filesystem backend (flat insert cost,
     /// unlike the memory backend) and waits until it answers.
     pub async fn start() -> anyhow::Result<FakeGcs> {
+        Self::start_in(None).await
+    }
+
+    /// As [`FakeGcs::start`], keeping the emulator's files under `parent`
+    /// (e.g. a tmpfs, so benchmarks measure the server, not the disk).
+    pub async fn start_in(parent: Option<&std::path::Path>) -> anyhow::Result<FakeGcs> {
         let bin = find_binary()?;
         let mut last_err = None;
         // A free port can be taken between probe and bind: retry a few times.
         for _ in 0..5 {
-            let root = tempfile::tempdir()?;
+            let root = match parent {
+                Some(dir) => tempfile::tempdir_in(dir)?,
+                None => tempfile::tempdir()?,
+            };
             let port = free_port()?;
             let endpoint = format!("http://127.0.0.1:{port}");
             let child = Command::new(&bin)

@@ -2,7 +2,9 @@
 //! emulator (filesystem backend). Prints figures; asserts only that the
 //! work was done (every object is in the bucket).
 //! 1. N annotations exist; an export storage is created: time from the
-//!    create call until the storage reports `completed`, annotations/s.
+//!    create call until the storage reports `completed`, annotations/s;
+//!    then the same number of direct uploads (the emulator's own pace) and
+//!    the engine alone writing to an in-memory bucket.
 //! 2. Annotation saves through the HTTP API, alternating between a project
 //!    without and one with an export storage: p50/p99 of each, and the
 //!    time until the last save's object is in the bucket.
@@ -10,8 +12,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use labelport_api::AppState;
 use labelport_db::Db;
+use labelport_storage::ObjectStore;
 use labelport_testkit::FakeGcs;
 use serde_json::{json, Value};
 
@@ -23,6 +27,10 @@ pub struct BenchExportArgs {
     /// Timed saves per project.
     #[arg(long, default_value_t = 300)]
     saves: usize,
+    /// Where the emulator keeps its files (default: /dev/shm when present,
+    /// so the figures are the server's, not the disk's).
+    #[arg(long)]
+    emulator_dir: Option<std::path::PathBuf>,
     /// A PostgreSQL database instead of a temporary SQLite file.
     #[arg(long)]
     database_url: Option<String>,
@@ -118,10 +126,15 @@ impl Client {
 }
 
 pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
-    let gcs = FakeGcs::start()
+    let emulator_dir = args.emulator_dir.clone().or_else(|| {
+        let shm = std::path::PathBuf::from("/dev/shm");
+        shm.is_dir().then_some(shm)
+    });
+    let gcs = FakeGcs::start_in(emulator_dir.as_deref())
         .await
         .context("starting fake-gcs-server (set FAKE_GCS_SERVER_BIN or run ./scripts/test once)")?;
     gcs.create_bucket("export").await?;
+    gcs.create_bucket("baseline").await?;
     let tmp = tempfile::tempdir()?;
     let url = args
         .database_url
@@ -147,8 +160,12 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
         auth: format!("Token {token}"),
     };
     println!(
-        "backend: {}; emulator: fake-gcs-server, filesystem backend",
-        db.backend_name()
+        "backend: {}; emulator: fake-gcs-server, filesystem backend in {}",
+        db.backend_name(),
+        emulator_dir
+            .as_deref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "the temp dir".into())
     );
 
     // 1. Export of existing annotations on create.
@@ -177,6 +194,69 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
         written as f64 / took,
         done["meta"]["duration"].as_f64().unwrap_or(f64::NAN)
     );
+    // 1b. The emulator's own pace: the same number of uploads of a typical
+    // exported object, straight through the connector, 32 at a time.
+    let store = labelport_storage::gcs::GcsStore::connect(labelport_storage::gcs::GcsConfig {
+        bucket: "baseline".into(),
+        service_account_json: None,
+        endpoint: Some(gcs.endpoint.clone()),
+    })
+    .await?;
+    let sample = bytes::Bytes::from(vec![b'x'; 1200]);
+    let started = Instant::now();
+    let uploads = futures::stream::iter(0..args.annotations)
+        .map(|i| {
+            let (store, body) = (&store, sample.clone());
+            async move { store.write(&format!("baseline/{i}"), body, "application/json").await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    anyhow::ensure!(uploads.iter().all(|r| r.is_ok()), "baseline uploads failed");
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "baseline: {} direct uploads of 1.2 KB, 32 in flight: {took:.2} s = {:.0} objects/s",
+        args.annotations,
+        args.annotations as f64 / took
+    );
+
+    // 1c. The engine alone (render, bookkeeping, database), writing to an
+    // in-memory bucket: what Labelport does per annotation without the
+    // emulator's cost.
+    let fields = labelport_db::export_storages::ExportStorageFields {
+        title: "memory".into(),
+        description: String::new(),
+        bucket: "memory".into(),
+        prefix: "engine".into(),
+        regex_filter: String::new(),
+        use_blob_urls: false,
+        google_project_id: String::new(),
+        credentials: None,
+        can_delete_objects: false,
+        export_format: "annotation".into(),
+    };
+    let row = db.create_export_storage(pid, "memory", &fields).await?;
+    let memory = labelport_storage::memory::MemoryStore::new("memory");
+    let started = Instant::now();
+    db.link_unexported_annotations(row.id).await?;
+    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = labelport_sync::export::ExportEngine::new(&db, &memory, &row, tx, stop)
+        .run()
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("engine: {e}"))?;
+    let took = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.written as usize == args.annotations,
+        "engine wrote {}",
+        report.written
+    );
+    println!(
+        "engine alone (in-memory bucket): {} annotations in {took:.2} s = {:.0} annotations/s",
+        report.written,
+        report.written as f64 / took
+    );
+
     let started = Instant::now();
     c.call(
         reqwest::Method::POST,
