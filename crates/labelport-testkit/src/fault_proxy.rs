@@ -17,10 +17,20 @@ struct Rule {
     remaining: u64,
 }
 
+/// After `after` uploads into `bucket` have gone through, every request
+/// naming the bucket is sent to a bucket that does not exist, so the real
+/// emulator answers as it does for a deleted bucket.
+struct Vanish {
+    bucket: String,
+    after: u64,
+    uploads: u64,
+}
+
 struct Inner {
     upstream: String,
     http: reqwest::Client,
     rule: Mutex<Option<Rule>>,
+    vanish: Mutex<Option<Vanish>>,
     failed: Mutex<u64>,
 }
 
@@ -36,6 +46,7 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             rule: Mutex::new(None),
+            vanish: Mutex::new(None),
             failed: Mutex::new(0),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
@@ -60,8 +71,19 @@ impl FaultProxy {
         });
     }
 
+    /// Lets `uploads` more uploads into `bucket` through, then makes the
+    /// bucket look deleted (until [`FaultProxy::heal`]).
+    pub fn vanish_bucket_after(&self, bucket: &str, uploads: u64) {
+        *self.inner.vanish.lock().unwrap() = Some(Vanish {
+            bucket: bucket.to_owned(),
+            after: uploads,
+            uploads: 0,
+        });
+    }
+
     pub fn heal(&self) {
         *self.inner.rule.lock().unwrap() = None;
+        *self.inner.vanish.lock().unwrap() = None;
     }
 
     /// Uploads answered 503 so far.
@@ -109,12 +131,21 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
         }
     }
+    let is_upload = upload_name(&req).is_some();
     let (parts, body) = req.into_parts();
-    let url = format!(
-        "{}{}",
-        inner.upstream,
-        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
+    let mut path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    if let Some(v) = inner.vanish.lock().unwrap().as_mut() {
+        let segment = format!("/b/{}", v.bucket);
+        let names_bucket = path.split(['?', '/']).any(|s| s == v.bucket) && path.contains(&segment);
+        if names_bucket {
+            if v.uploads >= v.after {
+                path = path.replacen(&segment, &format!("{segment}-vanished"), 1);
+            } else if is_upload {
+                v.uploads += 1;
+            }
+        }
+    }
+    let url = format!("{}{path}", inner.upstream);
     let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => return Response::builder().status(400).body(Body::empty()).unwrap(),

@@ -541,3 +541,53 @@ async fn bucket_that_disappears_fails_clearly_and_recovers() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn bucket_gone_in_the_middle_of_a_sync() {
+    let gcs = emulator(&["midway"]).await;
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs_endpoint(backend, &proxy.endpoint, 0).await;
+        let (s, p) = app
+            .post("/api/projects", json!({"title": "midway", "label_config": CONFIG}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let pid = p["id"].as_i64().unwrap();
+        let tasks: Vec<Value> = (0..120)
+            .map(|i| json!({"data": {"text": format!("t{i}")}, "annotations": [{"result": result("a")}]}))
+            .collect();
+        let (s, r) = app.post(&format!("/api/projects/{pid}/import"), json!(tasks)).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let prefix = backend.name().to_string();
+        let st = create_export(&app, json!({"project": pid, "bucket": "midway", "prefix": prefix})).await;
+        let id = st["id"].as_i64().unwrap();
+
+        // 40 objects are written, then the bucket is gone.
+        proxy.vanish_bucket_after("midway", 40);
+        app.run_jobs().await;
+        let (_, failed) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert_eq!(failed["last_sync_count"], 40, "{failed}");
+        let traceback = failed["traceback"].as_str().unwrap();
+        assert!(
+            traceback.contains("midway") && traceback.contains("does not exist"),
+            "{traceback}"
+        );
+        assert_eq!(gcs.list("midway", &format!("{prefix}/")).await.unwrap().len(), 40);
+        // Only what was written counts as exported.
+        assert_eq!(app.db().count_export_links(id).await.unwrap(), (120, 80));
+
+        // Back: the next sync writes exactly the other 80.
+        proxy.heal();
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, done) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["last_sync_count"], 80);
+        assert_eq!(gcs.list("midway", &format!("{prefix}/")).await.unwrap().len(), 120);
+        app.stop().await;
+    }
+}
