@@ -13,8 +13,10 @@ use axum::response::Response;
 struct Rule {
     /// Uploads whose object name contains this fail…
     name_contains: String,
-    /// …this many more times (`u64::MAX`: always).
+    /// …this many more times (`u64::MAX`: always)…
     remaining: u64,
+    /// …with this status.
+    status: u16,
 }
 
 /// After `after` uploads into `bucket` have gone through, every request
@@ -65,9 +67,16 @@ impl FaultProxy {
     /// Makes the next `times` uploads of objects whose name contains
     /// `name_contains` answer 503 (`u64::MAX`: until [`FaultProxy::heal`]).
     pub fn fail_uploads(&self, name_contains: &str, times: u64) {
+        self.fail_uploads_with(name_contains, times, 503);
+    }
+
+    /// As [`FaultProxy::fail_uploads`] with another status (403: no
+    /// permission to write).
+    pub fn fail_uploads_with(&self, name_contains: &str, times: u64, status: u16) {
         *self.inner.rule.lock().unwrap() = Some(Rule {
             name_contains: name_contains.to_owned(),
             remaining: times,
+            status,
         });
     }
 
@@ -122,12 +131,12 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     r.remaining -= 1;
                 }
                 *inner.failed.lock().unwrap() += 1;
-                return Response::builder()
-                    .status(StatusCode::SERVICE_UNAVAILABLE)
-                    .body(Body::from(
-                        "{\"error\":{\"code\":503,\"message\":\"injected failure\"}}",
-                    ))
-                    .unwrap();
+                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let body = format!(
+                    "{{\"error\":{{\"code\":{},\"message\":\"injected failure\"}}}}",
+                    status.as_u16()
+                );
+                return Response::builder().status(status).body(Body::from(body)).unwrap();
             }
         }
     }

@@ -434,6 +434,24 @@ async fn failed_uploads_are_retried_reported_and_written_later() {
         }
         let prefix = backend.name().to_string();
 
+        // No permission to write: create and validate refuse, naming it.
+        proxy.fail_uploads_with(".labelport-write-check", 1, 403);
+        let (s, e) = app
+            .post(
+                "/api/storages/export/gcs",
+                json!({"project": pid, "bucket": "flaky", "prefix": prefix}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("permission denied") && text.contains("cannot write to gs://flaky"),
+            "{text}"
+        );
+        let (_, list) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
+        assert_eq!(list, json!([]), "nothing created");
+        proxy.heal();
+
         // Two failures, then success: retried with backoff inside the sync.
         proxy.fail_uploads(&format!("{prefix}/{}", ids[0]), 2);
         let failed_before = proxy.failed_uploads();
