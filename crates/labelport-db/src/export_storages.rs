@@ -45,6 +45,8 @@ pub struct ExportStorageRow {
     pub credentials: Option<String>,
     pub can_delete_objects: bool,
     pub export_format: String,
+    /// A full sync was asked for and has not started yet.
+    pub sync_requested: bool,
     pub status: String,
     pub last_sync: Option<String>,
     pub last_sync_count: Option<i64>,
@@ -105,7 +107,7 @@ pub struct ExportedLink {
 }
 
 const EXPORT_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
-    use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, status, last_sync, \
+    use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, sync_requested, status, last_sync, \
     last_sync_count, last_sync_job, traceback, meta, created_at";
 
 /// In an annotation write's transaction: links the annotation to every
@@ -135,12 +137,15 @@ macro_rules! queue_annotation_export {
 #[macro_export]
 macro_rules! enqueue_exports {
     ($tx:ident, $storages:expr) => {{
+        $crate::enqueue_exports!($tx, $storages, $crate::jobs::ENQUEUE_COALESCED)
+    }};
+    ($tx:ident, $storages:expr, $sql:expr) => {{
         let mut ids: Vec<i64> = $storages;
         ids.sort_unstable();
         ids.dedup();
         let at = $crate::jobs::ts(chrono::Utc::now());
         for id in ids {
-            sqlx::query($crate::jobs::ENQUEUE_COALESCED)
+            sqlx::query($sql)
                 .bind($crate::export_storages::EXPORT_SYNC)
                 .bind($crate::export_storages::export_dedup_key(id))
                 .bind($crate::export_storages::export_payload(id))
@@ -187,7 +192,8 @@ macro_rules! queue_export_deletions {
              SELECT DISTINCT l.storage_id, l.object_key, $2 FROM export_storage_links l
              JOIN export_storages s ON s.id = l.storage_id
              WHERE s.can_delete_objects AND l.annotation_id IN ({scope}){others}
-             ON CONFLICT DO NOTHING RETURNING storage_id"
+             ON CONFLICT (storage_id, object_key) DO UPDATE SET created_at = excluded.created_at
+             RETURNING storage_id"
         );
         storages.extend(
             sqlx::query_scalar::<_, i64>(&sql)
@@ -264,8 +270,9 @@ impl Db {
     }
 
     /// Saves new settings. When the objects' names change (bucket, prefix
-    /// or format), what was written before no longer counts: the links are
-    /// dropped so the next sync writes everything to the new place.
+    /// or format), what was written before no longer counts: every link is
+    /// re-pointed and made dirty, and the job writes them to the new place
+    /// (objects in the old place stay).
     pub async fn update_export_storage(&self, id: i64, f: &ExportStorageFields) -> DbResult<ExportStorageRow> {
         let sql = format!(
             "UPDATE export_storages SET title = $1, description = $2, bucket = $3, prefix = $4, regex_filter = $5,
@@ -283,8 +290,18 @@ impl Db {
                 .fetch_optional(&mut *tx).await?;
             let row = not_found_if_none(row)?;
             if moved {
-                sqlx::query("DELETE FROM export_storage_links WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
+                // Every link points at the new place and waits to be written
+                // there; `change_seq` moves on so a run still writing to the
+                // old place cannot mark the new one done.
+                let sql = format!(
+                    "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1, exported_version = 0,
+                     object_key = (SELECT {OBJECT_KEY_SQL} FROM export_storages s JOIN annotations a
+                                   ON a.id = export_storage_links.annotation_id WHERE s.id = export_storage_links.storage_id)
+                     WHERE storage_id = $1"
+                );
+                sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM export_storage_deletions WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
+                crate::enqueue_exports!(tx, vec![id]);
             }
             tx.commit().await?;
             Ok(row)
@@ -318,10 +335,43 @@ impl Db {
             sqlx::query("UPDATE export_storages SET status = 'queued', traceback = NULL, meta = $1
                          WHERE id = $2 AND status NOT IN ('queued', 'in_progress')")
                 .bind(meta).bind(id).execute(&mut *tx).await?;
-            crate::enqueue_exports!(tx, vec![id]);
+            sqlx::query("UPDATE export_storages SET sync_requested = TRUE WHERE id = $1")
+                .bind(id).execute(&mut *tx).await?;
+            crate::enqueue_exports!(tx, vec![id], crate::jobs::ENQUEUE_COALESCED_NOW);
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// A full sync starts: the request is taken (a new one during the run
+    /// makes another full sync).
+    pub async fn take_export_sync_request(&self, id: i64) -> DbResult<()> {
+        on_write!(self, p => sqlx::query("UPDATE export_storages SET sync_requested = FALSE WHERE id = $1")
+            .bind(id).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Queues a job for every export storage with work waiting (a sync
+    /// asked for, dirty links, queued deletions, or a deleted project) and
+    /// no job queued or running: work left by a job that gave up after its
+    /// retries, or lost with a crash. Returns how many were queued.
+    pub async fn requeue_pending_exports(&self) -> DbResult<usize> {
+        let sql = "SELECT s.id FROM export_storages s
+            WHERE (s.project_id IS NULL OR s.sync_requested
+                   OR EXISTS (SELECT 1 FROM export_storage_links l WHERE l.storage_id = s.id AND l.dirty)
+                   OR EXISTS (SELECT 1 FROM export_storage_deletions d WHERE d.storage_id = s.id))
+              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedup_key = 'export_sync:' || CAST(s.id AS TEXT)
+                              AND j.status IN ('queued', 'running'))";
+        let ids: Vec<i64> = on_read!(self, p => sqlx::query_scalar(sql).fetch_all(p).await)?;
+        let n = ids.len();
+        if n > 0 {
+            on_write!(self, p => {
+                let mut tx = p.begin().await?;
+                crate::enqueue_exports!(tx, ids);
+                tx.commit().await
+            })?;
+        }
+        Ok(n)
     }
 
     /// Links every annotation of the storage's project that has no link yet

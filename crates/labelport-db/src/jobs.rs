@@ -31,8 +31,18 @@ const JOB_COLUMNS: &str =
     "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, last_error, created_at, updated_at";
 
 /// Binds: kind, dedup_key, payload, now. Usable inside a transaction (an
-/// annotation save queues its export in the same commit).
+/// annotation save queues its export in the same commit). A job waiting
+/// out a retry delay keeps its delay: a burst of saves during an outage
+/// must not use up its attempts at once.
 pub(crate) const ENQUEUE_COALESCED: &str =
+    "INSERT INTO jobs (kind, dedup_key, payload, status, run_after, created_at, updated_at)
+    VALUES ($1, $2, $3, 'queued', $4, $4, $4)
+    ON CONFLICT (dedup_key) WHERE status IN ('queued', 'running')
+    DO UPDATE SET run_again = (jobs.run_again OR jobs.status = 'running')";
+
+/// As [`ENQUEUE_COALESCED`], but a queued job is made due now (a user
+/// asked for it explicitly).
+pub(crate) const ENQUEUE_COALESCED_NOW: &str =
     "INSERT INTO jobs (kind, dedup_key, payload, status, run_after, created_at, updated_at)
     VALUES ($1, $2, $3, 'queued', $4, $4, $4)
     ON CONFLICT (dedup_key) WHERE status IN ('queued', 'running')
@@ -61,7 +71,7 @@ impl Db {
     /// once more when it ends, so whatever asked for it now is seen; a
     /// queued one (perhaps waiting out a retry delay) is made due now.
     pub async fn enqueue_coalesced_job(&self, kind: &str, dedup_key: &str, payload: &str) -> DbResult<()> {
-        on_write!(self, p => sqlx::query(ENQUEUE_COALESCED).bind(kind).bind(dedup_key).bind(payload)
+        on_write!(self, p => sqlx::query(ENQUEUE_COALESCED_NOW).bind(kind).bind(dedup_key).bind(payload)
             .bind(ts(Utc::now())).execute(p).await.map(|_| ()))?;
         Ok(())
     }

@@ -328,6 +328,12 @@ impl<'a, S: ObjectStore> ExportEngine<'a, S> {
                 Err(e) => self.report.fail(format!("{}: {e}", u.what)),
             }
         }
+        if self.stop.load(Ordering::Relaxed) {
+            // The lease may be another worker's now: record nothing (those
+            // links stay dirty and are written again; an upload is
+            // idempotent), so a late, older upload is never marked done.
+            return Err(ExportError::Stopped);
+        }
         self.db.mark_exported(self.storage.id, &settled).await?;
         self.progress.send_replace(self.report.clone());
         match fatal {

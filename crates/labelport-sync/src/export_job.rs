@@ -74,7 +74,8 @@ pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         Err(e) => return retry(e, ctx.job.attempts),
     };
     let store = env.gcs_bucket(&row.bucket, row.credentials.as_deref()).await;
-    let full = matches!(row.status.as_str(), "queued" | "in_progress") && row.project_id.is_some();
+    let full =
+        (row.sync_requested || matches!(row.status.as_str(), "queued" | "in_progress")) && row.project_id.is_some();
     match store {
         Ok(store) if full => full_sync(&ctx, &row, &store).await,
         Ok(store) => background(&ctx, &row, &store).await,
@@ -162,6 +163,9 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow,
     s.traceback = None;
     s.last_sync_job = Some(ctx.job.id.to_string());
     if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+        return retry(e, ctx.job.attempts);
+    }
+    if let Err(e) = db.take_export_sync_request(row.id).await {
         return retry(e, ctx.job.attempts);
     }
     if let Err(e) = db.link_unexported_annotations(row.id).await {
@@ -255,4 +259,31 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow,
         started.elapsed().as_secs_f64()
     );
     JobOutcome::Done
+}
+
+/// How often [`spawn_export_requeuer`] looks for export work left behind.
+pub const REQUEUE_EVERY: Duration = Duration::from_secs(300);
+
+/// Queues, at start and then every `every`, a job for each export storage
+/// with work waiting and no job: links left dirty by a job that gave up
+/// after its retries (a long bucket outage), deletions of a deleted
+/// project, a request lost with a crash.
+pub fn spawn_export_requeuer(
+    db: Db,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match db.requeue_pending_exports().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(storages = n, "queued export jobs for work left waiting");
+                    notify.notify_waiters();
+                }
+                Err(e) => tracing::warn!("looking for export work left waiting: {e}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
 }

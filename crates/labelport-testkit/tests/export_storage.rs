@@ -609,3 +609,58 @@ async fn bucket_gone_in_the_middle_of_a_sync() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn work_left_by_a_job_that_gave_up_is_requeued_and_moves_rewrite() {
+    let gcs = emulator(&["left"]).await;
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 0).await;
+        let (pid, tasks) = project_with_tasks(&app, 2).await;
+        let first = annotate(&app, tasks[0], "a").await;
+        let prefix = backend.name().to_string();
+        let st = create_export(&app, json!({"project": pid, "bucket": "left", "prefix": prefix})).await;
+        let id = st["id"].as_i64().unwrap();
+        app.run_jobs().await;
+        // Nothing waits: nothing is queued.
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
+
+        // A save whose job then gives up (as after its last retry).
+        let second = annotate(&app, tasks[1], "b").await;
+        let sql = "UPDATE jobs SET status = 'failed' WHERE status = 'queued'";
+        match &app.db().pool {
+            labelport_db::Pool::Sqlite { write, .. } => {
+                labelport_db::sqlx_reexport::query(sql).execute(write).await.unwrap();
+            }
+            labelport_db::Pool::Postgres(p) => {
+                labelport_db::sqlx_reexport::query(sql).execute(p).await.unwrap();
+            }
+        }
+        app.run_jobs().await;
+        assert!(!gcs
+            .list("left", &prefix)
+            .await
+            .unwrap()
+            .contains(&format!("{prefix}/{second}")));
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 1);
+        app.run_jobs().await;
+        assert!(gcs
+            .list("left", &prefix)
+            .await
+            .unwrap()
+            .contains(&format!("{prefix}/{second}")));
+
+        // A new prefix: everything is written again there, without a sync.
+        let moved = format!("{prefix}-moved");
+        let (s, r) = app
+            .patch(&format!("/api/storages/export/gcs/{id}"), json!({"prefix": moved}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        app.run_jobs().await;
+        let mut names = gcs.list("left", &format!("{moved}/")).await.unwrap();
+        names.sort();
+        let mut expected = vec![format!("{moved}/{first}"), format!("{moved}/{second}")];
+        expected.sort();
+        assert_eq!(names, expected);
+        app.stop().await;
+    }
+}

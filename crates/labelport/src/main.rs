@@ -217,7 +217,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.iam_endpoint = args.iam_endpoint.trim_end_matches('/').to_owned();
     let workers = workers(&state);
     let handles = workers.spawn(args.workers);
+    let requeuer = (args.workers > 0).then(|| {
+        labelport_sync::export_job::spawn_export_requeuer(
+            db.clone(),
+            state.jobs_notify.clone(),
+            labelport_sync::export_job::REQUEUE_EVERY,
+        )
+    });
     labelport_api::serve(listener, state, shutdown_signal()).await?;
+    if let Some(r) = requeuer {
+        r.abort();
+    }
     workers.shutdown();
     for h in handles {
         let _ = h.await;
@@ -282,8 +292,14 @@ async fn main() -> anyhow::Result<()> {
             let state = AppState::new(db.clone());
             let workers = workers(&state);
             let handles = workers.spawn(args.workers.max(1));
+            let requeuer = labelport_sync::export_job::spawn_export_requeuer(
+                db.clone(),
+                state.jobs_notify.clone(),
+                labelport_sync::export_job::REQUEUE_EVERY,
+            );
             tracing::info!("{} job workers running", args.workers.max(1));
             shutdown_signal().await;
+            requeuer.abort();
             workers.shutdown();
             for h in handles {
                 let _ = h.await;

@@ -17,6 +17,8 @@ CREATE TABLE export_storages (
     can_delete_objects  BOOLEAN NOT NULL DEFAULT FALSE,
     -- 'annotation': <prefix>/<annotation id>; 'task': <prefix>/<task id>.json
     export_format       TEXT NOT NULL DEFAULT 'annotation',
+    -- A full sync was asked for (create, sync endpoint) and has not started.
+    sync_requested      BOOLEAN NOT NULL DEFAULT FALSE,
     status              TEXT NOT NULL DEFAULT 'initialized',
     last_sync           TEXT,
     last_sync_count     BIGINT,
