@@ -4,8 +4,6 @@
 //! queues an export of the project's annotations; every later annotation
 //! save is exported by a background job (see `labelport_sync::export_job`).
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -23,11 +21,9 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, JsonBody, PathId, QueryParams};
 use crate::state::AppState;
-use crate::storages::{normalize_bucket, require_project, ProjectQuery};
+use crate::storages::{normalize_bucket, require_project, run_connection_check, ProjectQuery};
 use crate::views::stored_json;
 
-/// The connection check gives up after this long.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 const GCS: &str = "gcs";
 
 /// A GCS export storage as clients send it; every field optional so PATCH
@@ -168,15 +164,7 @@ async fn check_connection(state: &AppState, f: &ExportStorageFields) -> ApiResul
             }
         }
     };
-    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-        Err(_) => Err(ApiError::body(format!(
-            "Connecting to gs://{} timed out after {CHECK_TIMEOUT:?}",
-            f.bucket
-        ))),
-        Ok(Err(e)) => Err(ApiError::body(e.to_string())),
-        Ok(Ok(Some(message))) => Err(ApiError::body(message)),
-        Ok(Ok(None)) => Ok(()),
-    }
+    run_connection_check(&f.bucket, check).await
 }
 
 /// The storage as Label Studio shows it; the credentials never appear.

@@ -191,10 +191,18 @@ async fn check_connection(state: &AppState, f: &ImportStorageFields) -> ApiResul
         }
         Ok::<_, labelport_storage::StorageError>(None)
     };
+    run_connection_check(&f.bucket, check).await
+}
+
+/// Runs a connection check with a time limit. The check answers the
+/// storage's error, or a message of its own; either becomes a 400.
+pub(crate) async fn run_connection_check(
+    bucket: &str,
+    check: impl std::future::Future<Output = Result<Option<String>, labelport_storage::StorageError>>,
+) -> ApiResult<()> {
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Err(_) => Err(ApiError::body(format!(
-            "Connecting to gs://{} timed out after {CHECK_TIMEOUT:?}",
-            f.bucket
+            "Connecting to gs://{bucket} timed out after {CHECK_TIMEOUT:?}"
         ))),
         Ok(Err(e)) => Err(ApiError::body(e.to_string())),
         Ok(Ok(Some(message))) => Err(ApiError::body(message)),

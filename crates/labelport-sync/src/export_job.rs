@@ -24,14 +24,7 @@ use tokio::sync::watch;
 pub use labelport_db::export_storages::EXPORT_SYNC;
 
 use crate::export::{ExportEngine, ExportError, ExportReport};
-use crate::job::{meta_time, StorageEnv, PROGRESS_EVERY};
-
-fn meta_of(row: &ExportStorageRow) -> Map<String, Value> {
-    match serde_json::from_str(&row.meta) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
-}
+use crate::job::{error_list, meta_map, meta_time, StorageEnv, PROGRESS_EVERY};
 
 fn status(row: &ExportStorageRow, status: &str, meta: &Map<String, Value>) -> StorageStatus {
     StorageStatus {
@@ -52,14 +45,7 @@ fn retry(e: impl std::fmt::Display, attempts: i64) -> JobOutcome {
 }
 
 fn error_text(report: &ExportReport) -> String {
-    let mut text = report.errors.join("\n");
-    if report.failed as usize > report.errors.len() {
-        text.push_str(&format!(
-            "\n… and {} more errors",
-            report.failed as usize - report.errors.len()
-        ));
-    }
-    text
+    error_list(&report.errors, report.failed as usize)
 }
 
 /// Runs an export job against GCS.
@@ -81,7 +67,7 @@ pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         Ok(store) => background(&ctx, &row, &store).await,
         Err(e) if full => {
             let started = Instant::now();
-            fail(&ctx.db, &row, meta_of(&row), started, &e.to_string(), None).await
+            fail(&ctx.db, &row, meta_map(&row.meta), started, &e.to_string(), None).await
         }
         Err(e) => retry(e, ctx.job.attempts),
     }
@@ -155,7 +141,7 @@ async fn fail(
 pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
     let db = &ctx.db;
     let started = Instant::now();
-    let mut meta = meta_of(row);
+    let mut meta = meta_map(&row.meta);
     meta.insert("attempts".into(), ctx.job.attempts.into());
     meta.insert("time_in_progress".into(), meta_time().into());
     meta.insert("time_last_ping".into(), meta_time().into());

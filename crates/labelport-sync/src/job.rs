@@ -58,11 +58,21 @@ impl StorageEnv {
     }
 }
 
-fn meta_of(row: &ImportStorageRow) -> Map<String, Value> {
-    match serde_json::from_str(&row.meta) {
+/// A storage's stored `meta` as a map (empty when unreadable).
+pub fn meta_map(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     }
+}
+
+/// Listed errors, one a line, with a count of those not listed.
+pub fn error_list(listed: &[String], total: usize) -> String {
+    let mut text = listed.join("\n");
+    if total > listed.len() {
+        text.push_str(&format!("\n… and {} more errors", total - listed.len()));
+    }
+    text
 }
 
 fn status(row: &ImportStorageRow, status: &str, meta: &Map<String, Value>) -> StorageStatus {
@@ -128,7 +138,7 @@ pub async fn run_import_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         }
     };
     let started = Instant::now();
-    let mut meta = meta_of(&row);
+    let mut meta = meta_map(&row.meta);
     meta.insert("attempts".into(), ctx.job.attempts.into());
     meta.insert("time_in_progress".into(), meta_time().into());
     meta.insert("time_last_ping".into(), meta_time().into());
@@ -215,16 +225,7 @@ pub async fn run_with_store<S: ObjectStore>(
             s.last_sync = Some(labelport_db::now());
             s.last_sync_count = Some(report.tasks_created as i64);
             s.last_sync_job = Some(ctx.job.id.to_string());
-            s.traceback = with_errors.then(|| {
-                let mut text = report.errors.join("\n");
-                if report.rows_failed as usize > report.errors.len() {
-                    text.push_str(&format!(
-                        "\n… and {} more errors",
-                        report.rows_failed as usize - report.errors.len()
-                    ));
-                }
-                text
-            });
+            s.traceback = with_errors.then(|| error_list(&report.errors, report.rows_failed as usize));
             if let Err(e) = db.set_storage_status(row.id, &s).await {
                 return JobOutcome::Retry {
                     error: e.to_string(),
