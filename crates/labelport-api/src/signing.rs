@@ -1,6 +1,8 @@
 //! Signed URLs for presigned media: signed locally with the storage's
 //! service-account key, or — with no key (Application Default Credentials)
-//! — remotely through IAM `signBlob` as the ADC's service account.
+//! — remotely through IAM `signBlob` as the ADC's service account: the
+//! key file's `client_email`, the metadata server's default account, or
+//! `LABELPORT_SIGNING_SERVICE_ACCOUNT`.
 
 use std::sync::Arc;
 
@@ -33,10 +35,19 @@ async fn adc() -> Result<&'static Adc, String> {
         let provider = google_cloud_auth::token::DefaultTokenSourceProvider::new(config)
             .await
             .map_err(|e| format!("Application Default Credentials are not available: {e}"))?;
-        let email = provider
+        let mut email = provider
             .source_credentials
             .as_ref()
             .and_then(|c| c.client_email.clone());
+        // Credentials from the metadata server (GCE, GKE, Cloud Run) name
+        // no account; the server says which, as Google's own libraries ask.
+        if provider.source_credentials.is_none() && gcloud_metadata::on_gce().await {
+            match gcloud_metadata::email("default").await {
+                Ok(found) if !found.is_empty() => email = Some(found),
+                Ok(_) => tracing::warn!("the metadata server named no default service account"),
+                Err(e) => tracing::warn!("could not read the service account from the metadata server: {e}"),
+            }
+        }
         Ok(Adc {
             source: provider.token_source(),
             email,

@@ -6,6 +6,7 @@
 //! app gets its own new database there); SQLite always runs.
 
 mod fake_gcs;
+mod fake_google;
 mod fault_proxy;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use fake_gcs::FakeGcs;
+pub use fake_google::{FakeGoogle, FAKE_ACCESS_TOKEN};
 pub use fault_proxy::FaultProxy;
 
 /// Env var naming a PostgreSQL server for tests (any database on it).

@@ -1,0 +1,128 @@
+//! Presigning on GCE/GKE/Cloud Run: no key anywhere. Application Default
+//! Credentials come from the metadata server (a local fake, found through
+//! `GCE_METADATA_HOST` as Google's libraries do), which also names the
+//! service account; IAM `signBlob` (a local fake) signs with the token the
+//! metadata server issued. The fakes refuse requests without
+//! `Metadata-Flavor: Google`, a cloud-platform scope or that token.
+//!
+//! Its own test binary: ADC is resolved once per process.
+
+use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
+use labelport_testkit::{Backend, FakeGcs, FakeGoogle, TestApp};
+use reqwest::header;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn presign_with_metadata_server_credentials_signs_as_its_default_account() {
+    let key_json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/test_service_account.not-a-test.json"
+    ))
+    .expect("shared/conformance beside the repository");
+    let fake = FakeGoogle::start(&key_json).await.unwrap();
+    let local_key = KeySigner::from_service_account_json(&key_json).unwrap();
+
+    // Nothing but the metadata server: no key file, no well-known gcloud
+    // file (an empty HOME), no account named by hand.
+    let home = tempfile::tempdir().unwrap();
+    std::env::set_var("HOME", home.path());
+    std::env::remove_var("GOOGLE_APPLICATION_CREDENTIALS");
+    std::env::remove_var("GOOGLE_APPLICATION_CREDENTIALS_JSON");
+    std::env::remove_var(labelport_api::signing::SIGNING_ACCOUNT_ENV);
+    std::env::set_var("GCE_METADATA_HOST", &fake.host);
+
+    let gcs = FakeGcs::start().await.unwrap();
+    gcs.create_bucket("gce-signed").await.unwrap();
+    gcs.upload("gce-signed", "clip one.mp4", b"mp4 bytes".to_vec(), "video/mp4")
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with_iam(Backend::Sqlite, &gcs, &fake.url).await;
+    let (_, p) = app
+        .post(
+            "/api/projects",
+            json!({"title": "gce", "label_config": "<View><Video name=\"v\" value=\"$video\"/></View>"}),
+        )
+        .await;
+    let pid = p["id"].as_i64().unwrap();
+    let (s, st) = app
+        .post(
+            "/api/storages/gcs",
+            json!({"project": pid, "bucket": "gce-signed", "presign": true, "presign_ttl": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let (_, t) = app
+        .post(
+            "/api/tasks",
+            json!({"project": pid, "data": {"video": "gs://gce-signed/clip one.mp4"}}),
+        )
+        .await;
+    let tid = t["id"].as_i64().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!(
+            "{}/tasks/{tid}/resolve/?fileuri={}",
+            app.base_url,
+            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
+        ))
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store, max-age=300");
+    let location = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
+
+    // The token and the account came from the metadata server; no OAuth
+    // token endpoint was used.
+    let seen = fake.seen();
+    assert!(seen.contains(&"metadata-token".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"metadata-email".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"token".to_owned()), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("signBlob"), "{seen:?}");
+    assert!(
+        location.contains(&format!("X-Goog-Credential={}", fake.email.replace('@', "%40"))),
+        "{location}"
+    );
+
+    // The URL is exactly what the key would sign locally, and the emulator
+    // serves the object with it.
+    let date = location
+        .split("X-Goog-Date=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let at = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
+        .unwrap()
+        .and_utc();
+    let mut req = SignedUrlRequest::new("GET", "gce-signed", "clip one.mp4", 300, at);
+    req.host = Some(gcs.endpoint.clone());
+    assert_eq!(location, signed_url(&req, &local_key).await.unwrap());
+    assert_eq!(
+        reqwest::get(&location).await.unwrap().bytes().await.unwrap().as_ref(),
+        b"mp4 bytes"
+    );
+
+    // Signed again: the metadata token and account are reused, not fetched
+    // per URL.
+    let before = fake.seen().len();
+    let r = client
+        .get(format!(
+            "{}/projects/{pid}/resolve/?fileuri={}",
+            app.base_url,
+            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
+        ))
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(fake.seen()[before..], ["signBlob".to_owned()]);
+    app.stop().await;
+}
