@@ -106,6 +106,10 @@ pub struct ExportedLink {
     pub change_seq: i64,
 }
 
+/// How long after an export storage's creation the requeuer looks for
+/// annotations its links missed (see `repair_recent_export_links`).
+pub const LINK_REPAIR_WINDOW_SECS: i64 = 3600;
+
 const EXPORT_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
     use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, sync_requested, status, last_sync, \
     last_sync_count, last_sync_job, traceback, meta, created_at";
@@ -354,8 +358,11 @@ impl Db {
     /// Queues a job for every export storage with work waiting (a sync
     /// asked for, dirty links, queued deletions, or a deleted project) and
     /// no job queued or running: work left by a job that gave up after its
-    /// retries, or lost with a crash. Returns how many were queued.
+    /// retries, or lost with a crash; first repairs the links of recently
+    /// created storages (`repair_recent_export_links`). Returns how many
+    /// jobs were queued.
     pub async fn requeue_pending_exports(&self) -> DbResult<usize> {
+        let repaired = self.repair_recent_export_links().await?;
         let sql = "SELECT s.id FROM export_storages s
             WHERE (s.project_id IS NULL OR s.sync_requested
                    OR EXISTS (SELECT 1 FROM export_storage_links l WHERE l.storage_id = s.id AND l.dirty)
@@ -371,7 +378,49 @@ impl Db {
                 tx.commit().await
             })?;
         }
-        Ok(n)
+        Ok(repaired + n)
+    }
+
+    /// For export storages created within [`LINK_REPAIR_WINDOW_SECS`]:
+    /// links annotations that have no link, and marks dirty the links whose
+    /// annotation is newer than what was written while the link says
+    /// clean; queues those storages' jobs. Returns how many were queued.
+    ///
+    /// Why: on PostgreSQL an annotation save whose transaction linked
+    /// before a new storage committed, and committed after the storage's
+    /// first full sync had linked the project, is seen by neither. This
+    /// can only happen around a storage's creation, hence the window, which
+    /// keeps the scan off old storages.
+    pub async fn repair_recent_export_links(&self) -> DbResult<usize> {
+        let since = (chrono::Utc::now() - chrono::Duration::seconds(LINK_REPAIR_WINDOW_SECS))
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let link = format!(
+            "INSERT INTO export_storage_links (storage_id, annotation_id, task_id, object_key, dirty, change_seq)
+             SELECT s.id, a.id, a.task_id, {OBJECT_KEY_SQL}, TRUE, 1
+             FROM export_storages s JOIN annotations a ON a.project_id = s.project_id
+             WHERE s.created_at > $1 AND s.project_id IS NOT NULL
+             ON CONFLICT DO NOTHING RETURNING storage_id"
+        );
+        let stale = "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1
+             WHERE NOT dirty
+               AND storage_id IN (SELECT id FROM export_storages WHERE created_at > $1 AND project_id IS NOT NULL)
+               AND exported_version < (SELECT a.version FROM annotations a
+                                       WHERE a.id = export_storage_links.annotation_id)
+             RETURNING storage_id";
+        Ok(on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut ids: Vec<i64> = sqlx::query_scalar(&link).bind(&since).fetch_all(&mut *tx).await?;
+            ids.extend(sqlx::query_scalar::<_, i64>(stale).bind(&since).fetch_all(&mut *tx).await?);
+            ids.sort_unstable();
+            ids.dedup();
+            let n = ids.len();
+            if n > 0 {
+                tracing::warn!(storages = ?ids, "export: annotations missed by a save racing a storage's creation; queued");
+            }
+            crate::enqueue_exports!(tx, ids);
+            tx.commit().await.map(|_| n)
+        })?)
     }
 
     /// Links every annotation of the storage's project that has no link yet

@@ -626,15 +626,7 @@ async fn work_left_by_a_job_that_gave_up_is_requeued_and_moves_rewrite() {
 
         // A save whose job then gives up (as after its last retry).
         let second = annotate(&app, tasks[1], "b").await;
-        let sql = "UPDATE jobs SET status = 'failed' WHERE status = 'queued'";
-        match &app.db().pool {
-            labelport_db::Pool::Sqlite { write, .. } => {
-                labelport_db::sqlx_reexport::query(sql).execute(write).await.unwrap();
-            }
-            labelport_db::Pool::Postgres(p) => {
-                labelport_db::sqlx_reexport::query(sql).execute(p).await.unwrap();
-            }
-        }
+        exec(&app, "UPDATE jobs SET status = 'failed' WHERE status = 'queued'").await;
         app.run_jobs().await;
         assert!(!gcs
             .list("left", &prefix)
@@ -661,6 +653,105 @@ async fn work_left_by_a_job_that_gave_up_is_requeued_and_moves_rewrite() {
         let mut expected = vec![format!("{moved}/{first}"), format!("{moved}/{second}")];
         expected.sort();
         assert_eq!(names, expected);
+        app.stop().await;
+    }
+}
+
+async fn exec(app: &TestApp, sql: &str) {
+    match &app.db().pool {
+        labelport_db::Pool::Sqlite { write, .. } => {
+            labelport_db::sqlx_reexport::query(sql).execute(write).await.unwrap();
+        }
+        labelport_db::Pool::Postgres(p) => {
+            labelport_db::sqlx_reexport::query(sql).execute(p).await.unwrap();
+        }
+    }
+}
+
+/// On PostgreSQL a save whose transaction linked before a new storage
+/// committed, and committed after the storage's first sync linked the
+/// project, is missed by both: no link (a new annotation), or a link left
+/// clean at an older version (an update). Both outcomes are made by hand
+/// here; the requeuer must find them while the storage is young.
+#[tokio::test]
+async fn saves_that_raced_the_storage_creation_are_found_by_the_requeuer() {
+    let gcs = emulator(&["raced"]).await;
+    for backend in backends() {
+        let app = TestApp::spawn_with_gcs(backend, &gcs, 0).await;
+        let (pid, tasks) = project_with_tasks(&app, 3).await;
+        let updated = annotate(&app, tasks[0], "a").await;
+        let prefix = backend.name().to_string();
+        let st = create_export(&app, json!({"project": pid, "bucket": "raced", "prefix": prefix})).await;
+        let id = st["id"].as_i64().unwrap();
+        app.run_jobs().await;
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
+        let updated_key = format!("{prefix}/{updated}");
+        assert_eq!(object_json(&gcs, "raced", &updated_key).await["result"], result("a"));
+
+        // A new annotation with no link and no job; an update whose link
+        // stayed clean and whose job is gone.
+        let unlinked = annotate(&app, tasks[1], "b").await;
+        let (s, r) = app
+            .patch(&format!("/api/annotations/{updated}"), json!({"result": result("b")}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        exec(
+            &app,
+            &format!("DELETE FROM export_storage_links WHERE annotation_id = {unlinked}"),
+        )
+        .await;
+        exec(
+            &app,
+            &format!("UPDATE export_storage_links SET dirty = FALSE WHERE annotation_id = {updated}"),
+        )
+        .await;
+        exec(&app, "DELETE FROM jobs WHERE status = 'queued'").await;
+        app.run_jobs().await;
+        assert!(!gcs
+            .list("raced", &prefix)
+            .await
+            .unwrap()
+            .contains(&format!("{prefix}/{unlinked}")));
+
+        // One storage to repair: one job, which writes both.
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 1);
+        app.run_jobs().await;
+        let unlinked_obj = object_json(&gcs, "raced", &format!("{prefix}/{unlinked}")).await;
+        assert_eq!(unlinked_obj["result"], result("b"));
+        assert_eq!(object_json(&gcs, "raced", &updated_key).await["result"], result("b"));
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
+        // A background run: the storage's status is untouched.
+        let (_, after) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(after["status"], "completed", "{after}");
+
+        // Past the window, old storages are not scanned (their links were
+        // settled long ago); a manual sync still links everything.
+        exec(
+            &app,
+            &format!("UPDATE export_storages SET created_at = '2000-01-01T00:00:00.000000Z' WHERE id = {id}"),
+        )
+        .await;
+        let late = annotate(&app, tasks[2], "a").await;
+        exec(
+            &app,
+            &format!("DELETE FROM export_storage_links WHERE annotation_id = {late}"),
+        )
+        .await;
+        exec(&app, "DELETE FROM jobs WHERE status = 'queued'").await;
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
+        let (s, _) = app
+            .post(&format!("/api/storages/export/gcs/{id}/sync"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.run_jobs().await;
+        let (_, done) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["last_sync_count"], 1, "{done}");
+        assert!(gcs
+            .list("raced", &prefix)
+            .await
+            .unwrap()
+            .contains(&format!("{prefix}/{late}")));
         app.stop().await;
     }
 }
