@@ -175,8 +175,13 @@ async fn storage_json(state: &AppState, row: &ExportStorageRow) -> ApiResult<Val
         if let Some(job_id) = row.last_sync_job.as_deref().and_then(|j| j.parse::<i64>().ok()) {
             if let Ok(job) = state.db.get_job(job_id).await {
                 if job.status == "failed" && state.db.active_job(&export_dedup_key(row.id)).await?.is_none() {
-                    row.status = "failed".into();
-                    row.traceback = Some(job.last_error.unwrap_or_else(|| "The sync job failed.".into()));
+                    // The job may have recorded its result after `row` was
+                    // read: show that result whole, not a mix.
+                    row = state.db.get_export_storage(row.id).await?;
+                    if matches!(row.status.as_str(), "queued" | "in_progress") {
+                        row.status = "failed".into();
+                        row.traceback = Some(job.last_error.unwrap_or_else(|| "The sync job failed.".into()));
+                    }
                 }
             }
         }

@@ -246,17 +246,17 @@ async fn storage_json(state: &AppState, row: &ImportStorageRow) -> ApiResult<Val
     if matches!(row.status.as_str(), "queued" | "in_progress") {
         if let Some(job_id) = row.last_sync_job.as_deref().and_then(|j| j.parse::<i64>().ok()) {
             match state.db.get_job(job_id).await {
-                Ok(job) if job.status == "failed" => {
-                    row.status = "failed".into();
-                    row.traceback = Some(job.last_error.unwrap_or_else(|| "The sync job failed.".into()));
-                }
-                Ok(job) if job.status == "done" => {
-                    // The job may have finished after `row` was read.
+                Ok(job) if matches!(job.status.as_str(), "failed" | "done") => {
+                    // The job may have recorded its result after `row` was
+                    // read: show that result whole, not a mix.
                     row = state.db.get_import_storage(row.id).await?;
                     if matches!(row.status.as_str(), "queued" | "in_progress") {
                         row.status = "failed".into();
-                        row.traceback =
-                            Some("The sync job ended without reporting a result; see the server log.".into());
+                        row.traceback = Some(match job.last_error {
+                            Some(error) if job.status == "failed" => error,
+                            _ if job.status == "failed" => "The sync job failed.".into(),
+                            _ => "The sync job ended without reporting a result; see the server log.".into(),
+                        });
                     }
                 }
                 _ => {}
