@@ -2,23 +2,21 @@
 
 use std::future::Future;
 
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs1v15::SigningKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::rand_core::OsRng;
-use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use rsa::RsaPrivateKey;
-use sha2::Sha256;
+use ring::rand::SystemRandom;
+use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 
 use super::{BlobSigner, SignError};
 
 /// Signs with a service account's own RSA key (`RSASSA-PKCS1-v1_5`,
-/// SHA-256), so no network call is needed.
+/// SHA-256), so no network call is needed. `ring` does the RSA operation
+/// in constant time with blinding (the `rsa` crate it replaced carries
+/// RUSTSEC-2023-0071, a timing side channel).
 ///
-/// Debug output shows the email only; the key is zeroized on drop by `rsa`.
+/// Debug output shows the email only.
 pub struct KeySigner {
     email: String,
-    key: SigningKey<Sha256>,
+    key: RsaKeyPair,
+    rng: SystemRandom,
 }
 
 /// The fields of a service-account key file that signing needs; the rest
@@ -62,26 +60,34 @@ impl KeySigner {
     /// A signer from an email and a PEM private key, PKCS#8 (`BEGIN PRIVATE
     /// KEY`, what Google issues) or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
     pub fn from_pem(email: impl Into<String>, pem: &str) -> Result<Self, SignError> {
-        let key = match RsaPrivateKey::from_pkcs8_pem(pem) {
-            Ok(key) => key,
-            Err(pkcs8_err) => RsaPrivateKey::from_pkcs1_pem(pem).map_err(|_| {
-                // The pkcs8/der errors name a position or a tag, never key bytes.
-                SignError::InvalidKey(format!("\"private_key\" is not a PEM RSA private key ({pkcs8_err})"))
-            })?,
-        };
+        // The pem and ring errors name a tag or a reason, never key bytes.
+        let block = pem::parse(pem.trim())
+            .map_err(|e| SignError::InvalidKey(format!("\"private_key\" is not a PEM private key ({e})")))?;
+        let key = match block.tag() {
+            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(block.contents()),
+            "RSA PRIVATE KEY" => RsaKeyPair::from_der(block.contents()),
+            other => {
+                return Err(SignError::InvalidKey(format!(
+                    "\"private_key\" is a PEM \"{other}\", not an RSA private key"
+                )))
+            }
+        }
+        .map_err(|e| SignError::InvalidKey(format!("\"private_key\" is not a usable RSA private key ({e})")))?;
         Ok(KeySigner {
             email: email.into(),
-            key: SigningKey::new(key),
+            key,
+            rng: SystemRandom::new(),
         })
     }
 
-    /// Signs right away. RSA blinding with OS randomness hides the key from
-    /// timing side channels; PKCS#1 v1.5 signatures stay deterministic.
+    /// Signs right away. PKCS#1 v1.5 signatures are deterministic: the same
+    /// payload always gives the same signature.
     pub fn sign_now(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
         self.key
-            .try_sign_with_rng(&mut OsRng, payload)
-            .map(|signature| signature.to_vec())
-            .map_err(|e| SignError::Rsa(e.to_string()))
+            .sign(&RSA_PKCS1_SHA256, &self.rng, payload, &mut signature)
+            .map_err(|_| SignError::Rsa("the RSA operation failed".into()))?;
+        Ok(signature)
     }
 }
 

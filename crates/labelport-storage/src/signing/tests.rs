@@ -10,12 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::Verifier;
-use rsa::RsaPrivateKey;
 use serde_json::Value;
-use sha2::Sha256;
 
 use super::*;
 
@@ -154,29 +149,45 @@ async fn all_v4_conformance_vectors_match_byte_for_byte() {
     );
 }
 
+/// The public half of the test key, as DER `RSAPublicKey`.
+fn public_key() -> Vec<u8> {
+    let json: Value = serde_json::from_str(&key_json()).unwrap();
+    let block = pem::parse(json["private_key"].as_str().unwrap()).unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(block.contents()).unwrap();
+    ring::signature::KeyPair::public_key(&pair).as_ref().to_vec()
+}
+
+fn verify(public: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(message, signature)
+        .is_ok()
+}
+
 #[tokio::test]
 async fn key_signer_signatures_verify_with_the_public_key() {
-    let json: Value = serde_json::from_str(&key_json()).unwrap();
-    let private = RsaPrivateKey::from_pkcs8_pem(json["private_key"].as_str().unwrap()).unwrap();
-    let verifying = VerifyingKey::<Sha256>::new(private.to_public_key());
-
+    let public = public_key();
     let signer = key_signer();
     let message = b"GOOG4-RSA-SHA256\n20190201T090000Z\n20190201/auto/storage/goog4_request\nabc";
-    let signature = Signature::try_from(signer.sign(message).await.unwrap().as_slice()).unwrap();
-    verifying
-        .verify(message, &signature)
-        .expect("KeySigner's signature verifies");
-    assert!(verifying.verify(b"another message", &signature).is_err());
+    let signature = signer.sign(message).await.unwrap();
+    assert_eq!(signature.len(), 256, "RSA-2048");
+    assert!(verify(&public, message, &signature), "KeySigner's signature verifies");
+    assert!(!verify(&public, b"another message", &signature));
+    // PKCS#1 v1.5 is deterministic.
+    assert_eq!(signer.sign(message).await.unwrap(), signature);
 
     // And the signature inside a URL verifies against its string to sign.
     let v = &vectors()[0];
     let req = request_for(v);
     let url = signed_url(&req, &signer).await.unwrap();
     let hex_signature = url.rsplit_once("X-Goog-Signature=").unwrap().1;
-    let signature = Signature::try_from(hex::decode(hex_signature).unwrap().as_slice()).unwrap();
-    verifying
-        .verify(string_to_sign(&req, EMAIL).unwrap().as_bytes(), &signature)
-        .expect("URL signature verifies");
+    assert!(
+        verify(
+            &public,
+            string_to_sign(&req, EMAIL).unwrap().as_bytes(),
+            &hex::decode(hex_signature).unwrap()
+        ),
+        "URL signature verifies"
+    );
 }
 
 #[test]
@@ -187,13 +198,27 @@ fn key_errors_never_show_the_key() {
     );
     let message = KeySigner::from_service_account_json(&json).unwrap_err().to_string();
     assert!(
-        message.contains("not a PEM RSA private key") && !message.contains("SECRET"),
+        message.contains("\"private_key\" is not a") && !message.contains("SECRET"),
         "{message}"
     );
 
     let message =
         KeySigner::from_service_account_json(&format!("{{\"private_key\": 5, \"x\": \"{secret}\"")).unwrap_err();
     assert!(!message.to_string().contains("SECRET"), "{message}");
+
+    // Not PEM at all, and PEM of another kind.
+    let json = format!(r#"{{"client_email":"a@b.c","private_key":"{secret}"}}"#);
+    let message = KeySigner::from_service_account_json(&json).unwrap_err().to_string();
+    assert!(
+        message.contains("not a PEM private key") && !message.contains("SECRET"),
+        "{message}"
+    );
+    let json = r#"{"client_email":"a@b.c","private_key":"-----BEGIN CERTIFICATE-----\nMIIBCgKCAQEA\n-----END CERTIFICATE-----\n"}"#;
+    let message = KeySigner::from_service_account_json(json).unwrap_err().to_string();
+    assert!(
+        message.contains("\"CERTIFICATE\", not an RSA private key") && !message.contains("SECRET"),
+        "{message}"
+    );
 
     let message = KeySigner::from_service_account_json(r#"{"type":"authorized_user"}"#)
         .unwrap_err()
