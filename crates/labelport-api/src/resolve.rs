@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use labelport_db::storages::ImportStorageRow;
 use labelport_domain::resolve::{decode_fileuri, split_gs_uri};
@@ -128,6 +128,7 @@ async fn resolve_in_project(
     project_id: i64,
     q: ResolveQuery,
     headers: &HeaderMap,
+    method: &Method,
 ) -> ApiResult<Response> {
     let raw = q
         .fileuri
@@ -147,7 +148,7 @@ async fn resolve_in_project(
     if storage.presign {
         return presign(state, &storage, &store, &key).await;
     }
-    proxy(&store, &key, headers).await
+    proxy(&store, &key, headers, method == Method::HEAD).await
 }
 
 async fn presign(state: &AppState, storage: &ImportStorageRow, _store: &GcsStore, key: &str) -> ApiResult<Response> {
@@ -168,7 +169,9 @@ async fn presign(state: &AppState, storage: &ImportStorageRow, _store: &GcsStore
     }
 }
 
-async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap) -> ApiResult<Response> {
+/// `head`: a HEAD request gets the same headers and no body, and nothing
+/// is downloaded.
+async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap, head: bool) -> ApiResult<Response> {
     let meta = store.stat(key).await.map_err(upstream)?;
     let etag = quoted_etag(&meta.etag);
     let mut builder = Response::builder()
@@ -204,7 +207,7 @@ async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap) -> ApiResult<Re
         }
     };
     let length = if meta.size == 0 { 0 } else { end - start + 1 };
-    let body = if length == 0 {
+    let body = if length == 0 || head {
         Body::empty()
     } else {
         // Pinned to the generation whose ETag we announced. The stream is
@@ -286,10 +289,11 @@ pub async fn resolve_task(
     _user: AuthUser,
     PathId(id): PathId,
     QueryParams(q): QueryParams<ResolveQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let task = state.db.get_task(id).await?;
-    resolve_in_project(&state, task.project_id, q, &headers).await
+    resolve_in_project(&state, task.project_id, q, &headers, &method).await
 }
 
 #[utoipa::path(get, path = "/tasks/{id}/presign", params(("id" = i64, Path), ResolveQuery), tag = "media",
@@ -299,9 +303,10 @@ pub async fn presign_task(
     user: AuthUser,
     id: PathId,
     q: QueryParams<ResolveQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    resolve_task(state, user, id, q, headers).await
+    resolve_task(state, user, id, q, method, headers).await
 }
 
 #[utoipa::path(get, path = "/projects/{id}/resolve", params(("id" = i64, Path), ResolveQuery), tag = "media",
@@ -311,10 +316,11 @@ pub async fn resolve_project(
     _user: AuthUser,
     PathId(id): PathId,
     QueryParams(q): QueryParams<ResolveQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     state.db.get_project(id).await?;
-    resolve_in_project(&state, id, q, &headers).await
+    resolve_in_project(&state, id, q, &headers, &method).await
 }
 
 #[utoipa::path(get, path = "/projects/{id}/presign", params(("id" = i64, Path), ResolveQuery), tag = "media",
@@ -324,9 +330,10 @@ pub async fn presign_project(
     user: AuthUser,
     id: PathId,
     q: QueryParams<ResolveQuery>,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    resolve_project(state, user, id, q, headers).await
+    resolve_project(state, user, id, q, method, headers).await
 }
 
 #[cfg(test)]

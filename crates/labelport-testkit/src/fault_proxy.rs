@@ -1,6 +1,7 @@
 //! A pass-through HTTP proxy in front of the GCS emulator that can make
 //! chosen uploads fail with 503, to test retries and partial failures
-//! against the real emulator (which has no fault injection of its own).
+//! against the real emulator (which has no fault injection of its own),
+//! and counts object downloads.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,8 @@ struct Inner {
     rule: Mutex<Option<Rule>>,
     vanish: Mutex<Option<Vanish>>,
     failed: Mutex<u64>,
+    /// Object downloads (`alt=media`) requested so far.
+    downloads: Mutex<u64>,
 }
 
 pub struct FaultProxy {
@@ -50,6 +53,7 @@ impl FaultProxy {
             rule: Mutex::new(None),
             vanish: Mutex::new(None),
             failed: Mutex::new(0),
+            downloads: Mutex::new(0),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -99,6 +103,11 @@ impl FaultProxy {
     pub fn failed_uploads(&self) -> u64 {
         *self.inner.failed.lock().unwrap()
     }
+
+    /// Object downloads (`alt=media` requests) that went through so far.
+    pub fn downloads(&self) -> u64 {
+        *self.inner.downloads.lock().unwrap()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -141,6 +150,13 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     let is_upload = upload_name(&req).is_some();
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| url_params(q).iter().any(|(k, v)| k == "alt" && v == "media"))
+    {
+        *inner.downloads.lock().unwrap() += 1;
+    }
     let (parts, body) = req.into_parts();
     let mut path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     if let Some(v) = inner.vanish.lock().unwrap().as_mut() {

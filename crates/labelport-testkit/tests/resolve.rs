@@ -406,3 +406,65 @@ async fn a_client_that_goes_away_stops_the_upstream_read() {
     assert_eq!(total, 256 * MIB);
     app.stop().await;
 }
+
+/// HEAD (a player probing size and range support) answers the headers a
+/// GET would, with no body, and downloads nothing from the bucket.
+#[tokio::test]
+async fn head_requests_download_nothing() {
+    let gcs = FakeGcs::start().await.unwrap();
+    gcs.create_bucket("heads").await.unwrap();
+    gcs.upload("heads", "clip.mp4", vec![3u8; 300_000], "video/mp4")
+        .await
+        .unwrap();
+    let upstream = labelport_testkit::FaultProxy::start(&gcs.endpoint).await.unwrap();
+    let app = TestApp::spawn_with_gcs_endpoint(labelport_testkit::Backend::Sqlite, &upstream.endpoint, 0).await;
+    let (_, p) = app
+        .post("/api/projects", json!({"title": "h", "label_config": CONFIG}))
+        .await;
+    let pid = p["id"].as_i64().unwrap();
+    let (s, _) = app
+        .post(
+            "/api/storages/gcs",
+            json!({"project": pid, "bucket": "heads", "presign": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let url = format!(
+        "{}/projects/{pid}/resolve/?fileuri={}",
+        app.base_url,
+        b64("gs://heads/clip.mp4")
+    );
+    let head = |range: Option<&'static str>| {
+        let mut req = app
+            .http
+            .head(&url)
+            .header("Authorization", format!("Token {}", app.token));
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        req.send()
+    };
+    let r = head(None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "300000");
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "video/mp4");
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    assert!(r.headers().contains_key(header::ETAG));
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = head(Some("bytes=100-199")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "100");
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 100-199/300000");
+    assert_eq!(upstream.downloads(), 0, "HEAD downloaded the object");
+
+    // A GET downloads it, once.
+    let r = raw_get(
+        &app,
+        &format!("/projects/{pid}/resolve/?fileuri={}", b64("gs://heads/clip.mp4")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.bytes().await.unwrap().len(), 300_000);
+    assert_eq!(upstream.downloads(), 1);
+    app.stop().await;
+}
