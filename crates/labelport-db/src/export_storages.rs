@@ -514,6 +514,29 @@ impl Db {
         Ok(n == 1)
     }
 
+    /// Gives up on a storage whose project is gone when its oldest queued
+    /// deletion is older than `cutoff` (a timestamp as [`crate::now`] writes
+    /// them): the storage goes, with its queue. Returns how many objects
+    /// were left undeleted, when it went. Nobody can fix such a storage's
+    /// credentials or bucket any more (it is no longer listed), so without
+    /// this a lasting failure would be retried for ever.
+    pub async fn abandon_orphan_export_storage(&self, id: i64, cutoff: &str) -> DbResult<Option<i64>> {
+        let pending = "SELECT COUNT(*), MIN(created_at) FROM export_storage_deletions WHERE storage_id = $1";
+        let drop = "DELETE FROM export_storages WHERE id = $1 AND project_id IS NULL";
+        Ok(on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let (left, oldest): (i64, Option<String>) =
+                sqlx::query_as(pending).bind(id).fetch_one(&mut *tx).await?;
+            let dropped = match oldest {
+                Some(oldest) if oldest.as_str() < cutoff => {
+                    sqlx::query(drop).bind(id).execute(&mut *tx).await?.rows_affected() == 1
+                }
+                _ => false,
+            };
+            tx.commit().await.map(|_| dropped.then_some(left))
+        })?)
+    }
+
     /// Links of annotations (for tests and the API's view of one annotation).
     pub async fn export_links_of_annotation(&self, annotation_id: i64) -> DbResult<Vec<(i64, String, i64, bool)>> {
         let sql = "SELECT storage_id, object_key, exported_version, dirty FROM export_storage_links

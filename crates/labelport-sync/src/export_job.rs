@@ -73,8 +73,39 @@ pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
     }
 }
 
+/// How long the deletions of a deleted project's storage are retried
+/// before the storage is given up (its objects stay in the bucket).
+pub const ORPHAN_GIVE_UP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// For a storage whose project is gone and whose deletions still fail:
+/// gives it up once they have been failing for [`ORPHAN_GIVE_UP`].
+async fn give_up_on_orphan(ctx: &JobContext, row: &ExportStorageRow, error: &str) -> Option<JobOutcome> {
+    if row.project_id.is_some() {
+        return None;
+    }
+    let cutoff = (chrono::Utc::now() - chrono::Duration::from_std(ORPHAN_GIVE_UP).ok()?)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    match ctx.db.abandon_orphan_export_storage(row.id, &cutoff).await {
+        Ok(Some(left)) => {
+            tracing::warn!(
+                storage.id = row.id,
+                bucket = %row.bucket,
+                objects_left = left,
+                "export storage of a deleted project given up after {} days of failing deletions; \
+                 its objects stay in the bucket. Last error: {error}",
+                ORPHAN_GIVE_UP.as_secs() / 86_400
+            );
+            Some(JobOutcome::Done)
+        }
+        Ok(None) => None,
+        Err(e) => Some(retry(e, ctx.job.attempts)),
+    }
+}
+
 /// Writes what is dirty and deletes what is queued; a storage whose project
-/// is gone is dropped once its deletions are done.
+/// is gone is dropped once its deletions are done, or given up after
+/// [`ORPHAN_GIVE_UP`] of failures.
 pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
     let started = Instant::now();
     let (tx, _rx) = watch::channel(ExportReport::default());
@@ -82,6 +113,9 @@ pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow
     let report = match result {
         Ok(report) if report.failed == 0 => report,
         Ok(report) => {
+            if let Some(outcome) = give_up_on_orphan(ctx, row, &error_text(&report)).await {
+                return outcome;
+            }
             tracing::warn!(
                 storage.id = row.id,
                 failed = report.failed,
@@ -92,6 +126,9 @@ pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow
         }
         Err((ExportError::Stopped, _)) => return retry("stopped; resumes on another run", 0),
         Err((e, report)) => {
+            if let Some(outcome) = give_up_on_orphan(ctx, row, &e.to_string()).await {
+                return outcome;
+            }
             tracing::warn!(storage.id = row.id, written = report.written, "export stopped: {e}");
             return retry(e, ctx.job.attempts);
         }

@@ -755,3 +755,58 @@ async fn saves_that_raced_the_storage_creation_are_found_by_the_requeuer() {
         app.stop().await;
     }
 }
+
+/// A deleted project's storage (with `can_delete_objects`) whose deletions
+/// keep failing because the bucket can no longer be reached is retried,
+/// and given up once they have failed for a week: the storage goes, with
+/// its queue; the objects stay in the bucket.
+#[tokio::test]
+async fn a_deleted_projects_storage_whose_deletions_keep_failing_is_given_up_after_a_week() {
+    let gcs = emulator(&["orphan"]).await;
+    for backend in backends() {
+        let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+        let app = TestApp::spawn_with_gcs_endpoint(backend, &proxy.endpoint, 0).await;
+        let (pid, tasks) = project_with_tasks(&app, 1).await;
+        let annotation = annotate(&app, tasks[0], "a").await;
+        let prefix = backend.name().to_string();
+        let st = create_export(
+            &app,
+            json!({"project": pid, "bucket": "orphan", "prefix": prefix, "can_delete_objects": true}),
+        )
+        .await;
+        let id = st["id"].as_i64().unwrap();
+        app.run_jobs().await;
+        let key = format!("{prefix}/{annotation}");
+        assert!(gcs.list("orphan", &prefix).await.unwrap().contains(&key));
+
+        // The bucket can no longer be reached; then the project is deleted.
+        drop(proxy);
+        let (s, _) = app.delete(&format!("/api/projects/{pid}")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        app.run_jobs().await;
+        // Failed, to be retried: the storage waits, unlisted, with its queue.
+        assert!(app.db().get_export_storage(id).await.is_ok());
+        let due_now = "UPDATE jobs SET run_after = '2000-01-01T00:00:00.000000Z' WHERE status = 'queued'";
+        exec(&app, due_now).await;
+        app.run_jobs().await;
+        assert!(app.db().get_export_storage(id).await.is_ok(), "given up too early");
+
+        // A week of failures later, the next failing run gives it up.
+        exec(
+            &app,
+            &format!(
+                "UPDATE export_storage_deletions SET created_at = '2000-01-01T00:00:00.000000Z' WHERE storage_id = {id}"
+            ),
+        )
+        .await;
+        exec(&app, due_now).await;
+        app.run_jobs().await;
+        assert!(matches!(
+            app.db().get_export_storage(id).await,
+            Err(labelport_db::DbError::NotFound)
+        ));
+        assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
+        assert!(gcs.list("orphan", &prefix).await.unwrap().contains(&key));
+        app.stop().await;
+    }
+}
