@@ -177,8 +177,14 @@ async fn storage_json(state: &AppState, row: &ExportStorageRow) -> ApiResult<Val
                 if job.status == "failed" && state.db.active_job(&export_dedup_key(row.id)).await?.is_none() {
                     // The job may have recorded its result after `row` was
                     // read: show that result whole, not a mix.
-                    row = state.db.get_export_storage(row.id).await?;
-                    if matches!(row.status.as_str(), "queued" | "in_progress") {
+                    match state.db.get_export_storage(row.id).await {
+                        Ok(fresh) => row = fresh,
+                        Err(labelport_db::DbError::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    if matches!(row.status.as_str(), "queued" | "in_progress")
+                        && row.last_sync_job.as_deref() == Some(job_id.to_string().as_str())
+                    {
                         row.status = "failed".into();
                         row.traceback = Some(job.last_error.unwrap_or_else(|| "The sync job failed.".into()));
                     }

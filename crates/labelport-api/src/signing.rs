@@ -1,8 +1,8 @@
 //! Signed URLs for presigned media: signed locally with the storage's
 //! service-account key, or — with no key (Application Default Credentials)
-//! — remotely through IAM `signBlob` as the ADC's service account: the
-//! key file's `client_email`, the metadata server's default account, or
-//! `LABELPORT_SIGNING_SERVICE_ACCOUNT`.
+//! — remotely through IAM `signBlob` as a service account:
+//! `LABELPORT_SIGNING_SERVICE_ACCOUNT` when set, else the ADC key file's
+//! `client_email`, else the metadata server's default account.
 
 use std::sync::Arc;
 
@@ -23,39 +23,65 @@ pub const SIGNING_ACCOUNT_ENV: &str = "LABELPORT_SIGNING_SERVICE_ACCOUNT";
 /// Application Default Credentials, resolved once per process.
 struct Adc {
     source: Arc<dyn TokenSource>,
-    email: Option<String>,
+    /// The key file's account (service-account key or impersonation).
+    key_email: Option<String>,
+    /// Credentials from the metadata server (GCE, GKE, Cloud Run), which
+    /// name no account: the server says which.
+    from_metadata: bool,
 }
 
-static ADC: OnceCell<Result<Adc, String>> = OnceCell::const_new();
+// Kept once resolved; a failure is not kept, so the next URL tries again
+// (a metadata server can be slow to answer right after a pod starts).
+static ADC: OnceCell<Adc> = OnceCell::const_new();
+static METADATA_EMAIL: OnceCell<String> = OnceCell::const_new();
 
 async fn adc() -> Result<&'static Adc, String> {
-    ADC.get_or_init(|| async {
+    ADC.get_or_try_init(|| async {
         let config = google_cloud_auth::project::Config::default()
             .with_scopes(&["https://www.googleapis.com/auth/cloud-platform"]);
         let provider = google_cloud_auth::token::DefaultTokenSourceProvider::new(config)
             .await
             .map_err(|e| format!("Application Default Credentials are not available: {e}"))?;
-        let mut email = provider
+        let key_email = provider
             .source_credentials
             .as_ref()
             .and_then(|c| c.client_email.clone());
-        // Credentials from the metadata server (GCE, GKE, Cloud Run) name
-        // no account; the server says which, as Google's own libraries ask.
-        if provider.source_credentials.is_none() && gcloud_metadata::on_gce().await {
-            match gcloud_metadata::email("default").await {
-                Ok(found) if !found.is_empty() => email = Some(found),
-                Ok(_) => tracing::warn!("the metadata server named no default service account"),
-                Err(e) => tracing::warn!("could not read the service account from the metadata server: {e}"),
-            }
-        }
         Ok(Adc {
             source: provider.token_source(),
-            email,
+            key_email,
+            from_metadata: provider.source_credentials.is_none(),
         })
     })
     .await
-    .as_ref()
-    .map_err(Clone::clone)
+}
+
+/// The service account to sign as through IAM.
+async fn signing_account(adc: &Adc) -> Result<String, String> {
+    if let Some(email) = std::env::var(SIGNING_ACCOUNT_ENV).ok().filter(|e| !e.is_empty()) {
+        return Ok(email);
+    }
+    if let Some(email) = &adc.key_email {
+        return Ok(email.clone());
+    }
+    if !adc.from_metadata {
+        return Err(format!(
+            "no service account to sign as: the credentials name none; set {SIGNING_ACCOUNT_ENV}"
+        ));
+    }
+    METADATA_EMAIL
+        .get_or_try_init(|| async {
+            match gcloud_metadata::email("default").await {
+                Ok(found) if !found.trim().is_empty() => Ok(found.trim().to_owned()),
+                Ok(_) => Err(format!(
+                    "the metadata server names no default service account; set {SIGNING_ACCOUNT_ENV}"
+                )),
+                Err(e) => Err(format!(
+                    "could not read the service account from the metadata server ({e}); set {SIGNING_ACCOUNT_ENV}"
+                )),
+            }
+        })
+        .await
+        .cloned()
 }
 
 struct AdcTokens(Arc<dyn TokenSource>);
@@ -85,12 +111,7 @@ pub async fn signed_url(
         return signing::signed_url(&req, &signer).await.map_err(|e| e.to_string());
     }
     let adc = adc().await?;
-    let email = std::env::var(SIGNING_ACCOUNT_ENV)
-        .ok()
-        .or_else(|| adc.email.clone())
-        .ok_or_else(|| {
-            format!("no service account to sign as: the credentials name none; set {SIGNING_ACCOUNT_ENV}")
-        })?;
+    let email = signing_account(adc).await?;
     let signer = IamSigner::new(email, AdcTokens(adc.source.clone()))
         .map_err(|e| e.to_string())?
         .with_endpoint(state.iam_endpoint.clone());

@@ -248,9 +248,17 @@ async fn storage_json(state: &AppState, row: &ImportStorageRow) -> ApiResult<Val
             match state.db.get_job(job_id).await {
                 Ok(job) if matches!(job.status.as_str(), "failed" | "done") => {
                     // The job may have recorded its result after `row` was
-                    // read: show that result whole, not a mix.
-                    row = state.db.get_import_storage(row.id).await?;
-                    if matches!(row.status.as_str(), "queued" | "in_progress") {
+                    // read: show that result whole, not a mix. (Deleted
+                    // meanwhile: show what was read.)
+                    match state.db.get_import_storage(row.id).await {
+                        Ok(fresh) => row = fresh,
+                        Err(labelport_db::DbError::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // Still waiting on that same job (not a newer sync).
+                    if matches!(row.status.as_str(), "queued" | "in_progress")
+                        && row.last_sync_job.as_deref() == Some(job_id.to_string().as_str())
+                    {
                         row.status = "failed".into();
                         row.traceback = Some(match job.last_error {
                             Some(error) if job.status == "failed" => error,

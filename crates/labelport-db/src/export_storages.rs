@@ -106,8 +106,8 @@ pub struct ExportedLink {
     pub change_seq: i64,
 }
 
-/// How long after an export storage's creation the requeuer looks for
-/// annotations its links missed (see `repair_recent_export_links`).
+/// How long after an export storage's creation or full sync the requeuer
+/// looks for annotations its links missed (see `repair_recent_export_links`).
 pub const LINK_REPAIR_WINDOW_SECS: i64 = 3600;
 
 const EXPORT_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
@@ -362,7 +362,12 @@ impl Db {
     /// created storages (`repair_recent_export_links`). Returns how many
     /// jobs were queued.
     pub async fn requeue_pending_exports(&self) -> DbResult<usize> {
-        let repaired = self.repair_recent_export_links().await?;
+        // A failed repair must not hold up the requeue: it is tried again
+        // on the next round.
+        let repaired = self.repair_recent_export_links().await.unwrap_or_else(|e| {
+            tracing::warn!("export: checking young storages' links failed: {e}");
+            0
+        });
         let sql = "SELECT s.id FROM export_storages s
             WHERE (s.project_id IS NULL OR s.sync_requested
                    OR EXISTS (SELECT 1 FROM export_storage_links l WHERE l.storage_id = s.id AND l.dirty)
@@ -381,46 +386,59 @@ impl Db {
         Ok(repaired + n)
     }
 
-    /// For export storages created within [`LINK_REPAIR_WINDOW_SECS`]:
-    /// links annotations that have no link, and marks dirty the links whose
-    /// annotation is newer than what was written while the link says
-    /// clean; queues those storages' jobs. Returns how many were queued.
+    /// For export storages created or fully synced within
+    /// [`LINK_REPAIR_WINDOW_SECS`] (and not waiting for a full sync, which
+    /// links everything anyway): links annotations that have no link, and
+    /// marks dirty the links whose annotation is newer than what was
+    /// written while the link says clean; queues those storages' jobs.
+    /// Returns how many storages were repaired (one job each).
     ///
     /// Why: on PostgreSQL an annotation save whose transaction linked
     /// before a new storage committed, and committed after the storage's
-    /// first full sync had linked the project, is seen by neither. This
-    /// can only happen around a storage's creation, hence the window, which
-    /// keeps the scan off old storages.
+    /// full sync had linked the project, is seen by neither. This can only
+    /// happen around a full sync, hence the window, which keeps the scan
+    /// off settled storages. The scan runs on the read pool; only a
+    /// storage that needs repair takes the write connection.
     pub async fn repair_recent_export_links(&self) -> DbResult<usize> {
         let since = (chrono::Utc::now() - chrono::Duration::seconds(LINK_REPAIR_WINDOW_SECS))
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string();
+        let find = "SELECT DISTINCT s.id FROM export_storages s
+             JOIN annotations a ON a.project_id = s.project_id
+             LEFT JOIN export_storage_links l ON l.storage_id = s.id AND l.annotation_id = a.id
+             WHERE (s.created_at > $1 OR COALESCE(s.last_sync, '') > $1)
+               AND NOT s.sync_requested AND s.status NOT IN ('queued', 'in_progress')
+               AND (l.annotation_id IS NULL OR (NOT l.dirty AND l.exported_version < a.version))
+             ORDER BY s.id";
+        let ids: Vec<i64> = on_read!(self, p => sqlx::query_scalar(find).bind(&since).fetch_all(p).await)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let link = format!(
             "INSERT INTO export_storage_links (storage_id, annotation_id, task_id, object_key, dirty, change_seq)
              SELECT s.id, a.id, a.task_id, {OBJECT_KEY_SQL}, TRUE, 1
              FROM export_storages s JOIN annotations a ON a.project_id = s.project_id
-             WHERE s.created_at > $1 AND s.project_id IS NOT NULL
-             ON CONFLICT DO NOTHING RETURNING storage_id"
+             WHERE s.id = $1 AND NOT EXISTS (SELECT 1 FROM export_storage_links l
+                                             WHERE l.storage_id = s.id AND l.annotation_id = a.id)
+             ORDER BY a.id
+             ON CONFLICT DO NOTHING"
         );
         let stale = "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1
-             WHERE NOT dirty
-               AND storage_id IN (SELECT id FROM export_storages WHERE created_at > $1 AND project_id IS NOT NULL)
+             WHERE storage_id = $1 AND NOT dirty
                AND exported_version < (SELECT a.version FROM annotations a
-                                       WHERE a.id = export_storage_links.annotation_id)
-             RETURNING storage_id";
-        Ok(on_write!(self, p => {
+                                       WHERE a.id = export_storage_links.annotation_id)";
+        tracing::warn!(storages = ?ids, "export: annotations missed by a save racing a storage's sync; queued");
+        let n = ids.len();
+        on_write!(self, p => {
             let mut tx = p.begin().await?;
-            let mut ids: Vec<i64> = sqlx::query_scalar(&link).bind(&since).fetch_all(&mut *tx).await?;
-            ids.extend(sqlx::query_scalar::<_, i64>(stale).bind(&since).fetch_all(&mut *tx).await?);
-            ids.sort_unstable();
-            ids.dedup();
-            let n = ids.len();
-            if n > 0 {
-                tracing::warn!(storages = ?ids, "export: annotations missed by a save racing a storage's creation; queued");
+            for id in &ids {
+                sqlx::query(&link).bind(id).execute(&mut *tx).await?;
+                sqlx::query(stale).bind(id).execute(&mut *tx).await?;
             }
             crate::enqueue_exports!(tx, ids);
-            tx.commit().await.map(|_| n)
-        })?)
+            tx.commit().await
+        })?;
+        Ok(n)
     }
 
     /// Links every annotation of the storage's project that has no link yet

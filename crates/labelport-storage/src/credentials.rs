@@ -30,11 +30,17 @@ pub fn validate_service_account_json(text: &str) -> Result<(), String> {
             return Err(format!("the service-account key has no \"{field}\""));
         }
     }
-    let key = obj["private_key"].as_str().unwrap_or_default();
-    if !key.contains("-----BEGIN PRIVATE KEY-----") && !key.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        return Err("the service-account key's \"private_key\" is not a PEM private key".into());
-    }
-    Ok(())
+    // The key must be one we can sign with (presigned URLs): parsed here so
+    // a bad one is refused at once, not at the first signed URL. The
+    // messages name the problem, never key bytes.
+    crate::signing::KeySigner::from_service_account_json(text)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "the service-account key's {}",
+                e.to_string().trim_start_matches("invalid service-account key: ")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -43,8 +49,18 @@ mod tests {
 
     #[test]
     fn accepts_service_account_and_names_problems() {
-        let good = r#"{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n"}"#;
-        assert!(validate_service_account_json(good).is_ok());
+        let good = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/conformance/test_service_account.not-a-test.json"
+        ))
+        .expect("shared/conformance beside the repository");
+        assert!(validate_service_account_json(&good).is_ok());
+        // A PEM header around something that is not a key.
+        let e = validate_service_account_json(
+            r#"{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIBCgKCAQEA\n-----END PRIVATE KEY-----\n"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("\"private_key\" is not a usable RSA private key"), "{e}");
         assert!(validate_service_account_json("not json")
             .unwrap_err()
             .contains("not valid JSON"));

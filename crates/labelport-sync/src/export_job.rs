@@ -69,7 +69,10 @@ pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
             let started = Instant::now();
             fail(&ctx.db, &row, meta_map(&row.meta), started, &e.to_string(), None).await
         }
-        Err(e) => retry(e, ctx.job.attempts),
+        Err(e) => match give_up_on_orphan(&ctx, &row, &e.to_string()).await {
+            Some(outcome) => outcome,
+            None => retry(e, ctx.job.attempts),
+        },
     }
 }
 

@@ -22,6 +22,8 @@ struct Shared {
     key: Arc<KeySigner>,
     email: String,
     seen: Arc<Mutex<Vec<String>>>,
+    /// The metadata server's email endpoint answers 503 this many times.
+    email_failures: Arc<Mutex<u32>>,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl FakeGoogle {
             key: Arc::new(KeySigner::from_service_account_json(key_json)?),
             email: email.clone(),
             seen: Default::default(),
+            email_failures: Default::default(),
         };
         let router = Router::new()
             .route("/token", post(oauth_token))
@@ -84,9 +87,16 @@ impl FakeGoogle {
     }
 
     /// What was served so far, in order: `token`, `metadata-token`,
-    /// `metadata-email`, `metadata-project`, `signBlob`.
+    /// `metadata-email` (`metadata-email-503` when made to fail),
+    /// `metadata-project`, `signBlob`.
     pub fn seen(&self) -> Vec<String> {
         self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Makes the metadata server's email endpoint answer 503 the next
+    /// `times` times (a metadata server still starting).
+    pub fn fail_metadata_email(&self, times: u32) {
+        *self.shared.email_failures.lock().unwrap() = times;
     }
 }
 
@@ -174,6 +184,14 @@ async fn metadata_token(
 async fn metadata_email(State(f): State<Shared>, headers: HeaderMap) -> (StatusCode, String) {
     if !metadata_flavor_ok(&headers) {
         return (StatusCode::FORBIDDEN, "missing Metadata-Flavor".into());
+    }
+    {
+        let mut failures = f.email_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            f.saw("metadata-email-503");
+            return (StatusCode::SERVICE_UNAVAILABLE, "starting".into());
+        }
     }
     f.saw("metadata-email");
     (StatusCode::OK, f.email.clone())

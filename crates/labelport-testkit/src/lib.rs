@@ -19,6 +19,25 @@ use serde_json::Value;
 
 pub use fake_gcs::FakeGcs;
 pub use fake_google::{FakeGoogle, FAKE_ACCESS_TOKEN};
+
+/// Google's published test service-account key (../shared/conformance):
+/// a real RSA key file, never a real account.
+pub fn test_service_account_key() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/test_service_account.not-a-test.json"
+    );
+    std::fs::read_to_string(path).expect("shared/conformance beside the repository")
+}
+
+/// A piece from the middle of a key file's private key: if it shows up in
+/// a response or a log, the key leaked.
+pub fn private_key_piece(key_json: &str) -> String {
+    let key: serde_json::Value = serde_json::from_str(key_json).expect("a key file");
+    let pem = key["private_key"].as_str().expect("a private_key");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    body[body.len() / 2..body.len() / 2 + 24].to_owned()
+}
 pub use fault_proxy::FaultProxy;
 
 /// Env var naming a PostgreSQL server for tests (any database on it).

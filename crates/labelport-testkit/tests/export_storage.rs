@@ -120,7 +120,9 @@ async fn export_storage_api_create_sync_and_saves() {
             annotations.push(annotate(&app, *t, "a").await);
         }
         let prefix = format!("exp-{}", backend.name());
-        let secret_key = r#"{"type":"service_account","client_email":"x@y.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n"}"#;
+        let key_file = labelport_testkit::test_service_account_key();
+        let secret_key = key_file.as_str();
+        let secret = labelport_testkit::private_key_piece(secret_key);
 
         // Bad input: a 400 naming the problem, nothing created.
         for (body, needle) in [
@@ -140,7 +142,7 @@ async fn export_storage_api_create_sync_and_saves() {
             let (s, e) = app.post("/api/storages/export/gcs", body.clone()).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{body} -> {e}");
             assert!(e.to_string().contains(needle), "{body} -> {e}");
-            assert!(!e.to_string().contains("SECRETSECRET"));
+            assert!(!e.to_string().contains(&secret));
             let (s, _) = app.post("/api/storages/export/gcs/validate", body.clone()).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "validate {body}");
         }
@@ -265,9 +267,9 @@ async fn export_storage_api_create_sync_and_saves() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{with_key}");
-        assert!(!with_key.to_string().contains("SECRETSECRET"), "{with_key}");
+        assert!(!with_key.to_string().contains(&secret), "{with_key}");
         let (_, shown) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
-        assert!(!shown.to_string().contains("SECRETSECRET"), "{shown}");
+        assert!(!shown.to_string().contains(&secret), "{shown}");
         let (s, put) = app
             .call(
                 reqwest::Method::PUT,
@@ -683,6 +685,8 @@ async fn saves_that_raced_the_storage_creation_are_found_by_the_requeuer() {
         let prefix = backend.name().to_string();
         let st = create_export(&app, json!({"project": pid, "bucket": "raced", "prefix": prefix})).await;
         let id = st["id"].as_i64().unwrap();
+        // Waiting for its first full sync (which links everything): left alone.
+        assert_eq!(app.db().repair_recent_export_links().await.unwrap(), 0);
         app.run_jobs().await;
         assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);
         let updated_key = format!("{prefix}/{updated}");
@@ -724,11 +728,15 @@ async fn saves_that_raced_the_storage_creation_are_found_by_the_requeuer() {
         let (_, after) = app.get(&format!("/api/storages/export/gcs/{id}")).await;
         assert_eq!(after["status"], "completed", "{after}");
 
-        // Past the window, old storages are not scanned (their links were
-        // settled long ago); a manual sync still links everything.
+        // Past the window (an hour after creation and after the last full
+        // sync), storages are not scanned; a manual sync still links
+        // everything.
         exec(
             &app,
-            &format!("UPDATE export_storages SET created_at = '2000-01-01T00:00:00.000000Z' WHERE id = {id}"),
+            &format!(
+                "UPDATE export_storages SET created_at = '2000-01-01T00:00:00.000000Z',
+                 last_sync = '2000-01-01T00:00:00.000000Z' WHERE id = {id}"
+            ),
         )
         .await;
         let late = annotate(&app, tasks[2], "a").await;

@@ -63,6 +63,21 @@ async fn presign_with_metadata_server_credentials_signs_as_its_default_account()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // The metadata server is not ready at first: that presign fails (404,
+    // reason in the log) and the failure is not kept.
+    fake.fail_metadata_email(1);
+    let r = client
+        .get(format!(
+            "{}/tasks/{tid}/resolve/?fileuri={}",
+            app.base_url,
+            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
+        ))
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(fake.seen().contains(&"metadata-email-503".to_owned()));
     let r = client
         .get(format!(
             "{}/tasks/{tid}/resolve/?fileuri={}",

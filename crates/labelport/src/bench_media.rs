@@ -212,7 +212,7 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     }
     for (name, cpu) in [("direct", d_cpu), ("plain relay", r_cpu), ("proxy", p_cpu)] {
         println!(
-            "{name}: CPU seconds per GB, bench process (server + client) {:.2}, emulator {:.2}",
+            "{name}: CPU seconds per GB, bench process (server + client, and the relay when used) {:.2}, emulator {:.2}",
             cpu[0] / 5.0,
             cpu[1] / 5.0
         );

@@ -533,3 +533,29 @@ async fn iam_unusable_answers_and_outages() {
         .unwrap_err();
     assert!(matches!(e, SignError::Transport { .. }) && e.is_transient(), "{e:?}");
 }
+
+/// A PKCS#1 key (`BEGIN RSA PRIVATE KEY`) signs exactly as the same key in
+/// PKCS#8, the form Google issues.
+#[test]
+fn pkcs1_keys_sign_like_pkcs8() {
+    let json: Value = serde_json::from_str(&key_json()).unwrap();
+    let pkcs8 = pem::parse(json["private_key"].as_str().unwrap()).unwrap();
+    // PrivateKeyInfo of an RSA-2048 key: SEQUENCE(len16) { INTEGER 0,
+    // SEQUENCE { rsaEncryption OID, NULL }, OCTET STRING(len16) { RSAPrivateKey } }:
+    // the RSAPrivateKey starts after these 26 bytes.
+    let der = pkcs8.contents();
+    let header = hex::encode(&der[..26]);
+    assert!(
+        header.starts_with("3082")
+            && header[8..].starts_with("020100300d06092a864886f70d0101010500")
+            && header[44..].starts_with("0482"),
+        "unexpected PKCS#8 layout {header}"
+    );
+    let pkcs1 = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", der[26..].to_vec()));
+    let from_pkcs1 = KeySigner::from_pem(EMAIL, &pkcs1).unwrap();
+    let message = b"GOOG4-RSA-SHA256\nsome string to sign";
+    assert_eq!(
+        from_pkcs1.sign_now(message).unwrap(),
+        key_signer().sign_now(message).unwrap()
+    );
+}
