@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use labelport_storage::signing::KeySigner;
+use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
 use serde_json::{json, Value};
 
 /// The access token every fake endpoint issues, and `signBlob` accepts.
@@ -243,4 +243,32 @@ async fn sign_blob(
     f.saw("signBlob");
     let signed = base64::engine::general_purpose::STANDARD.encode(signature);
     (StatusCode::OK, Json(json!({"keyId": "test-key", "signedBlob": signed})))
+}
+
+/// Checks that `location`, a signed URL made through IAM, is exactly the
+/// URL the key `key_json` signs locally for the same time (read from the
+/// URL), then fetches it; returns the object's bytes.
+pub async fn assert_signed_like_the_key(
+    location: &str,
+    key_json: &str,
+    bucket: &str,
+    object: &str,
+    expires_secs: u64,
+    host: &str,
+) -> Vec<u8> {
+    let date = location
+        .split("X-Goog-Date=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .expect("X-Goog-Date in the URL");
+    let at = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
+        .expect("a V4 date")
+        .and_utc();
+    let mut req = SignedUrlRequest::new("GET", bucket, object, expires_secs, at);
+    req.host = Some(host.to_owned());
+    let key = KeySigner::from_service_account_json(key_json).expect("the key");
+    assert_eq!(location, signed_url(&req, &key).await.expect("signed locally"));
+    let r = reqwest::get(location).await.expect("the signed URL fetched");
+    assert!(r.status().is_success(), "the signed URL answered {}", r.status());
+    r.bytes().await.expect("the object").to_vec()
 }

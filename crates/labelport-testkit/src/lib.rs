@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use fake_gcs::FakeGcs;
-pub use fake_google::{FakeGoogle, FAKE_ACCESS_TOKEN};
+pub use fake_google::{assert_signed_like_the_key, FakeGoogle, FAKE_ACCESS_TOKEN};
 
 /// Google's published test service-account key (../shared/conformance):
 /// a real RSA key file, never a real account.
@@ -266,6 +266,49 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
+    }
+
+    /// A project whose one import storage serves `bucket` with presigned
+    /// URLs and no key (so signing goes through IAM), and a task pointing
+    /// at `uri`; returns (project id, task id, the task's resolve path).
+    pub async fn keyless_presign_task(&self, bucket: &str, presign_ttl: i64, uri: &str) -> (i64, i64, String) {
+        let config = r#"<View><Image name="image" value="$image"/></View>"#;
+        let (s, p) = self
+            .post(
+                "/api/projects",
+                serde_json::json!({"title": "media", "label_config": config}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let pid = p["id"].as_i64().expect("project id");
+        let storage =
+            serde_json::json!({"project": pid, "bucket": bucket, "presign": true, "presign_ttl": presign_ttl});
+        let (s, st) = self.post("/api/storages/gcs", storage).await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let (s, t) = self
+            .post(
+                "/api/tasks",
+                serde_json::json!({"project": pid, "data": {"image": uri}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let tid = t["id"].as_i64().expect("task id");
+        let encoded = labelport_domain::resolve::encode_fileuri(uri);
+        (pid, tid, format!("/tasks/{tid}/resolve/?fileuri={encoded}"))
+    }
+
+    /// An authenticated GET answered as is: redirects not followed (a
+    /// presign's 303 is the answer), body unread.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client")
+            .get(format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await
+            .expect("request sent")
     }
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await

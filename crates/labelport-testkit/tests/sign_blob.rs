@@ -2,8 +2,7 @@
 //! an access token (from a local fake of Google's token endpoint) and IAM
 //! `signBlob` (a local fake) signs. Both fakes check what they receive.
 
-use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
-use labelport_testkit::{Backend, FakeGcs, FakeGoogle, TestApp};
+use labelport_testkit::{assert_signed_like_the_key, Backend, FakeGcs, FakeGoogle, TestApp};
 use reqwest::header;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,7 +17,6 @@ async fn presign_without_a_key_signs_through_iam_sign_blob() {
     let key: Value = serde_json::from_str(&key_json).unwrap();
     let fake = FakeGoogle::start(&key_json).await.unwrap();
     let fake_url = fake.url.clone();
-    let local_key = KeySigner::from_service_account_json(&key_json).unwrap();
 
     // ADC: a key file whose token endpoint is the fake (this process only).
     let dir = tempfile::tempdir().unwrap();
@@ -34,79 +32,22 @@ async fn presign_without_a_key_signs_through_iam_sign_blob() {
         .await
         .unwrap();
     let app = TestApp::spawn_with_iam(Backend::Sqlite, &gcs, &fake_url).await;
-    let (_, p) = app
-        .post(
-            "/api/projects",
-            json!({"title": "i", "label_config": "<View><Image name=\"image\" value=\"$image\"/></View>"}),
-        )
-        .await;
-    let pid = p["id"].as_i64().unwrap();
     // No key on the storage: signing must go through IAM.
-    let (s, st) = app
-        .post(
-            "/api/storages/gcs",
-            json!({"project": pid, "bucket": "iam-signed", "presign": true, "presign_ttl": 2}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{st}");
-    let (_, t) = app
-        .post(
-            "/api/tasks",
-            json!({"project": pid, "data": {"image": "gs://iam-signed/a.jpg"}}),
-        )
-        .await;
-    let tid = t["id"].as_i64().unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .get(format!(
-            "{}/tasks/{tid}/resolve/?fileuri={}",
-            app.base_url,
-            labelport_domain::resolve::encode_fileuri("gs://iam-signed/a.jpg")
-        ))
-        .header("Authorization", format!("Token {}", app.token))
-        .send()
-        .await
-        .unwrap();
+    let (_, _, resolve) = app.keyless_presign_task("iam-signed", 2, "gs://iam-signed/a.jpg").await;
+    let r = app.get_raw(&resolve).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
     let location = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
     assert_eq!(fake.seen(), vec!["token", "signBlob"]);
     // The IAM-signed URL equals the one signed locally with the same key.
-    let date = location
-        .split("X-Goog-Date=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let at = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
-        .unwrap()
-        .and_utc();
-    let mut req = SignedUrlRequest::new("GET", "iam-signed", "a.jpg", 120, at);
-    req.host = Some(gcs.endpoint.clone());
-    assert_eq!(location, signed_url(&req, &local_key).await.unwrap());
-    assert_eq!(
-        reqwest::get(&location).await.unwrap().bytes().await.unwrap().as_ref(),
-        b"jpeg"
-    );
+    let body = assert_signed_like_the_key(&location, &key_json, "iam-signed", "a.jpg", 120, &gcs.endpoint).await;
+    assert_eq!(body, b"jpeg");
 
     // When IAM refuses (unknown account), the resolve answers 404 and logs why.
     std::env::set_var(
         labelport_api::signing::SIGNING_ACCOUNT_ENV,
         "nobody@elsewhere.iam.gserviceaccount.com",
     );
-    let r = client
-        .get(format!(
-            "{}/tasks/{tid}/resolve/?fileuri={}",
-            app.base_url,
-            labelport_domain::resolve::encode_fileuri("gs://iam-signed/a.jpg")
-        ))
-        .header("Authorization", format!("Token {}", app.token))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_raw(&resolve).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }

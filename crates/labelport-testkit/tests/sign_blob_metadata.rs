@@ -7,11 +7,9 @@
 //!
 //! Its own test binary: ADC is resolved once per process.
 
-use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
-use labelport_testkit::{Backend, FakeGcs, FakeGoogle, TestApp};
+use labelport_testkit::{assert_signed_like_the_key, Backend, FakeGcs, FakeGoogle, TestApp};
 use reqwest::header;
 use reqwest::StatusCode;
-use serde_json::json;
 
 #[tokio::test]
 async fn presign_with_metadata_server_credentials_signs_as_its_default_account() {
@@ -21,7 +19,6 @@ async fn presign_with_metadata_server_credentials_signs_as_its_default_account()
     ))
     .expect("shared/conformance beside the repository");
     let fake = FakeGoogle::start(&key_json).await.unwrap();
-    let local_key = KeySigner::from_service_account_json(&key_json).unwrap();
 
     // Nothing but the metadata server: no key file, no well-known gcloud
     // file (an empty HOME), no account named by hand.
@@ -38,56 +35,16 @@ async fn presign_with_metadata_server_credentials_signs_as_its_default_account()
         .await
         .unwrap();
     let app = TestApp::spawn_with_iam(Backend::Sqlite, &gcs, &fake.url).await;
-    let (_, p) = app
-        .post(
-            "/api/projects",
-            json!({"title": "gce", "label_config": "<View><Video name=\"v\" value=\"$video\"/></View>"}),
-        )
+    let (pid, tid, resolve) = app
+        .keyless_presign_task("gce-signed", 5, "gs://gce-signed/clip one.mp4")
         .await;
-    let pid = p["id"].as_i64().unwrap();
-    let (s, st) = app
-        .post(
-            "/api/storages/gcs",
-            json!({"project": pid, "bucket": "gce-signed", "presign": true, "presign_ttl": 5}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{st}");
-    let (_, t) = app
-        .post(
-            "/api/tasks",
-            json!({"project": pid, "data": {"video": "gs://gce-signed/clip one.mp4"}}),
-        )
-        .await;
-    let tid = t["id"].as_i64().unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     // The metadata server is not ready at first: that presign fails (404,
     // reason in the log) and the failure is not kept.
     fake.fail_metadata_email(1);
-    let r = client
-        .get(format!(
-            "{}/tasks/{tid}/resolve/?fileuri={}",
-            app.base_url,
-            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
-        ))
-        .header("Authorization", format!("Token {}", app.token))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_raw(&resolve).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(fake.seen().contains(&"metadata-email-503".to_owned()));
-    let r = client
-        .get(format!(
-            "{}/tasks/{tid}/resolve/?fileuri={}",
-            app.base_url,
-            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
-        ))
-        .header("Authorization", format!("Token {}", app.token))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_raw(&resolve).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
     assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store, max-age=300");
     let location = r.headers()[header::LOCATION].to_str().unwrap().to_owned();
@@ -106,37 +63,15 @@ async fn presign_with_metadata_server_credentials_signs_as_its_default_account()
 
     // The URL is exactly what the key would sign locally, and the emulator
     // serves the object with it.
-    let date = location
-        .split("X-Goog-Date=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let at = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ")
-        .unwrap()
-        .and_utc();
-    let mut req = SignedUrlRequest::new("GET", "gce-signed", "clip one.mp4", 300, at);
-    req.host = Some(gcs.endpoint.clone());
-    assert_eq!(location, signed_url(&req, &local_key).await.unwrap());
-    assert_eq!(
-        reqwest::get(&location).await.unwrap().bytes().await.unwrap().as_ref(),
-        b"mp4 bytes"
-    );
+    let body = assert_signed_like_the_key(&location, &key_json, "gce-signed", "clip one.mp4", 300, &gcs.endpoint).await;
+    assert_eq!(body, b"mp4 bytes");
 
     // Signed again: the metadata token and account are reused, not fetched
     // per URL.
     let before = fake.seen().len();
-    let r = client
-        .get(format!(
-            "{}/projects/{pid}/resolve/?fileuri={}",
-            app.base_url,
-            labelport_domain::resolve::encode_fileuri("gs://gce-signed/clip one.mp4")
-        ))
-        .header("Authorization", format!("Token {}", app.token))
-        .send()
-        .await
-        .unwrap();
+    let r = app
+        .get_raw(&resolve.replace(&format!("/tasks/{tid}/"), &format!("/projects/{pid}/")))
+        .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(fake.seen()[before..], ["signBlob".to_owned()]);
     app.stop().await;
