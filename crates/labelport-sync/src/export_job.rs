@@ -24,7 +24,7 @@ use tokio::sync::watch;
 pub use labelport_db::export_storages::EXPORT_SYNC;
 
 use crate::export::{ExportEngine, ExportError, ExportReport};
-use crate::job::{error_list, meta_map, meta_time, StorageEnv, PROGRESS_EVERY};
+use crate::job::{error_list, meta_map, meta_time, spawn_progress_writer, StorageEnv};
 
 fn status(row: &ExportStorageRow, status: &str, meta: &Map<String, Value>) -> StorageStatus {
     StorageStatus {
@@ -203,26 +203,22 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow,
     };
     meta.insert("total_annotations".into(), total.into());
 
-    let (tx, mut rx) = watch::channel(ExportReport::default());
+    let (tx, rx) = watch::channel(ExportReport::default());
     let writer = {
         let (db, row, meta) = (db.clone(), row.clone(), meta.clone());
         let job_id = ctx.job.id.to_string();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                if rx.has_changed().is_err() {
-                    return;
-                }
-                let report = rx.borrow_and_update().clone();
-                let mut m = meta.clone();
-                m.insert("time_last_ping".into(), meta_time().into());
-                m.insert("duration".into(), started.elapsed().as_secs_f64().into());
-                let mut s = status(&row, "in_progress", &m);
-                s.traceback = None;
-                s.last_sync_job = Some(job_id.clone());
-                s.last_sync_count = Some(report.written as i64);
-                if let Err(e) = db.set_export_storage_status(row.id, &s).await {
-                    tracing::warn!(storage.id = row.id, "progress write failed: {e}");
+        spawn_progress_writer(rx, move |report: ExportReport| {
+            let mut m = meta.clone();
+            m.insert("time_last_ping".into(), meta_time().into());
+            m.insert("duration".into(), started.elapsed().as_secs_f64().into());
+            let mut s = status(&row, "in_progress", &m);
+            s.traceback = None;
+            s.last_sync_job = Some(job_id.clone());
+            s.last_sync_count = Some(report.written as i64);
+            let (db, id) = (db.clone(), row.id);
+            async move {
+                if let Err(e) = db.set_export_storage_status(id, &s).await {
+                    tracing::warn!(storage.id = id, "progress write failed: {e}");
                 }
             }
         })

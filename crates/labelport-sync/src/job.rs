@@ -58,6 +58,27 @@ impl StorageEnv {
     }
 }
 
+/// While a sync runs: every [`PROGRESS_EVERY`], hands the engine's newest
+/// report to `write` (which records it on the storage), until the engine
+/// drops its sender or the task is aborted.
+pub fn spawn_progress_writer<R, F, Fut>(mut rx: watch::Receiver<R>, mut write: F) -> tokio::task::JoinHandle<()>
+where
+    R: Clone + Send + Sync + 'static,
+    F: FnMut(R) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            if rx.has_changed().is_err() {
+                return;
+            }
+            let report = rx.borrow_and_update().clone();
+            write(report).await;
+        }
+    })
+}
+
 /// A storage's stored `meta` as a map (empty when unreadable).
 pub fn meta_map(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
@@ -176,27 +197,23 @@ pub async fn run_with_store<S: ObjectStore>(
     started: Instant,
 ) -> JobOutcome {
     let db = &ctx.db;
-    let (tx, mut rx) = watch::channel(SyncReport::default());
+    let (tx, rx) = watch::channel(SyncReport::default());
     let writer = {
         let (db, row, meta) = (db.clone(), row.clone(), meta.clone());
         let job_id = ctx.job.id.to_string();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                if rx.has_changed().is_err() {
-                    return;
-                }
-                let report = rx.borrow_and_update().clone();
-                let mut m = meta.clone();
-                m.extend(report.meta().as_object().cloned().unwrap_or_default());
-                m.insert("time_last_ping".into(), meta_time().into());
-                m.insert("duration".into(), started.elapsed().as_secs_f64().into());
-                let mut s = status(&row, "in_progress", &m);
-                s.traceback = None;
-                s.last_sync_job = Some(job_id.clone());
-                s.last_sync_count = Some(report.tasks_created as i64);
-                if let Err(e) = db.set_storage_status(row.id, &s).await {
-                    tracing::warn!(storage.id = row.id, "progress write failed: {e}");
+        spawn_progress_writer(rx, move |report: SyncReport| {
+            let mut m = meta.clone();
+            m.extend(report.meta().as_object().cloned().unwrap_or_default());
+            m.insert("time_last_ping".into(), meta_time().into());
+            m.insert("duration".into(), started.elapsed().as_secs_f64().into());
+            let mut s = status(&row, "in_progress", &m);
+            s.traceback = None;
+            s.last_sync_job = Some(job_id.clone());
+            s.last_sync_count = Some(report.tasks_created as i64);
+            let (db, id) = (db.clone(), row.id);
+            async move {
+                if let Err(e) = db.set_storage_status(id, &s).await {
+                    tracing::warn!(storage.id = id, "progress write failed: {e}");
                 }
             }
         })
@@ -255,5 +272,33 @@ pub async fn run_with_store<S: ObjectStore>(
             error: e.to_string(),
             after: Duration::from_secs(2),
         },
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_writer_hands_over_the_newest_report_until_the_sync_ends() {
+        let (tx, rx) = watch::channel(0u32);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let writer = spawn_progress_writer(rx, move |report| {
+            let recorded = Arc::clone(&recorded);
+            async move { recorded.lock().unwrap().push(report) }
+        });
+        tx.send_replace(1);
+        tx.send_replace(2);
+        tokio::time::sleep(PROGRESS_EVERY + Duration::from_millis(400)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![2], "one write, of the newest report");
+        drop(tx);
+        tokio::time::timeout(PROGRESS_EVERY * 3, writer)
+            .await
+            .expect("the writer ends once the engine drops its sender")
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![2]);
     }
 }
