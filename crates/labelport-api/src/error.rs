@@ -67,10 +67,7 @@ impl From<DbError> for ApiError {
 
 impl From<labelport_views::ViewError> for ApiError {
     fn from(e: labelport_views::ViewError) -> Self {
-        match e {
-            labelport_views::ViewError::Db(e) => e.into(),
-            other => ApiError::Internal(other.to_string()),
-        }
+        ApiError::Internal(e.to_string())
     }
 }
 

@@ -20,7 +20,6 @@ pub mod annotations;
 pub mod auth;
 pub mod error;
 pub mod export;
-pub mod export_storages;
 pub mod extract;
 pub mod misc;
 pub mod predictions;
@@ -95,28 +94,25 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(storages::import_types))
         .routes(routes!(storages::export_types))
         .routes(routes!(storages::list_all_import))
-        .routes(routes!(storages::list_gcs, storages::create_gcs))
-        .routes(routes!(storages::validate_gcs))
-        .routes(routes!(storages::files_gcs))
+        .routes(routes!(storages::list_import, storages::create_import))
+        .routes(routes!(storages::validate_import))
+        .routes(routes!(storages::files_import))
         .routes(routes!(
-            storages::get_gcs,
-            storages::patch_gcs,
-            storages::put_gcs,
-            storages::delete_gcs
+            storages::get_import,
+            storages::patch_import,
+            storages::put_import,
+            storages::delete_import
         ))
-        .routes(routes!(storages::sync_gcs))
+        .routes(routes!(storages::sync_import))
+        .routes(routes!(storages::list_export, storages::create_export))
+        .routes(routes!(storages::validate_export))
         .routes(routes!(
-            export_storages::list_gcs_export,
-            export_storages::create_gcs_export
+            storages::get_export,
+            storages::patch_export,
+            storages::put_export,
+            storages::delete_export
         ))
-        .routes(routes!(export_storages::validate_gcs_export))
-        .routes(routes!(
-            export_storages::get_gcs_export,
-            export_storages::patch_gcs_export,
-            export_storages::put_gcs_export,
-            export_storages::delete_gcs_export
-        ))
-        .routes(routes!(export_storages::sync_gcs_export))
+        .routes(routes!(storages::sync_export))
         .routes(routes!(resolve::resolve_task))
         .routes(routes!(resolve::presign_task))
         .routes(routes!(resolve::resolve_project))

@@ -10,8 +10,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use labelport_db::storages::ImportStorageRow;
+use labelport_db::StorageRow;
 use labelport_domain::resolve::{decode_fileuri, split_gs_uri};
+use labelport_domain::storage::Direction;
 use labelport_storage::gcs::GcsStore;
 use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
 use serde::Deserialize;
@@ -108,14 +109,17 @@ fn last_modified(meta: &ObjectMeta) -> Option<String> {
 }
 
 /// The project's storage that owns `uri`, or None.
-async fn owning_storage(state: &AppState, project_id: i64, uri: &str) -> ApiResult<Option<(ImportStorageRow, String)>> {
+async fn owning_storage(state: &AppState, project_id: i64, uri: &str) -> ApiResult<Option<(StorageRow, String)>> {
     let Some((bucket, key)) = split_gs_uri(uri) else {
         return Ok(None);
     };
-    let storages = state.db.list_import_storages(Some("gcs"), Some(project_id)).await?;
+    let storages = state
+        .db
+        .list_storages(Direction::Import, None, Some(project_id))
+        .await?;
     Ok(storages
         .into_iter()
-        .find(|s| s.bucket == bucket)
+        .find(|s| s.kind.scheme() == "gs" && s.settings.bucket == bucket)
         .map(|s| (s, key.to_owned())))
 }
 
@@ -144,15 +148,15 @@ async fn resolve_in_project(
             "This URI does not name an object of this project's storages.".into(),
         ));
     };
-    let store = state.stores.gcs(&state.storage_env, &storage).await.map_err(upstream)?;
-    if storage.presign {
-        return presign(state, &storage, &store, &key).await;
+    let store = state.stores.get(&state.storage_env, &storage).await.map_err(upstream)?;
+    if let Some(ttl_minutes) = storage.settings.import().filter(|o| o.presign).map(|o| o.presign_ttl) {
+        return presign(state, &storage, ttl_minutes, &key).await;
     }
     proxy(&store, &key, headers, method == Method::HEAD).await
 }
 
-async fn presign(state: &AppState, storage: &ImportStorageRow, _store: &GcsStore, key: &str) -> ApiResult<Response> {
-    let ttl_minutes = storage.presign_ttl.clamp(1, 10080) as u64;
+async fn presign(state: &AppState, storage: &StorageRow, ttl_minutes: i64, key: &str) -> ApiResult<Response> {
+    let ttl_minutes = ttl_minutes.clamp(1, 10080) as u64;
     match crate::signing::signed_url(state, storage, key, ttl_minutes * 60).await {
         Ok(url) => Response::builder()
             .status(StatusCode::SEE_OTHER)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use gcloud_storage::client::google_cloud_auth;
-use labelport_db::storages::ImportStorageRow;
+use labelport_db::StorageRow;
 use labelport_storage::gcs::emulator_from_env;
 use labelport_storage::signing::{self, AccessTokenSource, IamSigner, KeySigner, SignError, SignedUrlRequest};
 use token_source::{TokenSource, TokenSourceProvider};
@@ -98,15 +98,15 @@ impl AccessTokenSource for AdcTokens {
 /// why it could not be made (for the log).
 pub async fn signed_url(
     state: &AppState,
-    storage: &ImportStorageRow,
+    storage: &StorageRow,
     key: &str,
     expires_secs: u64,
 ) -> Result<String, String> {
-    let mut req = SignedUrlRequest::new("GET", &storage.bucket, key, expires_secs, Utc::now());
+    let mut req = SignedUrlRequest::new("GET", &storage.settings.bucket, key, expires_secs, Utc::now());
     if let Some(endpoint) = state.storage_env.gcs_endpoint.clone().or_else(emulator_from_env) {
         req.host = Some(endpoint);
     }
-    if let Some(json) = storage.credentials.as_deref() {
+    if let Some(json) = storage.settings.credentials.as_deref() {
         let signer = KeySigner::from_service_account_json(json).map_err(|e| e.to_string())?;
         return signing::signed_url(&req, &signer).await.map_err(|e| e.to_string());
     }

@@ -4,11 +4,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use labelport_db::storages::ImportStorageRow;
-use labelport_db::Db;
+use labelport_db::{Db, StorageRow};
 use labelport_storage::gcs::GcsStore;
-use labelport_storage::StorageError;
-use labelport_sync::job::StorageEnv;
+use labelport_storage::{StorageEnv, StorageError};
 use tokio::sync::{Mutex, Notify};
 
 #[derive(Clone)]
@@ -48,9 +46,15 @@ pub struct StoreCache {
 }
 
 impl StoreCache {
-    pub async fn gcs(&self, env: &StorageEnv, row: &ImportStorageRow) -> Result<GcsStore, StorageError> {
+    pub async fn get(&self, env: &StorageEnv, row: &StorageRow) -> Result<GcsStore, StorageError> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&row.bucket, &row.credentials, &env.gcs_endpoint).hash(&mut h);
+        (
+            row.kind,
+            &row.settings.bucket,
+            &row.settings.credentials,
+            &env.gcs_endpoint,
+        )
+            .hash(&mut h);
         let fingerprint = h.finish();
         let mut map = self.gcs.lock().await;
         if let Some((f, store)) = map.get(&row.id) {
@@ -58,7 +62,7 @@ impl StoreCache {
                 return Ok(store.clone());
             }
         }
-        let store = env.gcs(row).await?;
+        let store = env.connect(row.kind, &row.settings).await?;
         map.insert(row.id, (fingerprint, store.clone()));
         Ok(store)
     }

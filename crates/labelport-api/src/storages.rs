@@ -1,301 +1,109 @@
-//! `/api/storages/…`: Google Cloud Storage import storages, as Label
-//! Studio's API (list, create, get, patch, put, delete, validate, files,
-//! sync), plus the type lists. Sync runs as a background job: the call
-//! answers at once with the storage `queued`.
+//! `/api/storages/…`: storages of both directions and every kind, as Label
+//! Studio's API: source storages at `/api/storages/<type>` (list, create,
+//! get, patch, put, delete, validate, files, sync) and target storages at
+//! `/api/storages/export/<type>` (the same, without files), plus the type
+//! lists and the list of all source storages of a project.
+//!
+//! One set of operations serves every (direction, kind): the handlers below
+//! only name their route, and a kind is a row of
+//! `labelport_domain::storage::StorageKind`. Syncs run as background jobs:
+//! the call answers at once with the storage `queued`. Create of a target
+//! storage checks that the bucket can be written, then queues an export of
+//! the project's annotations; every later annotation save is exported by
+//! the background job (`labelport_sync::export_job`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use labelport_db::storages::{ImportStorageFields, ImportStorageRow};
-use labelport_db::DbError;
+use bytes::Bytes;
+use labelport_db::{DbError, StorageRow};
+use labelport_domain::storage::{
+    compile_filter, listed_types, normalize_prefix, Direction, DirectionOptions, StorageInput, StorageKind,
+    StorageSettings,
+};
 use labelport_domain::ValidationErrors;
-use labelport_storage::credentials::validate_service_account_json;
-use labelport_storage::ObjectStore;
-use labelport_sync::import::{compile_filter, normalize_prefix, DeletionPolicy};
-use labelport_sync::job::{self, meta_time, IMPORT_SYNC};
+use labelport_storage::{ObjectStore, StorageError};
+use labelport_sync::run::meta_time;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use utoipa::{IntoParams, ToSchema};
+use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, JsonBody, PathId, QueryParams};
+use crate::extract::{AuthUser, JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::views::stored_json;
 
-/// Longest signed-URL lifetime Google allows: 7 days, in minutes.
-const MAX_PRESIGN_TTL_MINUTES: i64 = 10080;
 /// The connection check gives up after this long.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// The files preview stops after this long, as Label Studio (30 s).
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(30);
-const GCS: &str = "gcs";
 
-/// Storage type lists, in Label Studio's order (its UI relies on it).
-fn storage_types() -> Value {
-    json!([
-        {"name": "s3", "title": "AWS S3"},
-        {"name": "gcs", "title": "Google Cloud Storage"},
-        {"name": "azure", "title": "Microsoft Azure"},
-        {"name": "redis", "title": "Redis"},
-        {"name": "localfiles", "title": "Local files"},
-    ])
+// ---------------------------------------------------------------------------
+// Path parameters
+
+/// `{kind}` of a storage route: a served kind, else 404 as for an unknown
+/// route.
+pub struct KindPath(pub StorageKind);
+
+/// `{kind}` and `{id}` of a storage route; an unknown kind or an id that is
+/// not a number is a 404 like an unknown object.
+pub struct KindIdPath(pub StorageKind, pub i64);
+
+async fn path_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> ApiResult<HashMap<String, String>> {
+    axum::extract::Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|p| p.0)
+        .map_err(|_| ApiError::not_found())
 }
 
-#[utoipa::path(get, path = "/api/storages/types", tag = "storages",
-    responses((status = 200, description = "Import storage types")))]
-pub async fn import_types(_user: AuthUser) -> Json<Value> {
-    Json(storage_types())
+fn kind_of(params: &HashMap<String, String>) -> ApiResult<StorageKind> {
+    params
+        .get("kind")
+        .and_then(|k| StorageKind::parse(k))
+        .ok_or_else(ApiError::not_found)
 }
 
-#[utoipa::path(get, path = "/api/storages/export/types", tag = "storages",
-    responses((status = 200, description = "Export storage types")))]
-pub async fn export_types(_user: AuthUser) -> Json<Value> {
-    Json(storage_types())
+impl<S: Send + Sync> FromRequestParts<S> for KindPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(KindPath(kind_of(&path_params(parts, state).await?)?))
+    }
 }
 
-/// A GCS import storage as clients send it. Every field is optional so
-/// PATCH can send only what changes; `google_application_credentials` is
-/// write-only. (No `Debug`: it would print the key.)
-#[derive(Default, Deserialize, ToSchema)]
-pub struct GcsImportInput {
-    /// For validate/files: an existing storage whose settings fill the gaps.
-    pub id: Option<i64>,
+impl<S: Send + Sync> FromRequestParts<S> for KindIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = path_params(parts, state).await?;
+        let id = params
+            .get("id")
+            .and_then(|id| id.parse::<i64>().ok())
+            .ok_or_else(ApiError::not_found)?;
+        Ok(KindIdPath(kind_of(&params)?, id))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ProjectQuery {
     pub project: Option<i64>,
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub bucket: Option<String>,
-    pub prefix: Option<String>,
-    pub regex_filter: Option<String>,
-    pub use_blob_urls: Option<bool>,
-    pub presign: Option<bool>,
-    pub presign_ttl: Option<i64>,
-    pub recursive_scan: Option<bool>,
-    /// Service-account key JSON; empty means Application Default Credentials.
-    pub google_application_credentials: Option<String>,
-    pub google_project_id: Option<String>,
-    /// What happens to tasks whose object leaves the bucket: `keep` (default,
-    /// as Label Studio), `flag`, or `delete` (tasks without annotations).
-    pub deletion_policy: Option<String>,
-    /// Accepted for compatibility; storages are always synchronizable.
-    pub synchronizable: Option<bool>,
-    /// For files: how many objects to preview (default 100).
-    pub limit: Option<i64>,
 }
 
-fn default_fields() -> ImportStorageFields {
-    ImportStorageFields {
-        title: String::new(),
-        description: String::new(),
-        bucket: String::new(),
-        prefix: String::new(),
-        regex_filter: String::new(),
-        use_blob_urls: false,
-        presign: true,
-        presign_ttl: 1,
-        recursive_scan: false,
-        google_project_id: String::new(),
-        credentials: None,
-        deletion_policy: "keep".into(),
-    }
-}
+// ---------------------------------------------------------------------------
+// The operations, for any direction and kind
 
-/// A bucket as users type it (`gs://name/`) reduced to its name.
-pub(crate) fn normalize_bucket(v: &str) -> String {
-    v.trim().trim_start_matches("gs://").trim_end_matches('/').to_owned()
-}
-
-/// Applies `input` over `base` and checks every field (no I/O).
-fn merge_fields(mut f: ImportStorageFields, input: GcsImportInput) -> Result<ImportStorageFields, ValidationErrors> {
-    let mut errors = ValidationErrors::default();
-    if let Some(v) = input.title {
-        f.title = v;
+/// A stored storage of this direction and kind, listed (its project not
+/// deleted); anything else is a 404.
+async fn stored(state: &AppState, direction: Direction, kind: StorageKind, id: i64) -> ApiResult<StorageRow> {
+    let row = state.db.get_storage(direction, id).await?;
+    if row.kind != kind || row.project_id.is_none() {
+        return Err(ApiError::not_found());
     }
-    if let Some(v) = input.description {
-        f.description = v;
-    }
-    if let Some(v) = input.bucket {
-        f.bucket = normalize_bucket(&v);
-    }
-    if let Some(v) = input.prefix {
-        f.prefix = v;
-    }
-    if let Some(v) = input.regex_filter {
-        f.regex_filter = v;
-    }
-    if let Some(v) = input.use_blob_urls {
-        f.use_blob_urls = v;
-    }
-    if let Some(v) = input.presign {
-        f.presign = v;
-    }
-    if let Some(v) = input.presign_ttl {
-        f.presign_ttl = v;
-    }
-    if let Some(v) = input.recursive_scan {
-        f.recursive_scan = v;
-    }
-    if let Some(v) = input.google_project_id {
-        f.google_project_id = v;
-    }
-    if let Some(v) = input.google_application_credentials {
-        f.credentials = (!v.trim().is_empty()).then_some(v);
-    }
-    if let Some(v) = input.deletion_policy {
-        f.deletion_policy = v;
-    }
-    if f.bucket.is_empty() {
-        errors.add("bucket", "This field is required: the bucket name (without gs://).");
-    } else if f.bucket.contains('/') {
-        errors.add("bucket", "A bucket name has no '/'; put the folder in prefix.");
-    }
-    if !(1..=MAX_PRESIGN_TTL_MINUTES).contains(&f.presign_ttl) {
-        errors.add(
-            "presign_ttl",
-            format!("Must be between 1 and {MAX_PRESIGN_TTL_MINUTES} minutes (7 days, Google's limit)."),
-        );
-    }
-    if let Err(e) = compile_filter(&f.regex_filter) {
-        errors.add("regex_filter", e);
-    }
-    if DeletionPolicy::parse(&f.deletion_policy).is_none() {
-        errors.add(
-            "deletion_policy",
-            format!("Must be one of {}.", DeletionPolicy::NAMES.join(", ")),
-        );
-    }
-    if let Some(creds) = &f.credentials {
-        if let Err(e) = validate_service_account_json(creds) {
-            errors.add("google_application_credentials", e);
-        }
-    }
-    errors.into_result().map(|()| f)
-}
-
-/// Tries the connection as the storage is configured: lists one object (of
-/// the prefix, when there is one). A failure is a 400 a user can act on.
-async fn check_connection(state: &AppState, f: &ImportStorageFields) -> ApiResult<()> {
-    let row = fields_row(f);
-    let check = async {
-        let store = state.storage_env.gcs(&row).await?;
-        store.check().await?;
-        if !f.prefix.is_empty() {
-            let page = store.list_page(&f.prefix, true, None, 1).await?;
-            if page.objects.is_empty() {
-                return Ok(Some(format!(
-                    "No objects found in gs://{}/{} or the prefix does not exist",
-                    f.bucket, f.prefix
-                )));
-            }
-        }
-        Ok::<_, labelport_storage::StorageError>(None)
-    };
-    run_connection_check(&f.bucket, check).await
-}
-
-/// Runs a connection check with a time limit. The check answers the
-/// storage's error, or a message of its own; either becomes a 400.
-pub(crate) async fn run_connection_check(
-    bucket: &str,
-    check: impl std::future::Future<Output = Result<Option<String>, labelport_storage::StorageError>>,
-) -> ApiResult<()> {
-    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-        Err(_) => Err(ApiError::body(format!(
-            "Connecting to gs://{bucket} timed out after {CHECK_TIMEOUT:?}"
-        ))),
-        Ok(Err(e)) => Err(ApiError::body(e.to_string())),
-        Ok(Ok(Some(message))) => Err(ApiError::body(message)),
-        Ok(Ok(None)) => Ok(()),
-    }
-}
-
-/// A transient row for connecting with unsaved settings.
-fn fields_row(f: &ImportStorageFields) -> ImportStorageRow {
-    ImportStorageRow {
-        id: 0,
-        project_id: 0,
-        storage_type: GCS.into(),
-        title: f.title.clone(),
-        description: f.description.clone(),
-        bucket: f.bucket.clone(),
-        prefix: f.prefix.clone(),
-        regex_filter: f.regex_filter.clone(),
-        use_blob_urls: f.use_blob_urls,
-        presign: f.presign,
-        presign_ttl: f.presign_ttl,
-        recursive_scan: f.recursive_scan,
-        google_project_id: f.google_project_id.clone(),
-        credentials: f.credentials.clone(),
-        deletion_policy: f.deletion_policy.clone(),
-        status: "initialized".into(),
-        last_sync: None,
-        last_sync_count: None,
-        last_sync_job: None,
-        traceback: None,
-        meta: "{}".into(),
-        created_at: String::new(),
-    }
-}
-
-/// The storage as Label Studio shows it; the credentials never appear.
-async fn storage_json(state: &AppState, row: &ImportStorageRow) -> ApiResult<Value> {
-    let mut row = row.clone();
-    // A sync whose job ended without recording a result (it gave up after
-    // retries, or its handler was lost) is shown as failed, with the reason.
-    if matches!(row.status.as_str(), "queued" | "in_progress") {
-        if let Some(job_id) = row.last_sync_job.as_deref().and_then(|j| j.parse::<i64>().ok()) {
-            match state.db.get_job(job_id).await {
-                Ok(job) if matches!(job.status.as_str(), "failed" | "done") => {
-                    // The job may have recorded its result after `row` was
-                    // read: show that result whole, not a mix. (Deleted
-                    // meanwhile: show what was read.)
-                    match state.db.get_import_storage(row.id).await {
-                        Ok(fresh) => row = fresh,
-                        Err(labelport_db::DbError::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    // Still waiting on that same job (not a newer sync).
-                    if matches!(row.status.as_str(), "queued" | "in_progress")
-                        && row.last_sync_job.as_deref() == Some(job_id.to_string().as_str())
-                    {
-                        row.status = "failed".into();
-                        row.traceback = Some(match job.last_error {
-                            Some(error) if job.status == "failed" => error,
-                            _ if job.status == "failed" => "The sync job failed.".into(),
-                            _ => "The sync job ended without reporting a result; see the server log.".into(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let (row, status, traceback) = (&row, row.status.clone(), row.traceback.clone());
-    Ok(json!({
-        "id": row.id,
-        "type": row.storage_type,
-        "synchronizable": true,
-        "presign": row.presign,
-        "bucket": row.bucket,
-        "prefix": row.prefix,
-        "regex_filter": row.regex_filter,
-        "use_blob_urls": row.use_blob_urls,
-        "google_project_id": row.google_project_id,
-        "last_sync": row.last_sync,
-        "last_sync_count": row.last_sync_count,
-        "last_sync_job": row.last_sync_job,
-        "status": status,
-        "traceback": traceback,
-        "meta": stored_json(&row.meta)?,
-        "title": row.title,
-        "description": row.description,
-        "created_at": row.created_at,
-        "presign_ttl": row.presign_ttl,
-        "recursive_scan": row.recursive_scan,
-        "deletion_policy": row.deletion_policy,
-        "project": row.project_id,
-    }))
+    Ok(row)
 }
 
 pub(crate) async fn require_project(state: &AppState, project: Option<i64>) -> ApiResult<i64> {
@@ -310,130 +118,229 @@ pub(crate) async fn require_project(state: &AppState, project: Option<i64>) -> A
     }
 }
 
-async fn gcs_storage(state: &AppState, id: i64) -> ApiResult<ImportStorageRow> {
-    let row = state.db.get_import_storage(id).await?;
-    if row.storage_type != GCS {
-        return Err(ApiError::not_found());
+/// `input` over `base`, checked by the domain's rules and the kind's
+/// connector (no I/O).
+fn checked_settings(kind: StorageKind, base: StorageSettings, input: &StorageInput) -> ApiResult<StorageSettings> {
+    let settings = base.apply(input)?;
+    let mut errors = ValidationErrors::default();
+    labelport_storage::check_settings(kind, &settings, &mut errors);
+    errors.into_result()?;
+    Ok(settings)
+}
+
+/// Whether the job of the sync a storage waits on ended without recording
+/// a result: an import job that ended at all, an export job that failed (an
+/// export job that ended `done` may have been a background run, while the
+/// full sync asked for waits in the next one).
+fn ended_without_result(direction: Direction, job_status: &str) -> bool {
+    match direction {
+        Direction::Import => matches!(job_status, "failed" | "done"),
+        Direction::Export => job_status == "failed",
     }
-    Ok(row)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct ProjectQuery {
-    pub project: Option<i64>,
+/// The storage as Label Studio shows it. A sync whose job ended without
+/// recording a result (it gave up after retries, or its handler was lost)
+/// is shown as failed, with the reason.
+async fn storage_view(state: &AppState, row: &StorageRow) -> ApiResult<Value> {
+    let direction = row.direction();
+    let mut row = row.clone();
+    if let Some(job_id) = row
+        .state
+        .is_active()
+        .then(|| row.state.last_sync_job.as_deref().and_then(|j| j.parse::<i64>().ok()))
+        .flatten()
+    {
+        if let Ok(job) = state.db.get_job(job_id).await {
+            if ended_without_result(direction, &job.status)
+                && state.db.active_job(&direction.dedup_key(row.id)).await?.is_none()
+            {
+                // The job may have recorded its result after `row` was
+                // read: show that result whole, not a mix. (Deleted
+                // meanwhile: show what was read.)
+                match state.db.get_storage(direction, row.id).await {
+                    Ok(fresh) => row = fresh,
+                    Err(DbError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                // Still waiting on that same job (not a newer sync).
+                if row.state.is_active() && row.state.last_sync_job.as_deref() == Some(job_id.to_string().as_str()) {
+                    row.state.status = "failed".into();
+                    row.state.traceback = Some(match job.last_error {
+                        Some(error) if job.status == "failed" => error,
+                        _ if job.status == "failed" => "The sync job failed.".into(),
+                        _ => "The sync job ended without reporting a result; see the server log.".into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(labelport_views::storage_json(&row, &row.state)?)
 }
 
-#[utoipa::path(get, path = "/api/storages", params(ProjectQuery), tag = "storages",
-    responses((status = 200, description = "All import storages of a project, of every type")))]
-pub async fn list_all_import(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    QueryParams(q): QueryParams<ProjectQuery>,
-) -> ApiResult<Json<Value>> {
-    let rows = state.db.list_import_storages(None, q.project).await?;
+async fn views(state: &AppState, rows: &[StorageRow]) -> ApiResult<Json<Value>> {
     let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push(storage_json(&state, row).await?);
+    for row in rows {
+        out.push(storage_view(state, row).await?);
     }
     Ok(Json(Value::Array(out)))
 }
 
-#[utoipa::path(get, path = "/api/storages/gcs", params(ProjectQuery), tag = "storages",
-    responses((status = 200, description = "GCS import storages of a project")))]
-pub async fn list_gcs(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    QueryParams(q): QueryParams<ProjectQuery>,
+/// Runs a connection check with a time limit. The check answers the
+/// storage's error, or a message of its own; either becomes a 400.
+async fn run_connection_check(
+    bucket: &str,
+    check: impl std::future::Future<Output = Result<Option<String>, StorageError>>,
+) -> ApiResult<()> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Err(_) => Err(ApiError::body(format!(
+            "Connecting to gs://{bucket} timed out after {CHECK_TIMEOUT:?}"
+        ))),
+        Ok(Err(e)) => Err(ApiError::body(e.to_string())),
+        Ok(Ok(Some(message))) => Err(ApiError::body(message)),
+        Ok(Ok(None)) => Ok(()),
+    }
+}
+
+/// Tries the connection as the storage is configured (Test connection).
+/// Source: the bucket is readable and, with a prefix, lists at least one
+/// object under it. Target: the bucket exists and can be written — a small
+/// probe object under the prefix is written and deleted; with
+/// `can_delete_objects` a probe that cannot be deleted is an error too.
+/// A failure is a 400 a user can act on.
+async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettings) -> ApiResult<()> {
+    let check = async {
+        let store = state.storage_env.connect(kind, s).await?;
+        store.check().await?;
+        match &s.options {
+            DirectionOptions::Import(_) => {
+                if !s.prefix.is_empty() {
+                    let page = store.list_page(&s.prefix, true, None, 1).await?;
+                    if page.objects.is_empty() {
+                        return Ok(Some(format!(
+                            "No objects found in gs://{}/{} or the prefix does not exist",
+                            s.bucket, s.prefix
+                        )));
+                    }
+                }
+                Ok(None)
+            }
+            DirectionOptions::Export(o) => {
+                let prefix = s.prefix.trim_end_matches('/');
+                let probe = format!(
+                    "{}{}.labelport-write-check-{}",
+                    prefix,
+                    if prefix.is_empty() { "" } else { "/" },
+                    uuid::Uuid::new_v4()
+                );
+                store
+                    .write(&probe, Bytes::from_static(b"{}"), "application/json")
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::PermissionDenied(m) => {
+                            StorageError::PermissionDenied(format!("cannot write to gs://{}: {m}", s.bucket))
+                        }
+                        other => other,
+                    })?;
+                match store.delete(&probe).await {
+                    Ok(()) => Ok(None),
+                    Err(e) if o.can_delete_objects => Ok(Some(format!(
+                        "can_delete_objects is on but objects in gs://{} cannot be deleted: {e}",
+                        s.bucket
+                    ))),
+                    Err(e) => {
+                        tracing::warn!(
+                            "export check: the probe gs://{}/{probe} could not be deleted: {e}",
+                            s.bucket
+                        );
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    };
+    run_connection_check(&s.bucket, check).await
+}
+
+async fn list(
+    state: &AppState,
+    direction: Direction,
+    kind: StorageKind,
+    project: Option<i64>,
 ) -> ApiResult<Json<Value>> {
-    let project = q
-        .project
-        .ok_or_else(|| ApiError::field("project", "query parameter \"project\" is required"))?;
+    let project = project.ok_or_else(|| ApiError::field("project", "query parameter \"project\" is required"))?;
     state.db.get_project(project).await?;
-    let rows = state.db.list_import_storages(Some(GCS), Some(project)).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push(storage_json(&state, row).await?);
-    }
-    Ok(Json(Value::Array(out)))
+    let rows = state.db.list_storages(direction, Some(kind), Some(project)).await?;
+    views(state, &rows).await
 }
 
-#[utoipa::path(post, path = "/api/storages/gcs", request_body = GcsImportInput, tag = "storages",
-    responses((status = 201, description = "Created (after a connection check); no sync is started"),
-        (status = 400, description = "Invalid field or failed connection check")))]
-pub async fn create_gcs(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    JsonBody(input): JsonBody<GcsImportInput>,
+async fn create(
+    state: &AppState,
+    direction: Direction,
+    kind: StorageKind,
+    input: StorageInput,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let project = require_project(&state, input.project).await?;
-    let fields = merge_fields(default_fields(), input)?;
-    check_connection(&state, &fields).await?;
-    let row = state.db.create_import_storage(project, GCS, &fields).await?;
+    let project = require_project(state, input.project).await?;
+    let settings = checked_settings(kind, StorageSettings::defaults(direction), &input)?;
+    check_connection(state, kind, &settings).await?;
+    let mut row = state.db.create_storage(project, kind, &settings).await?;
     tracing::info!(
         storage.id = row.id,
         project.id = project,
-        "created GCS import storage for gs://{}",
-        row.bucket
+        direction = direction.as_str(),
+        "created {} storage for gs://{}",
+        kind.name(),
+        row.settings.bucket
     );
-    Ok((StatusCode::CREATED, Json(storage_json(&state, &row).await?)))
+    if direction == Direction::Export {
+        // A new target storage exports the project's annotations at once.
+        request_sync(state, &row).await?;
+        row = state.db.get_storage(direction, row.id).await?;
+    }
+    Ok((StatusCode::CREATED, Json(storage_view(state, &row).await?)))
 }
 
-#[utoipa::path(get, path = "/api/storages/gcs/{id}", params(("id" = i64, Path)), tag = "storages",
-    responses((status = 200, description = "The storage"), (status = 404, description = "No such storage")))]
-pub async fn get_gcs(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<Json<Value>> {
-    let row = gcs_storage(&state, id).await?;
-    Ok(Json(storage_json(&state, &row).await?))
+async fn get(state: &AppState, direction: Direction, kind: StorageKind, id: i64) -> ApiResult<Json<Value>> {
+    let row = stored(state, direction, kind, id).await?;
+    Ok(Json(storage_view(state, &row).await?))
 }
 
-async fn update(state: &AppState, id: i64, input: GcsImportInput, full: bool) -> ApiResult<Json<Value>> {
-    let row = gcs_storage(state, id).await?;
-    let base = if full {
-        // PUT replaces the settings, but a key that is not resent is kept
-        // (it is write-only: clients cannot send it back).
-        ImportStorageFields {
-            credentials: row.credentials.clone(),
-            ..default_fields()
-        }
-    } else {
-        ImportStorageFields::from(&row)
-    };
-    if input.project.is_some_and(|p| p != row.project_id) {
+/// PATCH (`full = false`: the body's fields over the stored ones) or PUT
+/// (`full`: the body's fields over the defaults, the stored key kept).
+async fn update(
+    state: &AppState,
+    direction: Direction,
+    kind: StorageKind,
+    id: i64,
+    input: StorageInput,
+    full: bool,
+) -> ApiResult<Json<Value>> {
+    let row = stored(state, direction, kind, id).await?;
+    if input.project.is_some_and(|p| Some(p) != row.project_id) {
         return Err(ApiError::field("project", "A storage cannot move to another project."));
     }
-    let fields = merge_fields(base, input)?;
-    check_connection(state, &fields).await?;
-    let row = state.db.update_import_storage(id, &fields).await?;
-    Ok(Json(storage_json(state, &row).await?))
+    let base = if full {
+        row.settings.replaced()
+    } else {
+        row.settings.clone()
+    };
+    let settings = checked_settings(kind, base, &input)?;
+    if settings.needs_check_over(&row.settings) {
+        check_connection(state, kind, &settings).await?;
+    }
+    let row = state.db.update_storage(id, &settings).await?;
+    Ok(Json(storage_view(state, &row).await?))
 }
 
-#[utoipa::path(patch, path = "/api/storages/gcs/{id}", params(("id" = i64, Path)), request_body = GcsImportInput, tag = "storages",
-    responses((status = 200, description = "Updated (after a connection check)")))]
-pub async fn patch_gcs(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    PathId(id): PathId,
-    JsonBody(input): JsonBody<GcsImportInput>,
-) -> ApiResult<Json<Value>> {
-    update(&state, id, input, false).await
-}
-
-#[utoipa::path(put, path = "/api/storages/gcs/{id}", params(("id" = i64, Path)), request_body = GcsImportInput, tag = "storages",
-    responses((status = 200, description = "Replaced (after a connection check)")))]
-pub async fn put_gcs(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    PathId(id): PathId,
-    JsonBody(input): JsonBody<GcsImportInput>,
-) -> ApiResult<Json<Value>> {
-    update(&state, id, input, true).await
-}
-
-#[utoipa::path(delete, path = "/api/storages/gcs/{id}", params(("id" = i64, Path)), tag = "storages",
-    responses((status = 204, description = "Deleted; its tasks stay")))]
-pub async fn delete_gcs(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<StatusCode> {
-    gcs_storage(&state, id).await?;
-    state.db.delete_import_storage(id).await?;
-    tracing::info!(storage.id = id, "deleted GCS import storage");
+async fn delete(state: &AppState, direction: Direction, kind: StorageKind, id: i64) -> ApiResult<StatusCode> {
+    stored(state, direction, kind, id).await?;
+    state.db.delete_storage(direction, id).await?;
+    tracing::info!(
+        storage.id = id,
+        direction = direction.as_str(),
+        "deleted {} storage",
+        kind.name()
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,61 +348,262 @@ pub async fn delete_gcs(State(state): State<AppState>, _user: AuthUser, PathId(i
 /// `id` is given) with the body's fields over them.
 async fn settings_for_check(
     state: &AppState,
-    mut input: GcsImportInput,
-) -> ApiResult<(ImportStorageFields, Option<i64>)> {
-    let limit = input.limit.take();
+    direction: Direction,
+    kind: StorageKind,
+    input: &StorageInput,
+) -> ApiResult<StorageSettings> {
     let base = match input.id {
-        Some(id) => ImportStorageFields::from(&gcs_storage(state, id).await?),
+        Some(id) => stored(state, direction, kind, id).await?.settings,
         None => {
             require_project(state, input.project).await?;
-            default_fields()
+            StorageSettings::defaults(direction)
         }
     };
-    Ok((merge_fields(base, input)?, limit))
+    checked_settings(kind, base, input)
 }
 
-#[utoipa::path(post, path = "/api/storages/gcs/validate", request_body = GcsImportInput, tag = "storages",
-    responses((status = 200, description = "The connection works (empty body)"), (status = 400, description = "What is wrong")))]
-pub async fn validate_gcs(
-    State(state): State<AppState>,
-    _user: AuthUser,
-    JsonBody(input): JsonBody<GcsImportInput>,
+async fn validate(
+    state: &AppState,
+    direction: Direction,
+    kind: StorageKind,
+    input: StorageInput,
 ) -> ApiResult<StatusCode> {
-    let (fields, _) = settings_for_check(&state, input).await?;
-    check_connection(&state, &fields).await?;
+    let settings = settings_for_check(state, direction, kind, &input).await?;
+    check_connection(state, kind, &settings).await?;
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/api/storages/gcs/files", request_body = GcsImportInput, tag = "storages",
-    responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list")))]
-pub async fn files_gcs(
+/// Queues a sync (a full one for a target storage) and wakes the workers.
+async fn request_sync(state: &AppState, row: &StorageRow) -> ApiResult<()> {
+    let direction = row.direction();
+    let mut meta = match stored_json(&row.state.meta)? {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    meta.insert("time_queued".into(), meta_time().into());
+    let queued = state
+        .db
+        .request_sync(direction, row.id, &Value::Object(meta).to_string())
+        .await?;
+    match (direction, queued) {
+        (Direction::Import, None) => {
+            tracing::info!(storage.id = row.id, "import sync already queued or running");
+            return Ok(());
+        }
+        (_, job) => tracing::info!(
+            storage.id = row.id,
+            job.id = job,
+            direction = direction.as_str(),
+            "queued sync"
+        ),
+    }
+    state.jobs_notify.notify_waiters();
+    Ok(())
+}
+
+async fn sync(state: &AppState, direction: Direction, kind: StorageKind, id: i64) -> ApiResult<Json<Value>> {
+    let row = stored(state, direction, kind, id).await?;
+    request_sync(state, &row).await?;
+    let row = state.db.get_storage(direction, id).await?;
+    Ok(Json(storage_view(state, &row).await?))
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+/// The handlers of one direction's routes, each naming its path for the
+/// router and the OpenAPI document and calling the shared operation above.
+macro_rules! storage_routes {
+    (
+        direction: $direction:expr,
+        what: $what:literal,
+        collection: $collection:literal,
+        item: $item:literal,
+        validate: $validate_path:literal,
+        sync: $sync_path:literal,
+        handlers: ($list:ident, $create:ident, $get:ident, $patch:ident, $put:ident, $delete:ident, $validate:ident, $sync:ident)
+    ) => {
+        #[utoipa::path(get, path = $collection, tag = "storages",
+            params(("kind" = String, Path, description = "Storage type: gcs"), ProjectQuery),
+            responses((status = 200, description = concat!("The ", $what, " storages of this type of a project"))))]
+        pub async fn $list(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindPath(kind): KindPath,
+            QueryParams(q): QueryParams<ProjectQuery>,
+        ) -> ApiResult<Json<Value>> {
+            list(&state, $direction, kind, q.project).await
+        }
+
+        #[utoipa::path(post, path = $collection, tag = "storages", request_body = StorageInput,
+            params(("kind" = String, Path, description = "Storage type: gcs")),
+            responses((status = 201, description = concat!("Created after a connection check (", $what,
+                " storage). A target storage's check writes and deletes a probe object, and its creation queues an export of the project's annotations; a source storage is not synced until asked")),
+                (status = 400, description = "Invalid field or failed connection check")))]
+        pub async fn $create(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindPath(kind): KindPath,
+            JsonBody(input): JsonBody<StorageInput>,
+        ) -> ApiResult<(StatusCode, Json<Value>)> {
+            create(&state, $direction, kind, input).await
+        }
+
+        #[utoipa::path(get, path = $item, tag = "storages",
+            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            responses((status = 200, description = concat!("The ", $what, " storage")),
+                (status = 404, description = "No such storage")))]
+        pub async fn $get(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindIdPath(kind, id): KindIdPath,
+        ) -> ApiResult<Json<Value>> {
+            get(&state, $direction, kind, id).await
+        }
+
+        #[utoipa::path(patch, path = $item, tag = "storages", request_body = StorageInput,
+            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            responses((status = 200, description = "Updated: the body's fields over the stored ones, checked (a source storage's connection always, a target's when its place or key changes)")))]
+        pub async fn $patch(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindIdPath(kind, id): KindIdPath,
+            JsonBody(input): JsonBody<StorageInput>,
+        ) -> ApiResult<Json<Value>> {
+            update(&state, $direction, kind, id, input, false).await
+        }
+
+        #[utoipa::path(put, path = $item, tag = "storages", request_body = StorageInput,
+            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            responses((status = 200, description = "Replaced: the body's fields over the defaults; a stored key that is not resent is kept")))]
+        pub async fn $put(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindIdPath(kind, id): KindIdPath,
+            JsonBody(input): JsonBody<StorageInput>,
+        ) -> ApiResult<Json<Value>> {
+            update(&state, $direction, kind, id, input, true).await
+        }
+
+        #[utoipa::path(delete, path = $item, tag = "storages",
+            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            responses((status = 204, description = "Deleted; a source storage's tasks and a target storage's objects stay")))]
+        pub async fn $delete(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindIdPath(kind, id): KindIdPath,
+        ) -> ApiResult<StatusCode> {
+            delete(&state, $direction, kind, id).await
+        }
+
+        #[utoipa::path(post, path = $validate_path, tag = "storages", request_body = StorageInput,
+            params(("kind" = String, Path, description = "Storage type: gcs")),
+            responses((status = 200, description = "The connection works (empty body)"),
+                (status = 400, description = "What is wrong")))]
+        pub async fn $validate(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindPath(kind): KindPath,
+            JsonBody(input): JsonBody<StorageInput>,
+        ) -> ApiResult<StatusCode> {
+            validate(&state, $direction, kind, input).await
+        }
+
+        #[utoipa::path(post, path = $sync_path, tag = "storages",
+            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            responses((status = 200, description = "The storage, queued: at most one sync per storage runs; a target storage's sync writes what is new or changed")))]
+        pub async fn $sync(
+            State(state): State<AppState>,
+            _user: AuthUser,
+            KindIdPath(kind, id): KindIdPath,
+        ) -> ApiResult<Json<Value>> {
+            sync(&state, $direction, kind, id).await
+        }
+    };
+}
+
+storage_routes! {
+    direction: Direction::Import,
+    what: "source",
+    collection: "/api/storages/{kind}",
+    item: "/api/storages/{kind}/{id}",
+    validate: "/api/storages/{kind}/validate",
+    sync: "/api/storages/{kind}/{id}/sync",
+    handlers: (list_import, create_import, get_import, patch_import, put_import, delete_import, validate_import, sync_import)
+}
+
+storage_routes! {
+    direction: Direction::Export,
+    what: "target",
+    collection: "/api/storages/export/{kind}",
+    item: "/api/storages/export/{kind}/{id}",
+    validate: "/api/storages/export/{kind}/validate",
+    sync: "/api/storages/export/{kind}/{id}/sync",
+    handlers: (list_export, create_export, get_export, patch_export, put_export, delete_export, validate_export, sync_export)
+}
+
+fn types_json() -> Json<Value> {
+    Json(Value::Array(
+        listed_types()
+            .into_iter()
+            .map(|(name, title)| json!({"name": name, "title": title}))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/storages/types", tag = "storages",
+    responses((status = 200, description = "Import storage types")))]
+pub async fn import_types(_user: AuthUser) -> Json<Value> {
+    types_json()
+}
+
+#[utoipa::path(get, path = "/api/storages/export/types", tag = "storages",
+    responses((status = 200, description = "Export storage types")))]
+pub async fn export_types(_user: AuthUser) -> Json<Value> {
+    types_json()
+}
+
+#[utoipa::path(get, path = "/api/storages", params(ProjectQuery), tag = "storages",
+    responses((status = 200, description = "All source storages of a project (or of every project), of every type")))]
+pub async fn list_all_import(
     State(state): State<AppState>,
     _user: AuthUser,
-    JsonBody(input): JsonBody<GcsImportInput>,
+    QueryParams(q): QueryParams<ProjectQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (fields, limit) = settings_for_check(&state, input).await?;
-    let limit = limit.unwrap_or(100);
+    let rows = state.db.list_storages(Direction::Import, None, q.project).await?;
+    views(&state, &rows).await
+}
+
+#[utoipa::path(post, path = "/api/storages/{kind}/files", request_body = StorageInput, tag = "storages",
+    params(("kind" = String, Path, description = "Storage type: gcs")),
+    responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list")))]
+pub async fn files_import(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    KindPath(kind): KindPath,
+    JsonBody(input): JsonBody<StorageInput>,
+) -> ApiResult<Json<Value>> {
+    let settings = settings_for_check(&state, Direction::Import, kind, &input).await?;
+    let limit = input.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::field("limit", "Must be between 1 and 10000."));
     }
+    let recursive = settings.import().is_some_and(|o| o.recursive_scan);
     let store = state
         .storage_env
-        .gcs(&fields_row(&fields))
+        .connect(kind, &settings)
         .await
         .map_err(|e| ApiError::body(e.to_string()))?;
-    let prefix = normalize_prefix(&fields.prefix);
-    let regex = compile_filter(&fields.regex_filter).map_err(|e| ApiError::field("regex_filter", e))?;
+    let prefix = normalize_prefix(&settings.prefix);
+    let regex = compile_filter(&settings.regex_filter).map_err(|e| ApiError::field("regex_filter", e))?;
     let started = std::time::Instant::now();
     let mut files: Vec<Value> = Vec::new();
     let mut token = None;
     'pages: loop {
-        let page = tokio::time::timeout(
-            PREVIEW_TIMEOUT,
-            store.list_page(&prefix, fields.recursive_scan, token, 1000),
-        )
-        .await
-        .map_err(|_| ApiError::body("Listing the bucket timed out"))?
-        .map_err(|e| ApiError::body(e.to_string()))?;
+        let page = tokio::time::timeout(PREVIEW_TIMEOUT, store.list_page(&prefix, recursive, token, 1000))
+            .await
+            .map_err(|_| ApiError::body("Listing the bucket timed out"))?
+            .map_err(|e| ApiError::body(e.to_string()))?;
         for o in page.objects {
             if o.key.ends_with('/') || regex.as_ref().is_some_and(|r| !r.is_match(&o.key)) {
                 continue;
@@ -516,34 +624,4 @@ pub async fn files_gcs(
         }
     }
     Ok(Json(json!({ "files": files })))
-}
-
-#[utoipa::path(post, path = "/api/storages/gcs/{id}/sync", params(("id" = i64, Path)), tag = "storages",
-    responses((status = 200, description = "The storage, queued (or already queued/running: at most one sync per storage)")))]
-pub async fn sync_gcs(State(state): State<AppState>, _user: AuthUser, PathId(id): PathId) -> ApiResult<Json<Value>> {
-    let row = gcs_storage(&state, id).await?;
-    let mut meta: Map<String, Value> = match stored_json(&row.meta)? {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    meta.insert("time_queued".into(), meta_time().into());
-    let queued = state
-        .db
-        .enqueue_storage_sync(
-            id,
-            IMPORT_SYNC,
-            &job::dedup_key(id),
-            &job::payload(id),
-            &Value::Object(meta).to_string(),
-        )
-        .await?;
-    match queued {
-        Some(job_id) => {
-            tracing::info!(storage.id = id, job.id = job_id, "queued import sync");
-            state.jobs_notify.notify_waiters();
-        }
-        None => tracing::info!(storage.id = id, "import sync already queued or running"),
-    }
-    let row = state.db.get_import_storage(id).await?;
-    Ok(Json(storage_json(&state, &row).await?))
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use labelport_db::{Db, TaskRow};
 use labelport_domain::import::{kind, parse_task_element, NewTask};
 use labelport_domain::resolve::rewrite_uris;
+use labelport_domain::storage::Direction;
 use labelport_domain::task_data::DATA_UNDEFINED_NAME;
 use labelport_domain::{LabelConfig, ValidationErrors};
 use serde::Deserialize;
@@ -42,10 +43,11 @@ impl RenderCtx {
         let project = state.db.get_project(project_id).await?;
         let mut buckets: Vec<String> = state
             .db
-            .list_import_storages(Some("gcs"), Some(project_id))
+            .list_storages(Direction::Import, None, Some(project_id))
             .await?
             .into_iter()
-            .map(|s| s.bucket)
+            .filter(|s| s.kind.scheme() == "gs")
+            .map(|s| s.settings.bucket)
             .collect();
         buckets.dedup();
         Ok(RenderCtx {
@@ -59,7 +61,10 @@ impl RenderCtx {
 /// Renders tasks with their annotations and predictions (two queries),
 /// with the storage URIs rewritten for the browser when `ctx` says so.
 pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResult<Vec<Value>> {
-    let mut tasks = labelport_views::tasks_with_children(db, rows, ctx.first_key.as_deref()).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let annotations = db.annotations_of_tasks(&ids).await?;
+    let predictions = db.predictions_of_tasks(&ids).await?;
+    let mut tasks = labelport_views::tasks_with_children(rows, &annotations, &predictions, ctx.first_key.as_deref())?;
     for (task, r) in tasks.iter_mut().zip(rows) {
         rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id);
     }

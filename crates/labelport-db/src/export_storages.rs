@@ -1,4 +1,6 @@
-//! Export ("target") storages and the bookkeeping of what each has written.
+//! What only export ("target") storages have: the bookkeeping of what each
+//! has written, and the deletions to carry out. (The storages themselves
+//! are rows of the shared model in `storages`.)
 //!
 //! Every (storage, annotation) pair has a link row holding the object it
 //! goes to, the annotation version last written there and a `dirty` flag.
@@ -7,19 +9,19 @@
 //! database and the bucket; deletions queue the objects to delete the same
 //! way. The export job only ever looks at dirty links and queued deletions.
 
-use crate::storages::StorageStatus;
-use crate::{not_found_if_none, now, on_read, on_write, Db, DbError, DbResult};
+use labelport_domain::storage::Direction;
+pub use labelport_domain::storage::EXPORT_SYNC;
 
-/// The job kind that writes a storage's dirty links and carries out its
-/// deletions (one queued-or-running job per storage, coalesced).
-pub const EXPORT_SYNC: &str = "export_sync";
+use crate::{now, on_read, on_write, Db, DbResult};
 
+/// The dedup key of a storage's export job.
 pub fn export_dedup_key(storage_id: i64) -> String {
-    format!("{EXPORT_SYNC}:{storage_id}")
+    Direction::Export.dedup_key(storage_id)
 }
 
+/// The payload of a storage's export job.
 pub fn export_payload(storage_id: i64) -> String {
-    format!("{{\"storage_id\":{storage_id}}}")
+    Direction::payload(storage_id)
 }
 
 /// The object name of a link, in SQL over `s` (storage) and `a`
@@ -28,65 +30,6 @@ pub fn export_payload(storage_id: i64) -> String {
 pub(crate) const OBJECT_KEY_SQL: &str =
     "CASE WHEN rtrim(s.prefix, '/') = '' THEN '' ELSE rtrim(s.prefix, '/') || '/' END
     || CASE WHEN s.export_format = 'task' THEN CAST(a.task_id AS TEXT) || '.json' ELSE CAST(a.id AS TEXT) END";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ExportStorageRow {
-    pub id: i64,
-    /// None once the project was deleted (pending object deletions).
-    pub project_id: Option<i64>,
-    pub storage_type: String,
-    pub title: String,
-    pub description: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub regex_filter: String,
-    pub use_blob_urls: bool,
-    pub google_project_id: String,
-    pub credentials: Option<String>,
-    pub can_delete_objects: bool,
-    pub export_format: String,
-    /// A full sync was asked for and has not started yet.
-    pub sync_requested: bool,
-    pub status: String,
-    pub last_sync: Option<String>,
-    pub last_sync_count: Option<i64>,
-    pub last_sync_job: Option<String>,
-    pub traceback: Option<String>,
-    pub meta: String,
-    pub created_at: String,
-}
-
-/// The settings of an export storage a client edits.
-#[derive(Debug, Clone)]
-pub struct ExportStorageFields {
-    pub title: String,
-    pub description: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub regex_filter: String,
-    pub use_blob_urls: bool,
-    pub google_project_id: String,
-    pub credentials: Option<String>,
-    pub can_delete_objects: bool,
-    pub export_format: String,
-}
-
-impl From<&ExportStorageRow> for ExportStorageFields {
-    fn from(r: &ExportStorageRow) -> Self {
-        ExportStorageFields {
-            title: r.title.clone(),
-            description: r.description.clone(),
-            bucket: r.bucket.clone(),
-            prefix: r.prefix.clone(),
-            regex_filter: r.regex_filter.clone(),
-            use_blob_urls: r.use_blob_urls,
-            google_project_id: r.google_project_id.clone(),
-            credentials: r.credentials.clone(),
-            can_delete_objects: r.can_delete_objects,
-            export_format: r.export_format.clone(),
-        }
-    }
-}
 
 /// A link waiting to be written.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -109,10 +52,6 @@ pub struct ExportedLink {
 /// How long after an export storage's creation or full sync the requeuer
 /// looks for annotations its links missed (see `repair_recent_export_links`).
 pub const LINK_REPAIR_WINDOW_SECS: i64 = 3600;
-
-const EXPORT_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
-    use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, sync_requested, status, last_sync, \
-    last_sync_count, last_sync_job, traceback, meta, created_at";
 
 /// In an annotation write's transaction: links the annotation to every
 /// export storage of its project (or marks the links dirty) and queues
@@ -234,106 +173,35 @@ macro_rules! queue_project_export {
     }};
 }
 
+/// In a storage update's transaction, when an export storage's object
+/// names change: every link points at the new place and waits to be
+/// written there (`change_seq` moves on, so a run still writing to the old
+/// place cannot mark the new one done); deletions queued for the old place
+/// are dropped (those objects stay) and the storage's job is queued.
+#[macro_export]
+macro_rules! repoint_export_links {
+    ($tx:ident, $storage_id:expr) => {{
+        let sql = format!(
+            "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1, exported_version = 0,
+             object_key = (SELECT {} FROM export_storages s JOIN annotations a
+                           ON a.id = export_storage_links.annotation_id WHERE s.id = export_storage_links.storage_id)
+             WHERE storage_id = $1",
+            $crate::export_storages::OBJECT_KEY_SQL
+        );
+        sqlx::query(&sql).bind($storage_id).execute(&mut *$tx).await?;
+        sqlx::query("DELETE FROM export_storage_deletions WHERE storage_id = $1")
+            .bind($storage_id)
+            .execute(&mut *$tx)
+            .await?;
+        $crate::enqueue_exports!($tx, vec![$storage_id]);
+    }};
+}
+
 impl Db {
-    pub async fn create_export_storage(
-        &self,
-        project_id: i64,
-        storage_type: &str,
-        f: &ExportStorageFields,
-    ) -> DbResult<ExportStorageRow> {
-        let sql = format!(
-            "INSERT INTO export_storages (project_id, storage_type, title, description, bucket, prefix, regex_filter,
-             use_blob_urls, google_project_id, credentials, can_delete_objects, export_format, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {EXPORT_COLUMNS}"
-        );
-        let at = now();
-        Ok(on_write!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql)
-            .bind(project_id).bind(storage_type).bind(&f.title).bind(&f.description).bind(&f.bucket)
-            .bind(&f.prefix).bind(&f.regex_filter).bind(f.use_blob_urls).bind(&f.google_project_id)
-            .bind(&f.credentials).bind(f.can_delete_objects).bind(&f.export_format).bind(&at)
-            .fetch_one(p).await)?)
-    }
-
-    /// A storage, including one whose project is gone (for its job).
-    pub async fn get_export_storage(&self, id: i64) -> DbResult<ExportStorageRow> {
-        let sql = format!("SELECT {EXPORT_COLUMNS} FROM export_storages WHERE id = $1");
-        not_found_if_none(
-            on_read!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql).bind(id).fetch_optional(p).await)?,
-        )
-    }
-
-    /// Storages of a type of one project, in id order.
-    pub async fn list_export_storages(&self, storage_type: &str, project_id: i64) -> DbResult<Vec<ExportStorageRow>> {
-        let sql = format!(
-            "SELECT {EXPORT_COLUMNS} FROM export_storages WHERE storage_type = $1 AND project_id = $2 ORDER BY id"
-        );
-        Ok(
-            on_read!(self, p => sqlx::query_as::<_, ExportStorageRow>(&sql).bind(storage_type).bind(project_id)
-            .fetch_all(p).await)?,
-        )
-    }
-
-    /// Saves new settings. When the objects' names change (bucket, prefix
-    /// or format), what was written before no longer counts: every link is
-    /// re-pointed and made dirty, and the job writes them to the new place
-    /// (objects in the old place stay).
-    pub async fn update_export_storage(&self, id: i64, f: &ExportStorageFields) -> DbResult<ExportStorageRow> {
-        let sql = format!(
-            "UPDATE export_storages SET title = $1, description = $2, bucket = $3, prefix = $4, regex_filter = $5,
-             use_blob_urls = $6, google_project_id = $7, credentials = $8, can_delete_objects = $9,
-             export_format = $10 WHERE id = $11 AND project_id IS NOT NULL RETURNING {EXPORT_COLUMNS}"
-        );
-        let before = self.get_export_storage(id).await?;
-        let moved = before.bucket != f.bucket || before.prefix != f.prefix || before.export_format != f.export_format;
-        on_write!(self, p => {
-            let mut tx = p.begin().await?;
-            let row = sqlx::query_as::<_, ExportStorageRow>(&sql)
-                .bind(&f.title).bind(&f.description).bind(&f.bucket).bind(&f.prefix).bind(&f.regex_filter)
-                .bind(f.use_blob_urls).bind(&f.google_project_id).bind(&f.credentials).bind(f.can_delete_objects)
-                .bind(&f.export_format).bind(id)
-                .fetch_optional(&mut *tx).await?;
-            let row = not_found_if_none(row)?;
-            if moved {
-                // Every link points at the new place and waits to be written
-                // there; `change_seq` moves on so a run still writing to the
-                // old place cannot mark the new one done.
-                let sql = format!(
-                    "UPDATE export_storage_links SET dirty = TRUE, change_seq = change_seq + 1, exported_version = 0,
-                     object_key = (SELECT {OBJECT_KEY_SQL} FROM export_storages s JOIN annotations a
-                                   ON a.id = export_storage_links.annotation_id WHERE s.id = export_storage_links.storage_id)
-                     WHERE storage_id = $1"
-                );
-                sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM export_storage_deletions WHERE storage_id = $1").bind(id).execute(&mut *tx).await?;
-                crate::enqueue_exports!(tx, vec![id]);
-            }
-            tx.commit().await?;
-            Ok(row)
-        })
-    }
-
-    /// Deletes the storage and its bookkeeping; its objects stay.
-    pub async fn delete_export_storage(&self, id: i64) -> DbResult<()> {
-        let n = on_write!(self, p => sqlx::query("DELETE FROM export_storages WHERE id = $1").bind(id).execute(p).await
-            .map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(())
-    }
-
-    pub async fn set_export_storage_status(&self, id: i64, s: &StorageStatus) -> DbResult<()> {
-        let sql = "UPDATE export_storages SET status = $1, last_sync = $2, last_sync_count = $3, last_sync_job = $4,
-                   traceback = $5, meta = $6 WHERE id = $7";
-        on_write!(self, p => sqlx::query(sql).bind(&s.status).bind(&s.last_sync).bind(s.last_sync_count)
-            .bind(&s.last_sync_job).bind(&s.traceback).bind(&s.meta).bind(id).execute(p).await.map(|_| ()))?;
-        Ok(())
-    }
-
     /// Asks for a full export sync: the storage becomes `queued` (unless a
     /// sync is already queued or running) and its job is queued or, if it
     /// is running, told to run again.
-    pub async fn request_export_sync(&self, id: i64, meta: &str) -> DbResult<()> {
+    pub(crate) async fn request_export_sync(&self, id: i64, meta: &str) -> DbResult<()> {
         on_write!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query("UPDATE export_storages SET status = 'queued', traceback = NULL, meta = $1

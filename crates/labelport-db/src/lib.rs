@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub mod annotations;
 pub mod export_storages;
+pub mod import_links;
 pub mod jobs;
 pub mod predictions;
 pub mod projects;
@@ -23,6 +24,7 @@ pub mod users;
 pub use annotations::AnnotationRow;
 pub use predictions::PredictionRow;
 pub use projects::{ProjectCounts, ProjectRow};
+pub use storages::StorageRow;
 pub use tasks::TaskRow;
 pub use users::UserRow;
 

@@ -1,131 +1,252 @@
-//! Import storages and their links to tasks.
+//! Storages of both directions, as one model
+//! ([`labelport_domain::storage`]): one row type, one set of reads and
+//! writes. Each direction keeps its own table (`import_storages`,
+//! `export_storages`; ids are per direction, as Label Studio's) with the
+//! shared columns under the same names, plus its own settings columns; the
+//! functions here pick the table and those columns from the direction.
+//! What only one direction has lives beside: `import_links` (tasks made
+//! from objects) and `export_storages` (links, deletions, requeue).
+
+use labelport_domain::storage::{
+    DeletionPolicy, Direction, DirectionOptions, ExportFormat, ExportOptions, ImportOptions, StorageKind,
+    StorageSettings, SyncState,
+};
 
 use crate::{not_found_if_none, now, on_read, on_write, Db, DbError, DbResult};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ImportStorageRow {
+/// A stored storage of either direction.
+#[derive(Debug, Clone)]
+pub struct StorageRow {
     pub id: i64,
-    pub project_id: i64,
-    pub storage_type: String,
-    pub title: String,
-    pub description: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub regex_filter: String,
-    pub use_blob_urls: bool,
-    pub presign: bool,
-    pub presign_ttl: i64,
-    pub recursive_scan: bool,
-    pub google_project_id: String,
-    pub credentials: Option<String>,
-    pub deletion_policy: String,
-    pub status: String,
-    pub last_sync: Option<String>,
-    pub last_sync_count: Option<i64>,
-    pub last_sync_job: Option<String>,
-    pub traceback: Option<String>,
-    pub meta: String,
+    /// None for an export storage whose project was deleted (it lives on,
+    /// unlisted, until its queued object deletions are done); always Some
+    /// for an import storage.
+    pub project_id: Option<i64>,
+    /// Label Studio's `type` (`gcs`), column `storage_type`.
+    pub kind: StorageKind,
+    pub settings: StorageSettings,
+    pub state: SyncState,
+    /// Export: a full sync was asked for and has not started yet. Import:
+    /// always false.
+    pub sync_requested: bool,
     pub created_at: String,
 }
 
-/// The settings of a storage a client edits.
-#[derive(Debug, Clone)]
-pub struct ImportStorageFields {
-    pub title: String,
-    pub description: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub regex_filter: String,
-    pub use_blob_urls: bool,
-    pub presign: bool,
-    pub presign_ttl: i64,
-    pub recursive_scan: bool,
-    pub google_project_id: String,
-    pub credentials: Option<String>,
-    pub deletion_policy: String,
+impl StorageRow {
+    pub fn direction(&self) -> Direction {
+        self.settings.direction()
+    }
 }
 
-impl From<&ImportStorageRow> for ImportStorageFields {
-    fn from(r: &ImportStorageRow) -> Self {
-        ImportStorageFields {
-            title: r.title.clone(),
-            description: r.description.clone(),
-            bucket: r.bucket.clone(),
-            prefix: r.prefix.clone(),
-            regex_filter: r.regex_filter.clone(),
-            use_blob_urls: r.use_blob_urls,
-            presign: r.presign,
-            presign_ttl: r.presign_ttl,
-            recursive_scan: r.recursive_scan,
-            google_project_id: r.google_project_id.clone(),
-            credentials: r.credentials.clone(),
-            deletion_policy: r.deletion_policy.clone(),
+/// The table of a direction.
+pub(crate) fn table(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Import => "import_storages",
+        Direction::Export => "export_storages",
+    }
+}
+
+/// Settings columns both tables have, in bind order.
+const SHARED_SETTINGS: [&str; 8] = [
+    "title",
+    "description",
+    "bucket",
+    "prefix",
+    "regex_filter",
+    "use_blob_urls",
+    "google_project_id",
+    "credentials",
+];
+
+/// Settings columns of one direction only, in bind order.
+fn own_settings(direction: Direction) -> &'static [&'static str] {
+    match direction {
+        Direction::Import => &["presign", "presign_ttl", "recursive_scan", "deletion_policy"],
+        Direction::Export => &["can_delete_objects", "export_format"],
+    }
+}
+
+/// One record shape for both tables: a direction's select list fills the
+/// other direction's columns with their defaults (never read back).
+#[derive(sqlx::FromRow)]
+struct StorageRecord {
+    id: i64,
+    project_id: Option<i64>,
+    storage_type: String,
+    title: String,
+    description: String,
+    bucket: String,
+    prefix: String,
+    regex_filter: String,
+    use_blob_urls: bool,
+    google_project_id: String,
+    credentials: Option<String>,
+    presign: bool,
+    presign_ttl: i64,
+    recursive_scan: bool,
+    deletion_policy: String,
+    can_delete_objects: bool,
+    export_format: String,
+    sync_requested: bool,
+    status: String,
+    last_sync: Option<String>,
+    last_sync_count: Option<i64>,
+    last_sync_job: Option<String>,
+    traceback: Option<String>,
+    meta: String,
+    created_at: String,
+}
+
+/// The select list of a direction's table, in [`StorageRecord`]'s shape.
+fn columns(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Import => {
+            "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
+             google_project_id, credentials, presign, presign_ttl, recursive_scan, deletion_policy, \
+             FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
+             status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
+        }
+        Direction::Export => {
+            "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
+             google_project_id, credentials, TRUE AS presign, CAST(1 AS BIGINT) AS presign_ttl, \
+             FALSE AS recursive_scan, 'keep' AS deletion_policy, can_delete_objects, export_format, \
+             sync_requested, status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
     }
 }
 
-const STORAGE_COLUMNS: &str = "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, \
-    use_blob_urls, presign, presign_ttl, recursive_scan, google_project_id, credentials, deletion_policy, status, \
-    last_sync, last_sync_count, last_sync_job, traceback, meta, created_at";
-
-/// A link as the sync engine sees it when comparing with a listing.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LinkState {
-    pub object_key: String,
-    pub row_index: i64,
-    pub generation: i64,
-    pub etag: String,
-    pub task_id: i64,
-    pub object_exists: bool,
+impl StorageRecord {
+    fn into_row(self, direction: Direction) -> DbResult<StorageRow> {
+        let options = match direction {
+            Direction::Import => DirectionOptions::Import(ImportOptions {
+                presign: self.presign,
+                presign_ttl: self.presign_ttl,
+                recursive_scan: self.recursive_scan,
+                deletion_policy: DeletionPolicy::parse(&self.deletion_policy).ok_or_else(|| {
+                    DbError::Corrupt(format!(
+                        "storage {}: deletion_policy {:?}",
+                        self.id, self.deletion_policy
+                    ))
+                })?,
+            }),
+            Direction::Export => DirectionOptions::Export(ExportOptions {
+                can_delete_objects: self.can_delete_objects,
+                export_format: ExportFormat::parse(&self.export_format).ok_or_else(|| {
+                    DbError::Corrupt(format!("storage {}: export_format {:?}", self.id, self.export_format))
+                })?,
+            }),
+        };
+        Ok(StorageRow {
+            id: self.id,
+            project_id: self.project_id,
+            kind: StorageKind::parse(&self.storage_type).ok_or_else(|| {
+                DbError::Corrupt(format!("storage {}: unknown type {:?}", self.id, self.storage_type))
+            })?,
+            settings: StorageSettings {
+                title: self.title,
+                description: self.description,
+                bucket: self.bucket,
+                prefix: self.prefix,
+                regex_filter: self.regex_filter,
+                use_blob_urls: self.use_blob_urls,
+                google_project_id: self.google_project_id,
+                credentials: self.credentials,
+                options,
+            },
+            state: SyncState {
+                status: self.status,
+                last_sync: self.last_sync,
+                last_sync_count: self.last_sync_count,
+                last_sync_job: self.last_sync_job,
+                traceback: self.traceback,
+                meta: self.meta,
+            },
+            sync_requested: self.sync_requested,
+            created_at: self.created_at,
+        })
+    }
 }
 
-/// What a finished or progressing sync writes on its storage.
-#[derive(Debug, Clone)]
-pub struct StorageStatus {
-    pub status: String,
-    pub last_sync: Option<String>,
-    pub last_sync_count: Option<i64>,
-    pub last_sync_job: Option<String>,
-    pub traceback: Option<String>,
-    pub meta: String,
+/// Binds a storage's settings, shared columns then the direction's own, in
+/// the order of [`SHARED_SETTINGS`] and [`own_settings`].
+macro_rules! bind_settings {
+    ($q:expr, $s:expr) => {{
+        let s: &StorageSettings = $s;
+        let q = $q
+            .bind(&s.title)
+            .bind(&s.description)
+            .bind(&s.bucket)
+            .bind(&s.prefix)
+            .bind(&s.regex_filter)
+            .bind(s.use_blob_urls)
+            .bind(&s.google_project_id)
+            .bind(&s.credentials);
+        match &s.options {
+            DirectionOptions::Import(o) => q
+                .bind(o.presign)
+                .bind(o.presign_ttl)
+                .bind(o.recursive_scan)
+                .bind(o.deletion_policy.as_str()),
+            DirectionOptions::Export(o) => q.bind(o.can_delete_objects).bind(o.export_format.as_str()),
+        }
+    }};
+}
+
+/// `$1, $2, …, $n`.
+fn numbered(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Db {
-    pub async fn create_import_storage(
+    /// Saves a new storage of `settings`' direction in `project_id`.
+    pub async fn create_storage(
         &self,
         project_id: i64,
-        storage_type: &str,
-        f: &ImportStorageFields,
-    ) -> DbResult<ImportStorageRow> {
+        kind: StorageKind,
+        settings: &StorageSettings,
+    ) -> DbResult<StorageRow> {
+        let direction = settings.direction();
+        let names: Vec<&str> = SHARED_SETTINGS.iter().chain(own_settings(direction)).copied().collect();
+        let n = names.len();
         let sql = format!(
-            "INSERT INTO import_storages (project_id, storage_type, title, description, bucket, prefix, regex_filter,
-             use_blob_urls, presign, presign_ttl, recursive_scan, google_project_id, credentials, deletion_policy, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {STORAGE_COLUMNS}"
+            "INSERT INTO {} ({}, project_id, storage_type, created_at) VALUES ({}) RETURNING {}",
+            table(direction),
+            names.join(", "),
+            numbered(1, n + 3),
+            columns(direction)
         );
         let at = now();
-        Ok(on_write!(self, p => sqlx::query_as::<_, ImportStorageRow>(&sql)
-            .bind(project_id).bind(storage_type).bind(&f.title).bind(&f.description).bind(&f.bucket)
-            .bind(&f.prefix).bind(&f.regex_filter).bind(f.use_blob_urls).bind(f.presign).bind(f.presign_ttl)
-            .bind(f.recursive_scan).bind(&f.google_project_id).bind(&f.credentials).bind(&f.deletion_policy).bind(&at)
-            .fetch_one(p).await)?)
+        let record = on_write!(self, p => bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings)
+            .bind(project_id).bind(kind.name()).bind(&at).fetch_one(p).await)?;
+        record.into_row(direction)
     }
 
-    pub async fn get_import_storage(&self, id: i64) -> DbResult<ImportStorageRow> {
-        let sql = format!("SELECT {STORAGE_COLUMNS} FROM import_storages WHERE id = $1");
-        not_found_if_none(
-            on_read!(self, p => sqlx::query_as::<_, ImportStorageRow>(&sql).bind(id).fetch_optional(p).await)?,
-        )
+    /// A storage, including an export storage whose project is gone (for its
+    /// job); the API lists only storages with a project.
+    pub async fn get_storage(&self, direction: Direction, id: i64) -> DbResult<StorageRow> {
+        let sql = format!("SELECT {} FROM {} WHERE id = $1", columns(direction), table(direction));
+        let record = on_read!(self, p => sqlx::query_as::<_, StorageRecord>(&sql).bind(id).fetch_optional(p).await)?;
+        not_found_if_none(record)?.into_row(direction)
     }
 
-    /// Storages of a type, of one project or all, in id order.
-    pub async fn list_import_storages(
+    /// Storages of one direction, of a kind (None: every kind) and of one
+    /// project (None: every project with one), in id order.
+    pub async fn list_storages(
         &self,
-        storage_type: Option<&str>,
+        direction: Direction,
+        kind: Option<StorageKind>,
         project_id: Option<i64>,
-    ) -> DbResult<Vec<ImportStorageRow>> {
-        let mut sql = format!("SELECT {STORAGE_COLUMNS} FROM import_storages WHERE 1 = 1");
+    ) -> DbResult<Vec<StorageRow>> {
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE project_id IS NOT NULL",
+            columns(direction),
+            table(direction)
+        );
         let mut n = 0;
-        if storage_type.is_some() {
+        if kind.is_some() {
             n += 1;
             sql.push_str(&format!(" AND storage_type = ${n}"));
         }
@@ -134,209 +255,113 @@ impl Db {
             sql.push_str(&format!(" AND project_id = ${n}"));
         }
         sql.push_str(" ORDER BY id");
-        on_read!(self, p => {
-            let mut q = sqlx::query_as::<_, ImportStorageRow>(&sql);
-            if let Some(t) = storage_type {
-                q = q.bind(t);
+        let records: Vec<StorageRecord> = on_read!(self, p => {
+            let mut q = sqlx::query_as::<_, StorageRecord>(&sql);
+            if let Some(k) = kind {
+                q = q.bind(k.name());
             }
             if let Some(id) = project_id {
                 q = q.bind(id);
             }
-            Ok(q.fetch_all(p).await?)
-        })
+            q.fetch_all(p).await
+        })?;
+        records.into_iter().map(|r| r.into_row(direction)).collect()
     }
 
-    pub async fn update_import_storage(&self, id: i64, f: &ImportStorageFields) -> DbResult<ImportStorageRow> {
+    /// Saves new settings (the direction is the storage's; a storage of a
+    /// deleted project cannot be changed). For an export storage whose
+    /// object names change (bucket, prefix or format), what was written
+    /// before no longer counts: every link is re-pointed and made dirty in
+    /// the same transaction, and the job writes them to the new place
+    /// (objects in the old place stay).
+    pub async fn update_storage(&self, id: i64, settings: &StorageSettings) -> DbResult<StorageRow> {
+        let direction = settings.direction();
+        let names: Vec<&str> = SHARED_SETTINGS.iter().chain(own_settings(direction)).copied().collect();
+        let assignments: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 1))
+            .collect();
         let sql = format!(
-            "UPDATE import_storages SET title = $1, description = $2, bucket = $3, prefix = $4, regex_filter = $5,
-             use_blob_urls = $6, presign = $7, presign_ttl = $8, recursive_scan = $9, google_project_id = $10,
-             credentials = $11, deletion_policy = $12 WHERE id = $13 RETURNING {STORAGE_COLUMNS}"
+            "UPDATE {} SET {} WHERE id = ${} AND project_id IS NOT NULL RETURNING {}",
+            table(direction),
+            assignments.join(", "),
+            names.len() + 1,
+            columns(direction)
         );
-        not_found_if_none(on_write!(self, p => sqlx::query_as::<_, ImportStorageRow>(&sql)
-            .bind(&f.title).bind(&f.description).bind(&f.bucket).bind(&f.prefix).bind(&f.regex_filter)
-            .bind(f.use_blob_urls).bind(f.presign).bind(f.presign_ttl).bind(f.recursive_scan)
-            .bind(&f.google_project_id).bind(&f.credentials).bind(&f.deletion_policy).bind(id)
-            .fetch_optional(p).await)?)
+        let moved = direction == Direction::Export
+            && settings.moves_objects_from(&self.get_storage(direction, id).await?.settings);
+        let record = on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if record.is_some() && moved {
+                crate::repoint_export_links!(tx, id);
+            }
+            tx.commit().await?;
+            Ok::<_, DbError>(record)
+        })?;
+        not_found_if_none(record)?.into_row(direction)
     }
 
-    /// Deletes the storage and its links; its tasks stay (as Label Studio).
-    pub async fn delete_import_storage(&self, id: i64) -> DbResult<()> {
-        let n = on_write!(self, p => sqlx::query("DELETE FROM import_storages WHERE id = $1").bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    /// Deletes a storage and its bookkeeping (links, queued deletions).
+    /// Import: its tasks stay (as Label Studio). Export: its objects stay.
+    pub async fn delete_storage(&self, direction: Direction, id: i64) -> DbResult<()> {
+        let sql = format!("DELETE FROM {} WHERE id = $1", table(direction));
+        let n = on_write!(self, p => sqlx::query(&sql).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         if n == 0 {
             return Err(DbError::NotFound);
         }
         Ok(())
     }
 
-    pub async fn set_storage_status(&self, id: i64, s: &StorageStatus) -> DbResult<()> {
-        let sql = "UPDATE import_storages SET status = $1, last_sync = $2, last_sync_count = $3, last_sync_job = $4,
-                   traceback = $5, meta = $6 WHERE id = $7";
-        on_write!(self, p => sqlx::query(sql).bind(&s.status).bind(&s.last_sync).bind(s.last_sync_count)
+    /// Records a sync's status, progress or result on its storage.
+    pub async fn set_storage_state(&self, direction: Direction, id: i64, s: &SyncState) -> DbResult<()> {
+        let sql = format!(
+            "UPDATE {} SET status = $1, last_sync = $2, last_sync_count = $3, last_sync_job = $4,
+             traceback = $5, meta = $6 WHERE id = $7",
+            table(direction)
+        );
+        on_write!(self, p => sqlx::query(&sql).bind(&s.status).bind(&s.last_sync).bind(s.last_sync_count)
             .bind(&s.last_sync_job).bind(&s.traceback).bind(&s.meta).bind(id).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
-    /// Queues a sync job for a storage and marks it `queued`, in one
-    /// transaction; None (and no change) when one is already queued or
-    /// running.
-    pub async fn enqueue_storage_sync(
-        &self,
-        storage_id: i64,
-        kind: &str,
-        dedup_key: &str,
-        payload: &str,
-        meta: &str,
-    ) -> DbResult<Option<i64>> {
+    /// Asks for a sync, in one transaction: the storage becomes `queued`
+    /// with `meta` and its job is queued. At most one job per storage is
+    /// queued or running (dedup key); what a second request does depends on
+    /// the direction:
+    ///
+    /// * import: nothing (the sync queued or running covers it); returns
+    ///   the new job's id, or None when one was already there;
+    /// * export: a running job is told to run again and the next run is a
+    ///   full sync (`sync_requested`); a waiting one is made due now;
+    ///   returns None.
+    pub async fn request_sync(&self, direction: Direction, id: i64, meta: &str) -> DbResult<Option<i64>> {
+        match direction {
+            Direction::Import => self.enqueue_import_sync(id, meta).await,
+            Direction::Export => self.request_export_sync(id, meta).await.map(|()| None),
+        }
+    }
+
+    async fn enqueue_import_sync(&self, storage_id: i64, meta: &str) -> DbResult<Option<i64>> {
         let at = now();
+        let direction = Direction::Import;
         on_write!(self, p => {
             let mut tx = p.begin().await?;
             let job: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO jobs (kind, dedup_key, payload, status, run_after, created_at, updated_at)
                  VALUES ($1, $2, $3, 'queued', $4, $4, $4) ON CONFLICT DO NOTHING RETURNING id")
-                .bind(kind).bind(dedup_key).bind(payload).bind(&at).fetch_optional(&mut *tx).await?;
+                .bind(direction.job_kind()).bind(direction.dedup_key(storage_id))
+                .bind(Direction::payload(storage_id)).bind(&at).fetch_optional(&mut *tx).await?;
             if let Some(id) = job {
                 sqlx::query("UPDATE import_storages SET status = 'queued', traceback = NULL, meta = $1, last_sync_job = $2 WHERE id = $3")
                     .bind(meta).bind(id.to_string()).bind(storage_id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(job)
-        })
-    }
-
-    /// Links of a storage with `after < object_key <= upto` (None: open end),
-    /// in key order: what a listing page is compared with.
-    pub async fn links_in_range(
-        &self,
-        storage_id: i64,
-        after: Option<&str>,
-        upto: Option<&str>,
-    ) -> DbResult<Vec<LinkState>> {
-        let mut sql = String::from(
-            "SELECT object_key, row_index, generation, etag, task_id, object_exists FROM import_storage_links
-             WHERE storage_id = $1",
-        );
-        let mut n = 1;
-        if after.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND object_key > ${n}"));
-        }
-        if upto.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND object_key <= ${n}"));
-        }
-        sql.push_str(" ORDER BY object_key, row_index");
-        on_read!(self, p => {
-            let mut q = sqlx::query_as::<_, LinkState>(&sql).bind(storage_id);
-            if let Some(a) = after {
-                q = q.bind(a);
-            }
-            if let Some(u) = upto {
-                q = q.bind(u);
-            }
-            Ok(q.fetch_all(p).await?)
-        })
-    }
-
-    /// Links of one object, by row index.
-    pub async fn links_of_object(&self, storage_id: i64, key: &str) -> DbResult<Vec<LinkState>> {
-        let sql = "SELECT object_key, row_index, generation, etag, task_id, object_exists FROM import_storage_links
-                   WHERE storage_id = $1 AND object_key = $2 ORDER BY row_index";
-        Ok(on_read!(self, p => sqlx::query_as::<_, LinkState>(sql).bind(storage_id).bind(key).fetch_all(p).await)?)
-    }
-
-    /// Marks an object's links present or missing (`flag` policy).
-    pub async fn set_object_exists(&self, storage_id: i64, key: &str, exists: bool) -> DbResult<u64> {
-        let sql = "UPDATE import_storage_links SET object_exists = $1 WHERE storage_id = $2 AND object_key = $3";
-        Ok(
-            on_write!(self, p => sqlx::query(sql).bind(exists).bind(storage_id).bind(key).execute(p).await.map(|r| r.rows_affected()))?,
-        )
-    }
-
-    /// Flags the links of `key` with `row_index >= from_row` as missing.
-    pub async fn flag_rows_from(&self, storage_id: i64, key: &str, from_row: i64) -> DbResult<u64> {
-        let sql = "UPDATE import_storage_links SET object_exists = FALSE
-                   WHERE storage_id = $1 AND object_key = $2 AND row_index >= $3";
-        Ok(
-            on_write!(self, p => sqlx::query(sql).bind(storage_id).bind(key).bind(from_row).execute(p).await.map(|r| r.rows_affected()))?,
-        )
-    }
-
-    /// Replaces the data of existing tasks of an object whose content
-    /// changed and, when given, records the object's generation and etag on
-    /// all its links.
-    pub async fn update_linked_tasks(
-        &self,
-        storage_id: i64,
-        key: &str,
-        generation: Option<(i64, &str)>,
-        updates: &[(i64, String)],
-    ) -> DbResult<()> {
-        let at = now();
-        on_write!(self, p => {
-            let mut tx = p.begin().await?;
-            for (task_id, data) in updates {
-                sqlx::query("UPDATE tasks SET data = $1, updated_at = $2 WHERE id = $3")
-                    .bind(data).bind(&at).bind(*task_id).execute(&mut *tx).await?;
-            }
-            if let Some((generation, etag)) = generation {
-                sqlx::query("UPDATE import_storage_links SET generation = $1, etag = $2, object_exists = TRUE
-                             WHERE storage_id = $3 AND object_key = $4")
-                    .bind(generation).bind(etag).bind(storage_id).bind(key).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    /// Deletes the tasks linked to `key` (only rows with `row_index >=
-    /// from_row`) that have no annotations; flags the annotated ones as
-    /// missing. Returns (deleted, flagged).
-    pub async fn remove_unannotated_linked_tasks(
-        &self,
-        storage_id: i64,
-        key: &str,
-        from_row: i64,
-    ) -> DbResult<(u64, u64)> {
-        let ids_sql = "SELECT t.id, t.project_id, t.total_predictions FROM tasks t JOIN import_storage_links l ON l.task_id = t.id
-                       WHERE l.storage_id = $1 AND l.object_key = $2 AND l.row_index >= $3
-                       AND t.total_annotations = 0 AND t.cancelled_annotations = 0";
-        on_write!(self, p => {
-            let mut tx = p.begin().await?;
-            let doomed: Vec<(i64, i64, i64)> = sqlx::query_as(ids_sql).bind(storage_id).bind(key).bind(from_row)
-                .fetch_all(&mut *tx).await?;
-            for (task_id, project_id, predictions) in &doomed {
-                sqlx::query("DELETE FROM tasks WHERE id = $1").bind(*task_id).execute(&mut *tx).await?;
-                sqlx::query(crate::tasks::APPLY_PROJECT_DELTA).bind(-1i64).bind(0i64).bind(0i64).bind(0i64)
-                    .bind(-*predictions).bind(0i64).bind(*project_id).execute(&mut *tx).await?;
-            }
-            let flagged = sqlx::query("UPDATE import_storage_links SET object_exists = FALSE
-                                       WHERE storage_id = $1 AND object_key = $2 AND row_index >= $3")
-                .bind(storage_id).bind(key).bind(from_row).execute(&mut *tx).await?.rows_affected();
-            tx.commit().await?;
-            Ok((doomed.len() as u64, flagged))
-        })
-    }
-
-    /// How many tasks a storage has made (for `meta`).
-    pub async fn count_links(&self, storage_id: i64) -> DbResult<i64> {
-        let sql = "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1";
-        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(storage_id).fetch_one(p).await)?)
-    }
-
-    /// Storage link facts of tasks (for rendering): (task_id, key, exists).
-    pub async fn links_of_tasks(&self, task_ids: &[i64]) -> DbResult<Vec<(i64, String, bool)>> {
-        if task_ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let list = crate::placeholders(&self.pool, 1, task_ids.len());
-        let sql =
-            format!("SELECT task_id, object_key, object_exists FROM import_storage_links WHERE task_id IN {list}");
-        on_read!(self, p => {
-            let mut q = sqlx::query_as::<_, (i64, String, bool)>(&sql);
-            for id in task_ids {
-                q = q.bind(*id);
-            }
-            Ok(q.fetch_all(p).await?)
         })
     }
 }

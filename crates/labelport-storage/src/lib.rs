@@ -10,6 +10,9 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use connect::{check_settings, StorageEnv};
+
+pub mod connect;
 pub mod credentials;
 pub mod gcs;
 pub mod memory;

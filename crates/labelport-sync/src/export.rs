@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use labelport_db::export_storages::{DirtyLink, ExportStorageRow, ExportedLink};
+use labelport_db::export_storages::{DirtyLink, ExportedLink};
+use labelport_db::StorageRow;
 use labelport_db::{Db, DbError, UserRow};
 use labelport_storage::{ObjectStore, StorageError};
 use labelport_views::{first_data_key, storage_annotation_json, storage_task_json, ViewError};
@@ -26,26 +27,7 @@ const CONCURRENCY: usize = 32;
 /// Failures listed by name in the storage's traceback.
 const MAX_LISTED_ERRORS: usize = 100;
 
-/// How objects are named and what they hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    /// `<prefix>/<annotation id>`: the annotation with its task nested.
-    Annotation,
-    /// `<prefix>/<task id>.json`: the task with all its annotations.
-    Task,
-}
-
-impl ExportFormat {
-    pub const NAMES: [&'static str; 2] = ["annotation", "task"];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "annotation" => Some(ExportFormat::Annotation),
-            "task" => Some(ExportFormat::Task),
-            _ => None,
-        }
-    }
-}
+pub use labelport_domain::storage::ExportFormat;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExportReport {
@@ -101,7 +83,7 @@ struct Upload {
 pub struct ExportEngine<'a, S: ObjectStore> {
     db: &'a Db,
     store: &'a S,
-    storage: &'a ExportStorageRow,
+    storage: &'a StorageRow,
     format: ExportFormat,
     progress: watch::Sender<ExportReport>,
     stop: Arc<AtomicBool>,
@@ -112,7 +94,7 @@ impl<'a, S: ObjectStore> ExportEngine<'a, S> {
     pub fn new(
         db: &'a Db,
         store: &'a S,
-        storage: &'a ExportStorageRow,
+        storage: &'a StorageRow,
         progress: watch::Sender<ExportReport>,
         stop: Arc<AtomicBool>,
     ) -> Self {
@@ -120,7 +102,7 @@ impl<'a, S: ObjectStore> ExportEngine<'a, S> {
             db,
             store,
             storage,
-            format: ExportFormat::parse(&storage.export_format).unwrap_or(ExportFormat::Annotation),
+            format: storage.settings.export().map(|o| o.export_format).unwrap_or_default(),
             progress,
             stop,
             report: ExportReport::default(),

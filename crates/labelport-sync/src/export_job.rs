@@ -13,9 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use labelport_db::export_storages::ExportStorageRow;
-use labelport_db::storages::StorageStatus;
-use labelport_db::{Db, DbError};
+use labelport_db::{Db, StorageRow};
+use labelport_domain::storage::Direction;
 use labelport_jobs::{JobContext, JobOutcome};
 use labelport_storage::ObjectStore;
 use serde_json::{Map, Value};
@@ -24,51 +23,26 @@ use tokio::sync::watch;
 pub use labelport_db::export_storages::EXPORT_SYNC;
 
 use crate::export::{ExportEngine, ExportError, ExportReport};
-use crate::job::{error_list, meta_map, meta_time, spawn_progress_writer, StorageEnv};
-
-fn status(row: &ExportStorageRow, status: &str, meta: &Map<String, Value>) -> StorageStatus {
-    StorageStatus {
-        status: status.to_owned(),
-        last_sync: row.last_sync.clone(),
-        last_sync_count: row.last_sync_count,
-        last_sync_job: row.last_sync_job.clone(),
-        traceback: row.traceback.clone(),
-        meta: Value::Object(meta.clone()).to_string(),
-    }
-}
-
-fn retry(e: impl std::fmt::Display, attempts: i64) -> JobOutcome {
-    JobOutcome::Retry {
-        error: e.to_string(),
-        after: Duration::from_secs(2u64.pow(attempts.clamp(1, 6) as u32)),
-    }
-}
+use crate::job::StorageEnv;
+use crate::run::{error_list, retry, storage_of_job, SyncRun};
 
 fn error_text(report: &ExportReport) -> String {
     error_list(&report.errors, report.failed as usize)
 }
 
-/// Runs an export job against GCS.
+/// Runs an export job: a full sync when one was asked for, else a
+/// background run.
 pub async fn run_export_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
-    let storage_id = serde_json::from_str::<Value>(&ctx.job.payload)
-        .ok()
-        .and_then(|v| v["storage_id"].as_i64())
-        .unwrap_or_default();
-    let row = match ctx.db.get_export_storage(storage_id).await {
-        Ok(r) => r,
-        Err(DbError::NotFound) => return JobOutcome::Done, // deleted meanwhile
-        Err(e) => return retry(e, ctx.job.attempts),
+    let row = match storage_of_job(&ctx, Direction::Export).await {
+        Ok(row) => row,
+        Err(outcome) => return outcome,
     };
-    let store = env.gcs_bucket(&row.bucket, row.credentials.as_deref()).await;
-    let full =
-        (row.sync_requested || matches!(row.status.as_str(), "queued" | "in_progress")) && row.project_id.is_some();
+    let store = env.connect(row.kind, &row.settings).await;
+    let full = (row.sync_requested || row.state.is_active()) && row.project_id.is_some();
     match store {
         Ok(store) if full => full_sync(&ctx, &row, &store).await,
         Ok(store) => background(&ctx, &row, &store).await,
-        Err(e) if full => {
-            let started = Instant::now();
-            fail(&ctx.db, &row, meta_map(&row.meta), started, &e.to_string(), None).await
-        }
+        Err(e) if full => SyncRun::new(&ctx, &row).fail(&e.to_string(), None).await,
         Err(e) => match give_up_on_orphan(&ctx, &row, &e.to_string()).await {
             Some(outcome) => outcome,
             None => retry(e, ctx.job.attempts),
@@ -82,7 +56,7 @@ pub const ORPHAN_GIVE_UP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// For a storage whose project is gone and whose deletions still fail:
 /// gives it up once they have been failing for [`ORPHAN_GIVE_UP`].
-async fn give_up_on_orphan(ctx: &JobContext, row: &ExportStorageRow, error: &str) -> Option<JobOutcome> {
+async fn give_up_on_orphan(ctx: &JobContext, row: &StorageRow, error: &str) -> Option<JobOutcome> {
     if row.project_id.is_some() {
         return None;
     }
@@ -93,7 +67,7 @@ async fn give_up_on_orphan(ctx: &JobContext, row: &ExportStorageRow, error: &str
         Ok(Some(left)) => {
             tracing::warn!(
                 storage.id = row.id,
-                bucket = %row.bucket,
+                bucket = %row.settings.bucket,
                 objects_left = left,
                 "export storage of a deleted project given up after {} days of failing deletions; \
                  its objects stay in the bucket. Last error: {error}",
@@ -109,7 +83,7 @@ async fn give_up_on_orphan(ctx: &JobContext, row: &ExportStorageRow, error: &str
 /// Writes what is dirty and deletes what is queued; a storage whose project
 /// is gone is dropped once its deletions are done, or given up after
 /// [`ORPHAN_GIVE_UP`] of failures.
-pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
+pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store: &S) -> JobOutcome {
     let started = Instant::now();
     let (tx, _rx) = watch::channel(ExportReport::default());
     let result = ExportEngine::new(&ctx.db, store, row, tx, ctx.stop.clone()).run().await;
@@ -155,40 +129,15 @@ pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow
     JobOutcome::Done
 }
 
-async fn fail(
-    db: &Db,
-    row: &ExportStorageRow,
-    mut meta: Map<String, Value>,
-    started: Instant,
-    message: &str,
-    written: Option<i64>,
-) -> JobOutcome {
-    meta.insert("time_failure".into(), meta_time().into());
-    meta.insert("duration".into(), started.elapsed().as_secs_f64().into());
-    let mut s = status(row, "failed", &meta);
-    s.traceback = Some(message.to_owned());
-    if written.is_some() {
-        s.last_sync_count = written;
-    }
-    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
-        tracing::error!(storage.id = row.id, "could not record the failure: {e}");
-    }
-    tracing::warn!(storage.id = row.id, "export sync failed: {message}");
-    JobOutcome::Failed(message.to_owned())
+fn progress(report: &ExportReport) -> (i64, Map<String, Value>) {
+    (report.written as i64, Map::new())
 }
 
 /// A full sync with Label Studio's status machine and progress.
-pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow, store: &S) -> JobOutcome {
+pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store: &S) -> JobOutcome {
     let db = &ctx.db;
-    let started = Instant::now();
-    let mut meta = meta_map(&row.meta);
-    meta.insert("attempts".into(), ctx.job.attempts.into());
-    meta.insert("time_in_progress".into(), meta_time().into());
-    meta.insert("time_last_ping".into(), meta_time().into());
-    let mut s = status(row, "in_progress", &meta);
-    s.traceback = None;
-    s.last_sync_job = Some(ctx.job.id.to_string());
-    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
+    let mut run = SyncRun::new(ctx, row);
+    if let Err(e) = run.start(ctx.job.attempts).await {
         return retry(e, ctx.job.attempts);
     }
     if let Err(e) = db.take_export_sync_request(row.id).await {
@@ -201,28 +150,10 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow,
         Ok((total, _)) => total,
         Err(e) => return retry(e, ctx.job.attempts),
     };
-    meta.insert("total_annotations".into(), total.into());
+    run.meta.insert("total_annotations".into(), total.into());
 
     let (tx, rx) = watch::channel(ExportReport::default());
-    let writer = {
-        let (db, row, meta) = (db.clone(), row.clone(), meta.clone());
-        let job_id = ctx.job.id.to_string();
-        spawn_progress_writer(rx, move |report: ExportReport| {
-            let mut m = meta.clone();
-            m.insert("time_last_ping".into(), meta_time().into());
-            m.insert("duration".into(), started.elapsed().as_secs_f64().into());
-            let mut s = status(&row, "in_progress", &m);
-            s.traceback = None;
-            s.last_sync_job = Some(job_id.clone());
-            s.last_sync_count = Some(report.written as i64);
-            let (db, id) = (db.clone(), row.id);
-            async move {
-                if let Err(e) = db.set_export_storage_status(id, &s).await {
-                    tracing::warn!(storage.id = id, "progress write failed: {e}");
-                }
-            }
-        })
-    };
+    let writer = run.spawn_progress(rx, progress);
     let result = ExportEngine::new(db, store, row, tx, ctx.stop.clone()).run().await;
     writer.abort();
     let _ = writer.await;
@@ -236,51 +167,31 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &ExportStorageRow,
                 message.push('\n');
                 message.push_str(&error_text(&report));
             }
-            return fail(db, row, meta, started, &message, Some(report.written as i64)).await;
+            return run.fail(&message, Some(report.written as i64)).await;
         }
         Err((e, _)) => return retry(e, ctx.job.attempts),
     };
-    meta.insert("time_completed".into(), meta_time().into());
-    meta.insert("time_last_ping".into(), meta_time().into());
-    meta.insert("duration".into(), started.elapsed().as_secs_f64().into());
-    meta.insert("objects_deleted".into(), report.deleted.into());
-    let with_errors = report.failed > 0;
-    if with_errors {
-        meta.insert("annotations_failed".into(), report.failed.into());
+    run.meta.insert("objects_deleted".into(), report.deleted.into());
+    if report.failed > 0 {
+        run.meta.insert("annotations_failed".into(), report.failed.into());
     } else {
-        meta.remove("annotations_failed");
+        run.meta.remove("annotations_failed");
     }
-    let mut s = status(
-        row,
-        if with_errors {
-            "completed_with_errors"
-        } else {
-            "completed"
-        },
-        &meta,
-    );
-    s.last_sync = Some(labelport_db::now());
-    s.last_sync_count = Some(report.written as i64);
-    s.last_sync_job = Some(ctx.job.id.to_string());
-    s.traceback = with_errors.then(|| {
+    let errors = (report.failed > 0).then(|| {
         format!(
             "{} objects were not written (they are retried on the next sync):\n{}",
             report.failed,
             error_text(&report)
         )
     });
-    if let Err(e) = db.set_export_storage_status(row.id, &s).await {
-        return retry(e, ctx.job.attempts);
-    }
-    tracing::info!(
-        storage.id = row.id,
-        written = report.written,
-        deleted = report.deleted,
-        failed = report.failed,
-        "export sync finished in {:.3} s",
-        started.elapsed().as_secs_f64()
+    let summary = format!(
+        "{} objects written, {} deleted, {} failed",
+        report.written, report.deleted, report.failed
     );
-    JobOutcome::Done
+    match run.complete(report.written as i64, errors, &summary).await {
+        JobOutcome::Retry { error, .. } => retry(error, ctx.job.attempts),
+        outcome => outcome,
+    }
 }
 
 /// How often [`spawn_export_requeuer`] looks for export work left behind.

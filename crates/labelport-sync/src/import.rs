@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use labelport_db::storages::LinkState;
+use labelport_db::import_links::LinkState;
 use labelport_db::tasks::LinkSpec;
 use labelport_db::{Db, DbError};
 use labelport_domain::import::{parse_task_element, NewTask};
@@ -31,29 +31,7 @@ use tokio::sync::watch;
 
 use crate::readers::{read_rows, FileFormat};
 
-/// What happens to tasks whose object (or row) left the bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletionPolicy {
-    /// Tasks stay as they are (Label Studio's behaviour; the default).
-    Keep,
-    /// Tasks stay; their links are flagged `object_exists = false`.
-    Flag,
-    /// Tasks without annotations are deleted; annotated ones are flagged.
-    DeleteUnannotated,
-}
-
-impl DeletionPolicy {
-    pub const NAMES: [&'static str; 3] = ["keep", "flag", "delete"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "keep" => Some(Self::Keep),
-            "flag" => Some(Self::Flag),
-            "delete" => Some(Self::DeleteUnannotated),
-            _ => None,
-        }
-    }
-}
+pub use labelport_domain::storage::{compile_filter, normalize_prefix, DeletionPolicy};
 
 /// A storage's sync settings, already validated.
 #[derive(Debug, Clone)]
@@ -70,28 +48,6 @@ pub struct ImportSettings {
     pub use_blob_urls: bool,
     pub policy: DeletionPolicy,
     pub user_id: i64,
-}
-
-/// Prefix as Label Studio normalises it: stripped of `/` at both ends, then
-/// one trailing `/` (empty stays empty).
-pub fn normalize_prefix(prefix: &str) -> String {
-    let p = prefix.trim().trim_matches('/');
-    if p.is_empty() {
-        String::new()
-    } else {
-        format!("{p}/")
-    }
-}
-
-/// Compiles a `regex_filter` to match at the start of the name (Python's
-/// `re.match`); empty means no filter.
-pub fn compile_filter(filter: &str) -> Result<Option<Regex>, String> {
-    if filter.is_empty() {
-        return Ok(None);
-    }
-    Regex::new(&format!("^(?:{filter})"))
-        .map(Some)
-        .map_err(|e| format!("regex_filter is not a valid regular expression: {e}"))
 }
 
 /// Counters of a sync, reported while it runs and at the end.

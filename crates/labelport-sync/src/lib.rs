@@ -8,6 +8,21 @@ pub mod export_job;
 pub mod import;
 pub mod job;
 pub mod readers;
+pub mod run;
+
+/// The job workers of a process, with every job kind of this crate, woken
+/// by `notify` when a job is queued (the API holds the same `Notify`).
+/// Used by `labelport serve`/`worker`, the test kit and the benchmarks.
+pub fn workers(
+    db: labelport_db::Db,
+    env: job::StorageEnv,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    config: labelport_jobs::WorkerConfig,
+) -> labelport_jobs::Workers {
+    let mut w = register_jobs(labelport_jobs::Workers::new(db, config), env);
+    w.notify = notify;
+    w
+}
 
 /// Registers every job kind of this crate on `workers`.
 pub fn register_jobs(workers: labelport_jobs::Workers, env: job::StorageEnv) -> labelport_jobs::Workers {

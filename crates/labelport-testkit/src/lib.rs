@@ -227,8 +227,7 @@ impl TestApp {
             poll: Duration::from_millis(100),
             max_attempts: 5,
         };
-        let mut workers = labelport_sync::register_jobs(labelport_jobs::Workers::new(test_db.db.clone(), config), env);
-        workers.notify = state.jobs_notify.clone();
+        let workers = labelport_sync::workers(test_db.db.clone(), env, state.jobs_notify.clone(), config);
         let worker_handles = workers.spawn(worker_count);
         let server = tokio::spawn(labelport_api::serve(listener, state, async {
             let _ = stop_rx.await;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use labelport_domain::storage::Direction;
 use labelport_testkit::{backends, FakeGcs, FaultProxy, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -793,11 +794,14 @@ async fn a_deleted_projects_storage_whose_deletions_keep_failing_is_given_up_aft
         assert_eq!(s, StatusCode::NO_CONTENT);
         app.run_jobs().await;
         // Failed, to be retried: the storage waits, unlisted, with its queue.
-        assert!(app.db().get_export_storage(id).await.is_ok());
+        assert!(app.db().get_storage(Direction::Export, id).await.is_ok());
         let due_now = "UPDATE jobs SET run_after = '2000-01-01T00:00:00.000000Z' WHERE status = 'queued'";
         exec(&app, due_now).await;
         app.run_jobs().await;
-        assert!(app.db().get_export_storage(id).await.is_ok(), "given up too early");
+        assert!(
+            app.db().get_storage(Direction::Export, id).await.is_ok(),
+            "given up too early"
+        );
 
         // A week of failures later, the next failing run gives it up.
         exec(
@@ -810,7 +814,7 @@ async fn a_deleted_projects_storage_whose_deletions_keep_failing_is_given_up_aft
         exec(&app, due_now).await;
         app.run_jobs().await;
         assert!(matches!(
-            app.db().get_export_storage(id).await,
+            app.db().get_storage(Direction::Export, id).await,
             Err(labelport_db::DbError::NotFound)
         ));
         assert_eq!(app.db().requeue_pending_exports().await.unwrap(), 0);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use labelport_domain::storage::Direction;
 use labelport_testkit::{backends, FakeGcs, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -173,7 +174,13 @@ async fn storage_crud_validation_and_secrets() {
             (Some("t2"), Some(false), Some("d"))
         );
         assert_eq!(
-            app.db().get_import_storage(id).await.unwrap().credentials.as_deref(),
+            app.db()
+                .get_storage(Direction::Import, id)
+                .await
+                .unwrap()
+                .settings
+                .credentials
+                .as_deref(),
             Some(secret_key),
             "PATCH keeps the key"
         );

@@ -1,19 +1,24 @@
 //! JSON shapes of resources, as Label Studio returns them: shared by the
 //! API's responses and by what export storages write to buckets.
+//!
+//! Views render rows they are given; they never read the database (the
+//! `labelport-db` dependency is for its row types only), so the caller
+//! decides what is read, and how many queries a page costs.
 
 use std::collections::HashMap;
 
-use labelport_db::{AnnotationRow, Db, DbError, PredictionRow, ProjectCounts, ProjectRow, TaskRow, UserRow};
+use labelport_db::{AnnotationRow, PredictionRow, ProjectCounts, ProjectRow, StorageRow, TaskRow, UserRow};
+use labelport_domain::storage::{DirectionOptions, SyncState};
 use labelport_domain::task_data::show_undefined_under;
 use labelport_domain::LabelConfig;
 use serde_json::{json, Map, Value};
 
+/// Why a row could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
+    /// A JSON column (task data, result, meta, settings) does not parse.
     #[error("corrupt JSON column: {0}")]
     CorruptJson(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
 }
 
 type ApiError = ViewError;
@@ -204,28 +209,34 @@ pub fn task_json(
     Ok(out)
 }
 
-/// Tasks with their annotations and predictions (two queries), as the
-/// JSON export shows them: stored URIs, `$undefined$` under `first_key`.
-pub async fn tasks_with_children(db: &Db, rows: &[TaskRow], first_key: Option<&str>) -> Result<Vec<Value>, ViewError> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut annotations: HashMap<i64, Vec<Value>> = HashMap::new();
-    for a in db.annotations_of_tasks(&ids).await? {
-        annotations
-            .entry(a.task_id)
-            .or_default()
-            .push(annotation_json(&a, None)?);
+/// Tasks with their annotations and predictions (the caller reads those of
+/// `rows`, e.g. with `Db::annotations_of_tasks` and `predictions_of_tasks`;
+/// rows of other tasks are ignored), as the JSON export shows them: stored
+/// URIs, `$undefined$` under `first_key`, children in the order given.
+pub fn tasks_with_children(
+    rows: &[TaskRow],
+    annotations: &[AnnotationRow],
+    predictions: &[PredictionRow],
+    first_key: Option<&str>,
+) -> Result<Vec<Value>, ViewError> {
+    let mut by_task: HashMap<i64, Vec<Value>> = HashMap::new();
+    for a in annotations {
+        by_task.entry(a.task_id).or_default().push(annotation_json(a, None)?);
     }
-    let mut predictions: HashMap<i64, Vec<Value>> = HashMap::new();
-    for p in db.predictions_of_tasks(&ids).await? {
-        predictions.entry(p.task_id).or_default().push(prediction_json(&p)?);
+    let mut predictions_by_task: HashMap<i64, Vec<Value>> = HashMap::new();
+    for p in predictions {
+        predictions_by_task
+            .entry(p.task_id)
+            .or_default()
+            .push(prediction_json(p)?);
     }
     rows.iter()
         .map(|r| {
             task_json(
                 r,
                 first_key,
-                Some(annotations.remove(&r.id).unwrap_or_default()),
-                Some(predictions.remove(&r.id).unwrap_or_default()),
+                Some(by_task.remove(&r.id).unwrap_or_default()),
+                Some(predictions_by_task.remove(&r.id).unwrap_or_default()),
             )
         })
         .collect()
@@ -279,4 +290,48 @@ pub fn storage_task_json(
     }
     let predictions = predictions.iter().map(prediction_json).collect::<Result<Vec<_>, _>>()?;
     task_json(task, first_key, Some(list), Some(predictions))
+}
+
+/// A storage as Label Studio shows it (`/api/storages/<type>/<id>` and
+/// `/api/storages/export/<type>/<id>`), in `state` (the row's own, or one
+/// the caller corrected): the shared fields, then the direction's own. The
+/// credentials never appear.
+pub fn storage_json(row: &StorageRow, state: &SyncState) -> Result<Value, ViewError> {
+    let s = &row.settings;
+    let mut out = json!({
+        "id": row.id,
+        "type": row.kind.name(),
+        "synchronizable": true,
+        "bucket": s.bucket,
+        "prefix": s.prefix,
+        "regex_filter": s.regex_filter,
+        "use_blob_urls": s.use_blob_urls,
+        "google_project_id": s.google_project_id,
+        "last_sync": state.last_sync,
+        "last_sync_count": state.last_sync_count,
+        "last_sync_job": state.last_sync_job,
+        "status": state.status,
+        "traceback": state.traceback,
+        "meta": stored_json(&state.meta)?,
+        "title": s.title,
+        "description": s.description,
+        "created_at": row.created_at,
+        "project": row.project_id,
+    });
+    let own = match &s.options {
+        DirectionOptions::Import(o) => json!({
+            "presign": o.presign,
+            "presign_ttl": o.presign_ttl,
+            "recursive_scan": o.recursive_scan,
+            "deletion_policy": o.deletion_policy.as_str(),
+        }),
+        DirectionOptions::Export(o) => json!({
+            "can_delete_objects": o.can_delete_objects,
+            "export_format": o.export_format.as_str(),
+        }),
+    };
+    if let (Value::Object(out), Value::Object(own)) = (&mut out, own) {
+        out.extend(own);
+    }
+    Ok(out)
 }

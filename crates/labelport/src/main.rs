@@ -1,9 +1,7 @@
-//! `labelport`: the one binary. Subcommands: `serve`, `migrate`, `user`, `bench`.
+//! `labelport`: the one binary. Subcommands: `serve`, `worker`, `migrate`,
+//! `user`. (Benchmarks are a binary of their own, `labelport-bench`, so the
+//! server ships no test harness.)
 
-mod bench;
-mod bench_export;
-mod bench_media;
-mod bench_sync;
 mod config;
 
 use std::net::SocketAddr;
@@ -41,14 +39,6 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
-    /// Measure import and task-list speed on a fresh database; prints figures.
-    Bench(bench::BenchArgs),
-    /// Measure storage import sync speed and memory; prints figures.
-    BenchSync(bench_sync::BenchSyncArgs),
-    /// Measure media resolution (proxy latency and throughput, signing); prints figures.
-    BenchMedia(bench_media::BenchMediaArgs),
-    /// Measure export storage speed and annotation save latency; prints figures.
-    BenchExport(bench_export::BenchExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,9 +93,7 @@ fn workers(state: &AppState) -> labelport_jobs::Workers {
         config.lease = std::time::Duration::from_secs(secs.max(1));
         config.heartbeat = config.lease / 4;
     }
-    let mut w = labelport_sync::register_jobs(labelport_jobs::Workers::new(state.db.clone(), config), env);
-    w.notify = state.jobs_notify.clone();
-    w
+    labelport_sync::workers(state.db.clone(), env, state.jobs_notify.clone(), config)
 }
 
 #[derive(Subcommand)]
@@ -313,10 +301,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user(action).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchSync(args) => bench_sync::run(args).await,
-        Command::BenchMedia(args) => bench_media::run(args).await,
-        Command::BenchExport(args) => bench_export::run(args).await,
     }
 }
 
@@ -327,6 +311,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The server users run carries no test harness: the test kit is a
+    /// dev-dependency only (the benchmarks are `labelport-bench`).
+    #[test]
+    fn the_server_depends_on_no_test_code() {
+        let manifest = include_str!("../Cargo.toml");
+        let normal = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .expect("a [dependencies] table");
+        assert!(normal.contains("labelport-api"), "{normal}");
+        assert!(
+            !normal.contains("testkit"),
+            "the server depends on the test kit:\n{normal}"
+        );
     }
 
     #[test]

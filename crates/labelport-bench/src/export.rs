@@ -1,4 +1,4 @@
-//! `labelport bench-export`: export-storage speed against the real GCS
+//! `labelport-bench export`: export-storage speed against the real GCS
 //! emulator (filesystem backend). Prints figures; asserts only that the
 //! work was done (every object is in the bucket).
 //! 1. N annotations exist; an export storage is created: time from the
@@ -15,9 +15,12 @@ use anyhow::Context;
 use futures::StreamExt;
 use labelport_api::AppState;
 use labelport_db::Db;
+use labelport_domain::storage::{Direction, StorageKind, StorageSettings};
 use labelport_storage::ObjectStore;
 use labelport_testkit::FakeGcs;
 use serde_json::{json, Value};
+
+use crate::stats::pct;
 
 #[derive(clap::Args)]
 pub struct BenchExportArgs {
@@ -40,10 +43,6 @@ const CONFIG: &str = r#"<View><Text name="text" value="$text"/><Choices name="c"
 
 fn result() -> Value {
     json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}])
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
 }
 
 struct Client {
@@ -146,7 +145,12 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     db.ensure_user("bench", "bench-password", &token).await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
-    let workers = crate::workers(&state);
+    let workers = labelport_sync::workers(
+        db.clone(),
+        state.storage_env.clone(),
+        state.jobs_notify.clone(),
+        labelport_jobs::WorkerConfig::default(),
+    );
     let worker_handles = workers.spawn(2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -223,19 +227,14 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     // 1c. The engine alone (render, bookkeeping, database), writing to an
     // in-memory bucket: what Labelport does per annotation without the
     // emulator's cost.
-    let fields = labelport_db::export_storages::ExportStorageFields {
+    // A GCS storage row whose writes go to the in-memory store below.
+    let settings = StorageSettings {
         title: "memory".into(),
-        description: String::new(),
         bucket: "memory".into(),
         prefix: "engine".into(),
-        regex_filter: String::new(),
-        use_blob_urls: false,
-        google_project_id: String::new(),
-        credentials: None,
-        can_delete_objects: false,
-        export_format: "annotation".into(),
+        ..StorageSettings::defaults(Direction::Export)
     };
-    let row = db.create_export_storage(pid, "memory", &fields).await?;
+    let row = db.create_storage(pid, StorageKind::Gcs, &settings).await?;
     let memory = labelport_storage::memory::MemoryStore::new("memory");
     let started = Instant::now();
     db.link_unexported_annotations(row.id).await?;

@@ -1,12 +1,14 @@
-//! `labelport bench`: imports N tasks through the HTTP API into a fresh
+//! `labelport-bench api`: imports N tasks through the HTTP API into a fresh
 //! database and times task-list pages. Prints figures; asserts nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use labelport_api::AppState;
 use labelport_db::Db;
 use serde_json::{json, Value};
+
+use crate::stats::pct;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -23,14 +25,6 @@ pub struct BenchArgs {
     /// (its tables get a new project; nothing is dropped).
     #[arg(long)]
     database_url: Option<String>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -121,9 +115,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "task list page {page} (page_size {}): p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms over {} requests",
             args.page_size,
-            ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.9)),
-            ms(*times.last().expect("repeats > 0")),
+            pct(&times, 0.5),
+            pct(&times, 0.9),
+            pct(&times, 1.0),
             times.len()
         );
     }

@@ -1,4 +1,4 @@
-//! `labelport bench-media`: media resolution speed against the GCS
+//! `labelport-bench media`: media resolution speed against the GCS
 //! emulator. Prints figures; asserts nothing.
 //! - resolve (proxy) latency of a small object vs a direct emulator GET;
 //! - proxy throughput of a large object vs a direct download, peak RSS;
@@ -13,7 +13,7 @@ use labelport_db::Db;
 use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
 use labelport_testkit::FakeGcs;
 
-use crate::bench_sync::peak_rss_mb;
+use crate::stats::{pct, peak_rss_mb};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -60,10 +60,6 @@ async fn start_relay(upstream: std::net::SocketAddr) -> anyhow::Result<std::net:
         }
     });
     Ok(addr)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
 }
 
 async fn timed_get(http: &reqwest::Client, url: &str, auth: Option<&str>) -> anyhow::Result<(Duration, u64)> {

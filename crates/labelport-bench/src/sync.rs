@@ -1,4 +1,4 @@
-//! `labelport bench-sync`: import-sync speed and memory. Prints figures;
+//! `labelport-bench sync`: import-sync speed and memory. Prints figures;
 //! asserts nothing. Scenarios:
 //! - `emulator`: N objects in the real GCS emulator (filesystem backend),
 //!   files mode; compared with the time to merely list them.
@@ -13,13 +13,15 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use labelport_db::projects::ProjectFields;
-use labelport_db::storages::ImportStorageFields;
 use labelport_db::Db;
+use labelport_domain::storage::{Direction, DirectionOptions, ImportOptions, StorageKind, StorageSettings};
 use labelport_storage::gcs::{GcsConfig, GcsStore};
 use labelport_storage::memory::MemoryStore;
 use labelport_storage::{ByteStream, ListPage, ObjectMeta, ObjectStore, StorageError, StorageResult};
 use labelport_sync::import::{DeletionPolicy, ImportEngine, ImportSettings, SyncReport};
 use labelport_testkit::FakeGcs;
+
+use crate::stats::peak_rss_mb;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Scenario {
@@ -39,17 +41,6 @@ pub struct BenchSyncArgs {
     /// A PostgreSQL database instead of a temporary SQLite file.
     #[arg(long)]
     database_url: Option<String>,
-}
-
-/// Peak resident memory of this process so far (VmHWM), in MB.
-pub fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// A bucket whose listing is computed, not stored: `img/0000000.jpg` …,
@@ -120,26 +111,18 @@ async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<Imp
             user.id,
         )
         .await?;
-    let storage = db
-        .create_import_storage(
-            project.id,
-            "gcs",
-            &ImportStorageFields {
-                title: "bench".into(),
-                description: String::new(),
-                bucket: bucket.into(),
-                prefix: String::new(),
-                regex_filter: String::new(),
-                use_blob_urls,
-                presign: true,
-                presign_ttl: 15,
-                recursive_scan: true,
-                google_project_id: String::new(),
-                credentials: None,
-                deletion_policy: "keep".into(),
-            },
-        )
-        .await?;
+    let settings = StorageSettings {
+        title: "bench".into(),
+        bucket: bucket.into(),
+        use_blob_urls,
+        options: DirectionOptions::Import(ImportOptions {
+            recursive_scan: true,
+            presign_ttl: 15,
+            ..ImportOptions::default()
+        }),
+        ..StorageSettings::defaults(Direction::Import)
+    };
+    let storage = db.create_storage(project.id, StorageKind::Gcs, &settings).await?;
     Ok(ImportSettings {
         storage_id: storage.id,
         project_id: project.id,

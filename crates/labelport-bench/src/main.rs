@@ -1,0 +1,66 @@
+//! `labelport-bench`: Labelport's benchmarks, a binary of their own so that
+//! the server users run carries no test harness. Each subcommand starts
+//! what it measures (a fresh database, the real server on a free port, the
+//! GCS emulator from the test kit), prints figures and asserts nothing;
+//! docs/benchmarks.md records them.
+//!
+//! ```text
+//! cargo run --release -p labelport-bench -- api|sync|media|export [flags]
+//! ```
+
+mod api;
+mod export;
+mod media;
+mod stats;
+mod sync;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "labelport-bench",
+    about = "Labelport's benchmarks: print figures, assert nothing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bulk task import and task-list pages through the HTTP API.
+    Api(api::BenchArgs),
+    /// Storage import sync speed and memory (emulator, in-memory bucket, task files).
+    Sync(sync::BenchSyncArgs),
+    /// Media resolution: proxy latency and throughput against a direct download, signing.
+    Media(media::BenchMediaArgs),
+    /// Export storage speed and annotation save latency.
+    Export(export::BenchExportArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LABELPORT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Api(args) => api::run(args).await,
+        Command::Sync(args) => sync::run(args).await,
+        Command::Media(args) => media::run(args).await,
+        Command::Export(args) => export::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

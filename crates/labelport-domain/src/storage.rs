@@ -1,0 +1,572 @@
+//! What a storage is, as one description shared by the API handlers, the
+//! database, the jobs and the views: a **direction** (import "source" or
+//! export "target"), a **kind** (how to reach the bucket: `gcs` today) and
+//! its **settings** (the fields a client edits, Label Studio's names), with
+//! the rules that check them. No I/O: connecting is the storage crate's
+//! work (`labelport_storage::connect`), which adds the checks only a
+//! connector can make (a service-account key that parses).
+//!
+//! Adding a kind: one [`StorageKind`] variant with its row in
+//! [`StorageKind::ALL`], its connector, and its fields here if it has
+//! fields of its own. Handlers, jobs and views take any kind.
+//!
+//! Source of the fields, defaults and rules: Label Studio's storage spec
+//! (`shared/reference/label-studio-storage-spec.md` §2.2 import, §2.3
+//! export) and `label-studio-sdk` 2.1.2's request shapes.
+
+use regex::Regex;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::ValidationErrors;
+
+/// Longest signed-URL lifetime Google allows: 7 days, in minutes (V4
+/// signing: `X-Goog-Expires` ≤ 604800 s).
+pub const MAX_PRESIGN_TTL_MINUTES: i64 = 10080;
+
+/// Which way data flows between a project and a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A source storage: objects become tasks (`/api/storages/<kind>`).
+    Import,
+    /// A target storage: annotations become objects (`/api/storages/export/<kind>`).
+    Export,
+}
+
+impl Direction {
+    /// `import` | `export`: log fields, job payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Import => "import",
+            Direction::Export => "export",
+        }
+    }
+
+    /// The job kind that syncs a storage of this direction.
+    pub fn job_kind(self) -> &'static str {
+        match self {
+            Direction::Import => IMPORT_SYNC,
+            Direction::Export => EXPORT_SYNC,
+        }
+    }
+
+    /// The jobs' dedup key of one storage: at most one queued-or-running
+    /// sync per storage, whatever the number of processes.
+    pub fn dedup_key(self, storage_id: i64) -> String {
+        format!("{}:{storage_id}", self.job_kind())
+    }
+
+    /// The jobs' payload for one storage: `{"storage_id": N}`.
+    pub fn payload(storage_id: i64) -> String {
+        format!("{{\"storage_id\":{storage_id}}}")
+    }
+}
+
+/// The job kind of import syncs.
+pub const IMPORT_SYNC: &str = "import_sync";
+/// The job kind that writes an export storage's dirty links and carries
+/// out its deletions.
+pub const EXPORT_SYNC: &str = "export_sync";
+
+/// How a storage reaches its bucket: Label Studio's storage `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageKind {
+    /// Google Cloud Storage with a pasted service-account key, or the
+    /// server's Application Default Credentials when none is given.
+    Gcs,
+}
+
+impl StorageKind {
+    /// Every kind this server serves, each with its settings row.
+    pub const ALL: [StorageKind; 1] = [StorageKind::Gcs];
+
+    /// The `type` in URLs and bodies: `/api/storages/gcs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageKind::Gcs => "gcs",
+        }
+    }
+
+    /// What Label Studio's UI calls it (`/api/storages/types`).
+    pub fn title(self) -> &'static str {
+        match self {
+            StorageKind::Gcs => "Google Cloud Storage",
+        }
+    }
+
+    /// The URI scheme of its objects in task data (`gs://bucket/key`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            StorageKind::Gcs => "gs",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<StorageKind> {
+        StorageKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The type lists of `/api/storages/types` and `/api/storages/export/types`
+/// as `(name, title)`, in Label Studio's order (its UI relies on it): the
+/// kinds Label Studio lists, with the titles it gives them. Only the kinds
+/// of [`StorageKind::ALL`] have endpoints here.
+pub fn listed_types() -> Vec<(&'static str, &'static str)> {
+    let mut types = vec![("s3", "AWS S3")];
+    types.extend(StorageKind::ALL.iter().map(|k| (k.name(), k.title())));
+    types.extend([
+        ("azure", "Microsoft Azure"),
+        ("redis", "Redis"),
+        ("localfiles", "Local files"),
+    ]);
+    types
+}
+
+/// What happens to tasks whose object (or row) left the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Tasks stay as they are (Label Studio's behaviour; the default).
+    #[default]
+    Keep,
+    /// Tasks stay; their links are flagged `object_exists = false`.
+    Flag,
+    /// Tasks without annotations are deleted; annotated ones are flagged.
+    DeleteUnannotated,
+}
+
+impl DeletionPolicy {
+    pub const NAMES: [&'static str; 3] = ["keep", "flag", "delete"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "keep" => Some(Self::Keep),
+            "flag" => Some(Self::Flag),
+            "delete" => Some(Self::DeleteUnannotated),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Flag => "flag",
+            Self::DeleteUnannotated => "delete",
+        }
+    }
+}
+
+/// How an export storage names and fills its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportFormat {
+    /// `<prefix>/<annotation id>`: the annotation with its task nested
+    /// (Label Studio's format; the default).
+    #[default]
+    Annotation,
+    /// `<prefix>/<task id>.json`: the task with all its annotations.
+    Task,
+}
+
+impl ExportFormat {
+    pub const NAMES: [&'static str; 2] = ["annotation", "task"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "annotation" => Some(ExportFormat::Annotation),
+            "task" => Some(ExportFormat::Task),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Annotation => "annotation",
+            ExportFormat::Task => "task",
+        }
+    }
+}
+
+/// Settings only a source storage has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Media by 303 to a signed URL (true) or through the proxy (false).
+    pub presign: bool,
+    /// Signed-URL lifetime in minutes, 1..=[`MAX_PRESIGN_TTL_MINUTES`].
+    pub presign_ttl: i64,
+    /// false: only objects directly under the prefix (delimiter `/`).
+    pub recursive_scan: bool,
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for ImportOptions {
+    /// Label Studio's defaults: presign on, 1 minute, one level, keep.
+    fn default() -> Self {
+        ImportOptions {
+            presign: true,
+            presign_ttl: 1,
+            recursive_scan: false,
+            deletion_policy: DeletionPolicy::Keep,
+        }
+    }
+}
+
+/// Settings only a target storage has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Delete an annotation's object when the annotation (or its task or
+    /// project) is deleted.
+    pub can_delete_objects: bool,
+    pub export_format: ExportFormat,
+}
+
+/// The direction's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectionOptions {
+    Import(ImportOptions),
+    Export(ExportOptions),
+}
+
+/// Everything a client edits on a storage, already checked. (Its `Debug`
+/// never shows the credentials.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    pub title: String,
+    pub description: String,
+    /// The bucket's name, without `gs://` or `/`.
+    pub bucket: String,
+    /// As the client sent it; [`normalize_prefix`] gives the form used.
+    pub prefix: String,
+    /// Import: matched at the start of the full object name. Export:
+    /// stored for compatibility, unused (as Label Studio).
+    pub regex_filter: String,
+    /// Import: one task per object (true) or task files (false). Export:
+    /// stored for compatibility, unused.
+    pub use_blob_urls: bool,
+    pub google_project_id: String,
+    /// A service-account key's JSON; None: the server's Application
+    /// Default Credentials. Write-only in the API, never logged.
+    pub credentials: Option<String>,
+    pub options: DirectionOptions,
+}
+
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSettings")
+            .field("title", &self.title)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("regex_filter", &self.regex_filter)
+            .field("use_blob_urls", &self.use_blob_urls)
+            .field("google_project_id", &self.google_project_id)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A storage as clients send it (create, PATCH, PUT, validate, files): every
+/// field optional, so PATCH sends only what changes; fields of the other
+/// direction are ignored. `google_application_credentials` is write-only.
+/// (No `Debug`: it would print the key.)
+#[derive(Default, Deserialize, ToSchema)]
+pub struct StorageInput {
+    /// validate/files: an existing storage whose settings fill the gaps.
+    pub id: Option<i64>,
+    /// The project (required at create; a storage never moves).
+    pub project: Option<i64>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// The bucket's name (`gs://` and a trailing `/` are dropped).
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// Import: a regular expression matched at the start of each object's
+    /// full name; empty: every object. Export: stored, unused.
+    pub regex_filter: Option<String>,
+    /// Import: true, one task per object; false, objects are task files
+    /// (JSON, JSONL, Parquet). Export: stored, unused.
+    pub use_blob_urls: Option<bool>,
+    /// Service-account key JSON; empty means Application Default Credentials.
+    pub google_application_credentials: Option<String>,
+    pub google_project_id: Option<String>,
+    /// Import: media by signed URL (default true) or through the proxy.
+    pub presign: Option<bool>,
+    /// Import: signed-URL lifetime in minutes, 1–10080 (default 1).
+    pub presign_ttl: Option<i64>,
+    /// Import: scan sub-folders too (default false).
+    pub recursive_scan: Option<bool>,
+    /// Import: what happens to tasks whose object leaves the bucket: `keep`
+    /// (default, as Label Studio), `flag`, or `delete` (tasks without
+    /// annotations).
+    pub deletion_policy: Option<String>,
+    /// Export: delete an annotation's object when the annotation (or its
+    /// task or project) is deleted. Default false.
+    pub can_delete_objects: Option<bool>,
+    /// Export: `annotation` (default, as Label Studio): `<prefix>/<annotation
+    /// id>` holding the annotation with its task; `task`: `<prefix>/<task
+    /// id>.json` holding the task with all its annotations.
+    pub export_format: Option<String>,
+    /// Accepted for compatibility; storages are always synchronizable.
+    pub synchronizable: Option<bool>,
+    /// files: how many objects to preview (1–10000, default 100).
+    pub limit: Option<i64>,
+}
+
+impl StorageSettings {
+    /// A new storage's settings before the client's fields: Label Studio's
+    /// defaults for the direction.
+    pub fn defaults(direction: Direction) -> StorageSettings {
+        StorageSettings {
+            title: String::new(),
+            description: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            regex_filter: String::new(),
+            use_blob_urls: false,
+            google_project_id: String::new(),
+            credentials: None,
+            options: match direction {
+                Direction::Import => DirectionOptions::Import(ImportOptions::default()),
+                Direction::Export => DirectionOptions::Export(ExportOptions::default()),
+            },
+        }
+    }
+
+    pub fn direction(&self) -> Direction {
+        match self.options {
+            DirectionOptions::Import(_) => Direction::Import,
+            DirectionOptions::Export(_) => Direction::Export,
+        }
+    }
+
+    /// The source-storage settings; None on a target storage.
+    pub fn import(&self) -> Option<&ImportOptions> {
+        match &self.options {
+            DirectionOptions::Import(o) => Some(o),
+            DirectionOptions::Export(_) => None,
+        }
+    }
+
+    /// The target-storage settings; None on a source storage.
+    pub fn export(&self) -> Option<&ExportOptions> {
+        match &self.options {
+            DirectionOptions::Export(o) => Some(o),
+            DirectionOptions::Import(_) => None,
+        }
+    }
+
+    /// PUT's base: defaults, but the stored key is kept (it is write-only,
+    /// so clients cannot send it back).
+    pub fn replaced(&self) -> StorageSettings {
+        StorageSettings {
+            credentials: self.credentials.clone(),
+            ..StorageSettings::defaults(self.direction())
+        }
+    }
+
+    /// Applies `input` over these settings and checks every field, naming
+    /// each bad one (400 `validation_errors`). Kind-specific checks (a key
+    /// that parses) are the connector's: `labelport_storage::check_settings`.
+    pub fn apply(mut self, input: &StorageInput) -> Result<StorageSettings, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        set(&mut self.title, &input.title);
+        set(&mut self.description, &input.description);
+        if let Some(v) = &input.bucket {
+            self.bucket = normalize_bucket(v);
+        }
+        set(&mut self.prefix, &input.prefix);
+        set(&mut self.regex_filter, &input.regex_filter);
+        set(&mut self.use_blob_urls, &input.use_blob_urls);
+        set(&mut self.google_project_id, &input.google_project_id);
+        if let Some(v) = &input.google_application_credentials {
+            self.credentials = (!v.trim().is_empty()).then(|| v.clone());
+        }
+        if self.bucket.is_empty() {
+            errors.add("bucket", "This field is required: the bucket name (without gs://).");
+        } else if self.bucket.contains('/') {
+            errors.add("bucket", "A bucket name has no '/'; put the folder in prefix.");
+        }
+        match &mut self.options {
+            DirectionOptions::Import(o) => {
+                set(&mut o.presign, &input.presign);
+                set(&mut o.presign_ttl, &input.presign_ttl);
+                set(&mut o.recursive_scan, &input.recursive_scan);
+                if let Some(v) = &input.deletion_policy {
+                    match DeletionPolicy::parse(v) {
+                        Some(p) => o.deletion_policy = p,
+                        None => errors.add(
+                            "deletion_policy",
+                            format!("Must be one of {}.", DeletionPolicy::NAMES.join(", ")),
+                        ),
+                    }
+                }
+                if !(1..=MAX_PRESIGN_TTL_MINUTES).contains(&o.presign_ttl) {
+                    errors.add(
+                        "presign_ttl",
+                        format!("Must be between 1 and {MAX_PRESIGN_TTL_MINUTES} minutes (7 days, Google's limit)."),
+                    );
+                }
+                if let Err(e) = compile_filter(&self.regex_filter) {
+                    errors.add("regex_filter", e);
+                }
+            }
+            DirectionOptions::Export(o) => {
+                set(&mut o.can_delete_objects, &input.can_delete_objects);
+                if let Some(v) = &input.export_format {
+                    match ExportFormat::parse(v) {
+                        Some(f) => o.export_format = f,
+                        None => errors.add(
+                            "export_format",
+                            format!("Must be one of {}.", ExportFormat::NAMES.join(", ")),
+                        ),
+                    }
+                }
+            }
+        }
+        errors.into_result().map(|()| self)
+    }
+
+    /// Whether saving these settings over `before` must try the connection
+    /// first. Import: always (as Label Studio). Export: when the place or
+    /// the key changes, or deleting is newly asked for (Label Studio does
+    /// not re-check; a typo is caught now rather than at the next save).
+    pub fn needs_check_over(&self, before: &StorageSettings) -> bool {
+        match (&self.options, &before.options) {
+            (DirectionOptions::Export(new), DirectionOptions::Export(old)) => {
+                self.bucket != before.bucket
+                    || self.prefix != before.prefix
+                    || self.credentials != before.credentials
+                    || (new.can_delete_objects && !old.can_delete_objects)
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether an export storage's object names change from `before` to
+    /// these settings (bucket, prefix or format): what was written no
+    /// longer counts and every link must be written again.
+    pub fn moves_objects_from(&self, before: &StorageSettings) -> bool {
+        self.bucket != before.bucket
+            || self.prefix != before.prefix
+            || self.export().map(|o| o.export_format) != before.export().map(|o| o.export_format)
+    }
+}
+
+fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *field = v.clone();
+    }
+}
+
+/// A bucket as users type it (`gs://name/`) reduced to its name.
+pub fn normalize_bucket(v: &str) -> String {
+    v.trim().trim_start_matches("gs://").trim_end_matches('/').to_owned()
+}
+
+/// Prefix as Label Studio normalises it: stripped of `/` at both ends, then
+/// one trailing `/` (empty stays empty).
+pub fn normalize_prefix(prefix: &str) -> String {
+    let p = prefix.trim().trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// Compiles a `regex_filter` to match at the start of the name (Python's
+/// `re.match`); empty means no filter.
+pub fn compile_filter(filter: &str) -> Result<Option<Regex>, String> {
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(&format!("^(?:{filter})"))
+        .map(Some)
+        .map_err(|e| format!("regex_filter is not a valid regular expression: {e}"))
+}
+
+/// A storage's sync state, Label Studio's status machine: `initialized` →
+/// `queued` → `in_progress` → `completed` | `completed_with_errors` |
+/// `failed`, with what the last sync left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub status: String,
+    /// When the last sync completed (RFC 3339).
+    pub last_sync: Option<String>,
+    /// Tasks made (import) or objects written (export) by the last sync.
+    pub last_sync_count: Option<i64>,
+    /// The id of the job of the last sync, as text (Label Studio's field).
+    pub last_sync_job: Option<String>,
+    /// The errors of the last sync, one a line.
+    pub traceback: Option<String>,
+    /// A JSON object: progress counters and Label Studio's `time_*` fields.
+    pub meta: String,
+}
+
+impl SyncState {
+    /// Whether a sync is waiting or running.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "in_progress")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> StorageInput {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn each_direction_checks_its_own_fields_and_names_them() {
+        let bad = input(r#"{"bucket": "gs://b/", "presign_ttl": 0, "deletion_policy": "nope", "export_format": "x"}"#);
+        let import = StorageSettings::defaults(Direction::Import).apply(&bad).unwrap_err();
+        let fields: Vec<&str> = import.0.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["deletion_policy", "presign_ttl"]);
+        let export = StorageSettings::defaults(Direction::Export).apply(&bad).unwrap_err();
+        assert_eq!(export.0.keys().collect::<Vec<_>>(), ["export_format"]);
+        let ok = StorageSettings::defaults(Direction::Export)
+            .apply(&input(r#"{"bucket": "gs://b/", "export_format": "task"}"#))
+            .unwrap();
+        assert_eq!(ok.bucket, "b");
+        assert_eq!(ok.export().unwrap().export_format, ExportFormat::Task);
+    }
+
+    #[test]
+    fn put_keeps_the_key_and_debug_hides_it() {
+        let mut s = StorageSettings::defaults(Direction::Import);
+        s.credentials = Some("{\"private_key\": \"secret-material\"}".into());
+        s.title = "t".into();
+        let replaced = s.replaced();
+        assert_eq!(replaced.credentials, s.credentials);
+        assert_eq!(replaced.title, "");
+        assert!(!format!("{s:?}").contains("secret-material"));
+    }
+
+    #[test]
+    fn export_rechecks_only_what_can_break_it() {
+        let before = StorageSettings::defaults(Direction::Export)
+            .apply(&input(r#"{"bucket": "b"}"#))
+            .unwrap();
+        let renamed = before.clone().apply(&input(r#"{"title": "new"}"#)).unwrap();
+        assert!(!renamed.needs_check_over(&before));
+        assert!(!renamed.moves_objects_from(&before));
+        let moved = before.clone().apply(&input(r#"{"prefix": "p"}"#)).unwrap();
+        assert!(moved.needs_check_over(&before) && moved.moves_objects_from(&before));
+        let import = StorageSettings::defaults(Direction::Import)
+            .apply(&input(r#"{"bucket": "b"}"#))
+            .unwrap();
+        assert!(
+            import.needs_check_over(&import),
+            "import storages are checked on every update"
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip_and_are_listed_in_label_studios_order() {
+        for kind in StorageKind::ALL {
+            assert_eq!(StorageKind::parse(kind.name()), Some(kind));
+        }
+        let names: Vec<&str> = listed_types().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["s3", "gcs", "azure", "redis", "localfiles"]);
+        assert_eq!(Direction::Export.dedup_key(7), "export_sync:7");
+    }
+}
