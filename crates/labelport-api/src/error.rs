@@ -20,6 +20,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Signed in, but the role (or ownership) does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The storage failed while serving media (Label Studio's 424 shape).
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::FAILED_DEPENDENCY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +109,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
             ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
+            ApiError::Forbidden(message) => body["detail"] = message.as_str().into(),
             ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),
             ApiError::Upstream(_) => unreachable!("answered above"),
         }

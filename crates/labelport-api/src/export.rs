@@ -20,6 +20,7 @@ use crate::views::first_data_key;
 const EXPORT_PAGE: i64 = 500;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Only `JSON` is supported.
     #[serde(rename = "exportType")]

@@ -64,18 +64,32 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
 
 /// The caller, authenticated by `Authorization: Token <key>`, or — for
 /// GET/HEAD only, so a cookie can never authorise a cross-site write — by
-/// the browser session cookie (media `<img>`/`<video>` requests).
+/// the browser session cookie (media `<img>`/`<video>` requests). The
+/// access middleware (`access.rs`) has already authenticated and
+/// authorised the caller of every route; this hands its user over.
+#[derive(Clone)]
 pub struct AuthUser(pub UserRow);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        authenticate(parts, state).await.map(AuthUser)
+    }
+}
+
+/// Authenticates a request (see [`AuthUser`]); 401 without valid
+/// credentials.
+pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<UserRow, ApiError> {
+    {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
             if let (true, Some(cookie)) = (safe, session_cookie(&parts.headers)) {
                 if let Some(user) = state.db.user_by_session(&cookie).await? {
-                    return Ok(AuthUser(user));
+                    return Ok(user);
                 }
             }
             return Err(ApiError::Unauthorized("Authentication credentials were not provided."));
@@ -92,7 +106,7 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::Unauthorized("Invalid token header."));
         }
         match state.db.user_by_token(key).await? {
-            Some(user) => Ok(AuthUser(user)),
+            Some(user) => Ok(user),
             None => Err(ApiError::Unauthorized("Invalid token.")),
         }
     }

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod access;
 pub mod annotations;
 pub mod auth;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod signing;
 pub mod state;
 pub mod storages;
 pub mod tasks;
+pub mod users;
 pub mod views;
 
 pub use state::AppState;
@@ -67,6 +69,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(misc::whoami))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user, users::patch_user, users::delete_user))
+        .routes(routes!(users::reset_token))
+        .routes(routes!(users::list_members, users::add_member, users::remove_member))
         .routes(routes!(projects::list_projects, projects::create_project))
         .routes(routes!(
             projects::get_project,
@@ -130,6 +136,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
             "/api/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

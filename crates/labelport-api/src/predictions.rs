@@ -15,6 +15,7 @@ use crate::state::AppState;
 use crate::views::{prediction_json, stored_json};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PredictionQuery {
     pub task: Option<i64>,
     pub project: Option<i64>,

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use labelport_db::projects::ProjectFields;
 use labelport_db::ProjectRow;
+use labelport_domain::access::Role;
 use labelport_domain::label_config::DEFAULT_LABEL_CONFIG;
 use labelport_domain::{LabelConfig, ValidationErrors};
 use serde::Deserialize;
@@ -33,6 +34,7 @@ pub struct ProjectInput {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number.
     pub page: Option<i64>,
@@ -147,12 +149,14 @@ pub fn page_window(page: Option<i64>, page_size: Option<i64>, default_size: i64)
     responses((status = 200, description = "Paginated projects: count, next, previous, results")))]
 pub async fn list_projects(
     State(state): State<AppState>,
-    _user: AuthUser,
+    AuthUser(user): AuthUser,
     OriginalUri(uri): OriginalUri,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let (page, size) = page_window(q.page, q.page_size, 30)?;
-    let (rows, count) = state.db.list_projects((page - 1) * size, size).await?;
+    // Admins see every project; others, those they are members of.
+    let member = (user.role() != Role::Admin).then_some(user.id);
+    let (rows, count) = state.db.list_projects(member, (page - 1) * size, size).await?;
     let mut results = Vec::with_capacity(rows.len());
     for row in &rows {
         results.push(render(&state, row).await?);

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use labelport_db::StorageRow;
-use labelport_domain::resolve::{decode_fileuri, split_gs_uri};
+use labelport_domain::resolve::{decode_fileuri, split_gs_uri, uri_occurs};
 use labelport_domain::storage::Direction;
 use labelport_storage::gcs::GcsStore;
 use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
@@ -26,6 +26,7 @@ use crate::state::AppState;
 const PROXY_MAX_AGE: u32 = 3600;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResolveQuery {
     /// URL-safe base64 of the `gs://bucket/key` URI (percent-encoded URIs are accepted too).
     pub fileuri: Option<String>,
@@ -103,6 +104,30 @@ fn content_type(meta: &ObjectMeta) -> String {
     }
 }
 
+/// The policy of proxied media: a document opened from here is sandboxed
+/// and loads nothing; images, audio and video still display.
+pub const MEDIA_CSP: &str =
+    "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'";
+
+/// Types a browser runs script in when it renders them as a document.
+pub fn runs_script(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html"
+            | "application/xhtml+xml"
+            | "image/svg+xml"
+            | "text/xml"
+            | "application/xml"
+            | "text/javascript"
+            | "application/javascript"
+            | "application/ecmascript"
+            | "text/ecmascript"
+            | "application/x-javascript"
+            | "text/xsl"
+    ) || essence.ends_with("+xml")
+}
+
 fn last_modified(meta: &ObjectMeta) -> Option<String> {
     let t = chrono::DateTime::parse_from_rfc3339(meta.updated.as_deref()?).ok()?;
     Some(httpdate::fmt_http_date(std::time::SystemTime::from(t)))
@@ -152,7 +177,7 @@ async fn resolve_in_project(
     if let Some(ttl_minutes) = storage.settings.import().filter(|o| o.presign).map(|o| o.presign_ttl) {
         return presign(state, &storage, ttl_minutes, &key).await;
     }
-    proxy(&store, &key, headers, method == Method::HEAD).await
+    proxy(&store, &key, headers, method == Method::HEAD, state.media_inline_active).await
 }
 
 async fn presign(state: &AppState, storage: &StorageRow, ttl_minutes: i64, key: &str) -> ApiResult<Response> {
@@ -175,11 +200,23 @@ async fn presign(state: &AppState, storage: &StorageRow, ttl_minutes: i64, key: 
 
 /// `head`: a HEAD request gets the same headers and no body, and nothing
 /// is downloaded.
-async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap, head: bool) -> ApiResult<Response> {
+async fn proxy(
+    store: &GcsStore,
+    key: &str,
+    headers: &HeaderMap,
+    head: bool,
+    inline_active: bool,
+) -> ApiResult<Response> {
     let meta = store.stat(key).await.map_err(upstream)?;
     let etag = quoted_etag(&meta.etag);
+    let content_type = content_type(&meta);
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
+        // Bucket objects are served on the app's origin, where the session
+        // cookie works: the browser must not guess a type, and a document
+        // opened from here runs sandboxed (no script, an opaque origin).
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, MEDIA_CSP)
         .header(header::ETAG, &etag)
         .header(
             header::CACHE_CONTROL,
@@ -187,6 +224,11 @@ async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap, head: bool) -> 
         );
     if let Some(lm) = last_modified(&meta) {
         builder = builder.header(header::LAST_MODIFIED, lm);
+    }
+    if runs_script(&content_type) && !inline_active {
+        // Opened directly it is downloaded, not rendered; as a subresource
+        // (`<img src>` of an SVG) it still displays.
+        builder = builder.header(header::CONTENT_DISPOSITION, "attachment");
     }
     if none_match(headers, &etag) {
         // The client has it: no body, nothing downloaded.
@@ -231,7 +273,7 @@ async fn proxy(store: &GcsStore, key: &str, headers: &HeaderMap, head: bool) -> 
         .status(status)
         .header(
             header::CONTENT_TYPE,
-            HeaderValue::from_str(&content_type(&meta)).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
         )
         .header(header::CONTENT_LENGTH, length)
         .body(body)
@@ -297,6 +339,18 @@ pub async fn resolve_task(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let task = state.db.get_task(id).await?;
+    // Task-level check: only URIs that occur in this task's data (the seed:
+    // "task-level access checks on every request"). A member of the
+    // project cannot read other objects of the bucket through a task.
+    if let Some(raw) = q.fileuri.as_deref().filter(|f| !f.is_empty()) {
+        let data: serde_json::Value = serde_json::from_str(&task.data).unwrap_or_default();
+        if !uri_occurs(&data, &decode_fileuri(raw)) {
+            tracing::info!(task.id = id, "refused to resolve a URI that is not in the task's data");
+            return Err(ApiError::NotFound(
+                "This URI does not occur in this task's data.".into(),
+            ));
+        }
+    }
     resolve_in_project(&state, task.project_id, q, &headers, &method).await
 }
 

@@ -22,6 +22,14 @@ pub struct AppState {
     pub stores: StoreCache,
     /// IAM Credentials endpoint for signing without a private key.
     pub iam_endpoint: String,
+    /// Buckets that non-admins may reach with the server's own cloud
+    /// identity (a storage without credentials): names, or `*` for any.
+    /// Empty: admins only. (`LABELPORT_AMBIENT_CREDENTIALS_BUCKETS`.)
+    pub ambient_buckets: Vec<String>,
+    /// Serve objects of types that run script (HTML, SVG, XML, JavaScript)
+    /// inline instead of as attachments (`LABELPORT_MEDIA_INLINE_ACTIVE`;
+    /// off by default). They are sandboxed by CSP either way.
+    pub media_inline_active: bool,
 }
 
 impl AppState {
@@ -33,6 +41,8 @@ impl AppState {
             public_url: String::new(),
             stores: StoreCache::default(),
             iam_endpoint: "https://iamcredentials.googleapis.com".into(),
+            ambient_buckets: Vec::new(),
+            media_inline_active: false,
         }
     }
 }

@@ -20,12 +20,12 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use labelport_db::{DbError, StorageRow};
+use labelport_db::{DbError, StorageRow, UserRow};
+use labelport_domain::access::Role;
 use labelport_domain::storage::{
     compile_filter, listed_types, normalize_prefix, Direction, DirectionOptions, StorageInput, StorageKind,
     StorageSettings,
 };
-use labelport_domain::ValidationErrors;
 use labelport_storage::{ObjectStore, StorageError};
 use labelport_sync::run::meta_time;
 use serde::Deserialize;
@@ -89,6 +89,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KindIdPath {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProjectQuery {
     pub project: Option<i64>,
 }
@@ -118,11 +119,30 @@ pub(crate) async fn require_project(state: &AppState, project: Option<i64>) -> A
     }
 }
 
+/// Ambient credentials are the server's, not the users': a storage without
+/// credentials acts as the server's own Google identity (Application
+/// Default Credentials, the metadata server), so only an admin may create,
+/// change or test one, unless an admin allowed its bucket
+/// (`LABELPORT_AMBIENT_CREDENTIALS_BUCKETS`: names, or `*`).
+fn check_ambient(state: &AppState, user: &UserRow, settings: &StorageSettings) -> ApiResult<()> {
+    let allowed = settings.credentials.is_some()
+        || user.role() == Role::Admin
+        || state.ambient_buckets.iter().any(|b| b == "*" || *b == settings.bucket);
+    if allowed {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "Without google_application_credentials this storage would use the server's own Google identity, \
+         which only an admin may use (or an admin may allow gs://{} in LABELPORT_AMBIENT_CREDENTIALS_BUCKETS). \
+         Paste a service-account key instead.",
+        settings.bucket
+    )))
+}
+
 /// `input` over `base`, checked by the domain's rules and the kind's
 /// connector (no I/O).
 fn checked_settings(kind: StorageKind, base: StorageSettings, input: &StorageInput) -> ApiResult<StorageSettings> {
-    let settings = base.apply(input)?;
-    let mut errors = ValidationErrors::default();
+    let (settings, mut errors) = base.apply_collecting(input);
     labelport_storage::check_settings(kind, &settings, &mut errors);
     errors.into_result()?;
     Ok(settings)
@@ -276,12 +296,14 @@ async fn list(
 
 async fn create(
     state: &AppState,
+    user: &UserRow,
     direction: Direction,
     kind: StorageKind,
     input: StorageInput,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let project = require_project(state, input.project).await?;
     let settings = checked_settings(kind, StorageSettings::defaults(direction), &input)?;
+    check_ambient(state, user, &settings)?;
     check_connection(state, kind, &settings).await?;
     let mut row = state.db.create_storage(project, kind, &settings).await?;
     tracing::info!(
@@ -309,6 +331,7 @@ async fn get(state: &AppState, direction: Direction, kind: StorageKind, id: i64)
 /// (`full`: the body's fields over the defaults, the stored key kept).
 async fn update(
     state: &AppState,
+    user: &UserRow,
     direction: Direction,
     kind: StorageKind,
     id: i64,
@@ -325,6 +348,7 @@ async fn update(
         row.settings.clone()
     };
     let settings = checked_settings(kind, base, &input)?;
+    check_ambient(state, user, &settings)?;
     if settings.needs_check_over(&row.settings) {
         check_connection(state, kind, &settings).await?;
     }
@@ -348,6 +372,7 @@ async fn delete(state: &AppState, direction: Direction, kind: StorageKind, id: i
 /// `id` is given) with the body's fields over them.
 async fn settings_for_check(
     state: &AppState,
+    user: &UserRow,
     direction: Direction,
     kind: StorageKind,
     input: &StorageInput,
@@ -359,16 +384,19 @@ async fn settings_for_check(
             StorageSettings::defaults(direction)
         }
     };
-    checked_settings(kind, base, input)
+    let settings = checked_settings(kind, base, input)?;
+    check_ambient(state, user, &settings)?;
+    Ok(settings)
 }
 
 async fn validate(
     state: &AppState,
+    user: &UserRow,
     direction: Direction,
     kind: StorageKind,
     input: StorageInput,
 ) -> ApiResult<StatusCode> {
-    let settings = settings_for_check(state, direction, kind, &input).await?;
+    let settings = settings_for_check(state, user, direction, kind, &input).await?;
     check_connection(state, kind, &settings).await?;
     Ok(StatusCode::OK)
 }
@@ -442,11 +470,11 @@ macro_rules! storage_routes {
                 (status = 400, description = "Invalid field or failed connection check")))]
         pub async fn $create(
             State(state): State<AppState>,
-            _user: AuthUser,
+            AuthUser(user): AuthUser,
             KindPath(kind): KindPath,
             JsonBody(input): JsonBody<StorageInput>,
         ) -> ApiResult<(StatusCode, Json<Value>)> {
-            create(&state, $direction, kind, input).await
+            create(&state, &user, $direction, kind, input).await
         }
 
         #[utoipa::path(get, path = $item, tag = "storages",
@@ -466,11 +494,11 @@ macro_rules! storage_routes {
             responses((status = 200, description = "Updated: the body's fields over the stored ones, checked (a source storage's connection always, a target's when its place or key changes)")))]
         pub async fn $patch(
             State(state): State<AppState>,
-            _user: AuthUser,
+            AuthUser(user): AuthUser,
             KindIdPath(kind, id): KindIdPath,
             JsonBody(input): JsonBody<StorageInput>,
         ) -> ApiResult<Json<Value>> {
-            update(&state, $direction, kind, id, input, false).await
+            update(&state, &user, $direction, kind, id, input, false).await
         }
 
         #[utoipa::path(put, path = $item, tag = "storages", request_body = StorageInput,
@@ -478,11 +506,11 @@ macro_rules! storage_routes {
             responses((status = 200, description = "Replaced: the body's fields over the defaults; a stored key that is not resent is kept")))]
         pub async fn $put(
             State(state): State<AppState>,
-            _user: AuthUser,
+            AuthUser(user): AuthUser,
             KindIdPath(kind, id): KindIdPath,
             JsonBody(input): JsonBody<StorageInput>,
         ) -> ApiResult<Json<Value>> {
-            update(&state, $direction, kind, id, input, true).await
+            update(&state, &user, $direction, kind, id, input, true).await
         }
 
         #[utoipa::path(delete, path = $item, tag = "storages",
@@ -502,11 +530,11 @@ macro_rules! storage_routes {
                 (status = 400, description = "What is wrong")))]
         pub async fn $validate(
             State(state): State<AppState>,
-            _user: AuthUser,
+            AuthUser(user): AuthUser,
             KindPath(kind): KindPath,
             JsonBody(input): JsonBody<StorageInput>,
         ) -> ApiResult<StatusCode> {
-            validate(&state, $direction, kind, input).await
+            validate(&state, &user, $direction, kind, input).await
         }
 
         #[utoipa::path(post, path = $sync_path, tag = "storages",
@@ -579,11 +607,11 @@ pub async fn list_all_import(
     responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list")))]
 pub async fn files_import(
     State(state): State<AppState>,
-    _user: AuthUser,
+    AuthUser(user): AuthUser,
     KindPath(kind): KindPath,
     JsonBody(input): JsonBody<StorageInput>,
 ) -> ApiResult<Json<Value>> {
-    let settings = settings_for_check(&state, Direction::Import, kind, &input).await?;
+    let settings = settings_for_check(&state, &user, Direction::Import, kind, &input).await?;
     let limit = input.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::field("limit", "Must be between 1 and 10000."));

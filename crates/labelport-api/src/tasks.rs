@@ -72,6 +72,7 @@ pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResu
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskListQuery {
     /// Project whose tasks to list (required).
     pub project: Option<i64>,
@@ -297,6 +298,7 @@ fn check_data_keys(data: &Value, data_keys: &[String]) -> Result<(), String> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Accepted for compatibility; imports always commit.
     pub commit_to_project: Option<bool>,

@@ -36,7 +36,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let db = Db::connect(&url).await.context("opening the bench database")?;
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
-    db.ensure_user("bench", "bench-password", &token).await?;
+    db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)
+        .await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -142,7 +142,8 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     let db = Db::connect(&url).await.context("opening the bench database")?;
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
-    db.ensure_user("bench", "bench-password", &token).await?;
+    db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)
+        .await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
     let workers = labelport_sync::workers(

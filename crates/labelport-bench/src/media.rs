@@ -104,7 +104,8 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let db = Db::connect(&format!("sqlite://{}", tmp.path().join("bench.db").display())).await?;
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
-    db.ensure_user("bench", "bench-password", &token).await?;
+    db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)
+        .await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

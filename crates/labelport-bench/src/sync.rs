@@ -97,7 +97,12 @@ impl ObjectStore for GeneratedBucket {
 
 async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<ImportSettings> {
     let user = db
-        .ensure_user("bench", "bench-password", &labelport_db::users::generate_token())
+        .ensure_user(
+            "bench",
+            "bench-password",
+            &labelport_db::users::generate_token(),
+            labelport_domain::access::Role::Admin,
+        )
         .await?;
     let project = db
         .create_project(

@@ -15,6 +15,7 @@ pub mod annotations;
 pub mod export_storages;
 pub mod import_links;
 pub mod jobs;
+pub mod members;
 pub mod predictions;
 pub mod projects;
 pub mod storages;

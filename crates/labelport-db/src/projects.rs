@@ -40,16 +40,25 @@ const PROJECT_COLUMNS: &str =
     "id, title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at";
 
 impl Db {
+    /// Creates a project; its creator becomes its first member (same
+    /// transaction).
     pub async fn create_project(&self, fields: &ProjectFields, created_by: i64) -> DbResult<ProjectRow> {
         let sql = format!(
             "INSERT INTO projects (title, description, label_config, maximum_annotations, settings, created_by, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {PROJECT_COLUMNS}"
         );
         let at = now();
-        Ok(on_write!(self, p => sqlx::query_as::<_, ProjectRow>(&sql)
-            .bind(&fields.title).bind(&fields.description).bind(&fields.label_config)
-            .bind(fields.maximum_annotations).bind(&fields.settings).bind(created_by).bind(&at)
-            .fetch_one(p).await)?)
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let row = sqlx::query_as::<_, ProjectRow>(&sql)
+                .bind(&fields.title).bind(&fields.description).bind(&fields.label_config)
+                .bind(fields.maximum_annotations).bind(&fields.settings).bind(created_by).bind(&at)
+                .fetch_one(&mut *tx).await?;
+            sqlx::query("INSERT INTO project_members (project_id, user_id, created_at) VALUES ($1, $2, $3)")
+                .bind(row.id).bind(created_by).bind(&at).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
     }
 
     pub async fn get_project(&self, id: i64) -> DbResult<ProjectRow> {
@@ -57,12 +66,32 @@ impl Db {
         not_found_if_none(on_read!(self, p => sqlx::query_as::<_, ProjectRow>(&sql).bind(id).fetch_optional(p).await)?)
     }
 
-    /// A page of projects, newest first as Label Studio lists them, and the total.
-    pub async fn list_projects(&self, offset: i64, limit: i64) -> DbResult<(Vec<ProjectRow>, i64)> {
-        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id DESC LIMIT $1 OFFSET $2");
+    /// A page of projects, newest first as Label Studio lists them, and the
+    /// total: every project, or (`member = Some(user)`) those the user is a
+    /// member of.
+    pub async fn list_projects(
+        &self,
+        member: Option<i64>,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<ProjectRow>, i64)> {
+        // $3 is the member; `$3 = 0` never matches a user id, so one text
+        // serves both cases.
+        let scope = if member.is_some() {
+            "id IN (SELECT project_id FROM project_members WHERE user_id = $3)"
+        } else {
+            "$3 = 0"
+        };
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE {scope} ORDER BY id DESC LIMIT $1 OFFSET $2");
+        let count = if member.is_some() {
+            "SELECT COUNT(*) FROM project_members WHERE user_id = $1"
+        } else {
+            "SELECT COUNT(*) FROM projects WHERE $1 = 0"
+        };
+        let who = member.unwrap_or(0);
         on_read!(self, p => {
-            let rows = sqlx::query_as::<_, ProjectRow>(&sql).bind(limit).bind(offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(p).await?;
+            let rows = sqlx::query_as::<_, ProjectRow>(&sql).bind(limit).bind(offset).bind(who).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar(count).bind(who).fetch_one(p).await?;
             Ok((rows, total))
         })
     }

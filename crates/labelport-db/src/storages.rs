@@ -122,25 +122,41 @@ impl StorageRecord {
                 presign: self.presign,
                 presign_ttl: self.presign_ttl,
                 recursive_scan: self.recursive_scan,
-                deletion_policy: DeletionPolicy::parse(&self.deletion_policy).ok_or_else(|| {
-                    DbError::Corrupt(format!(
-                        "storage {}: deletion_policy {:?}",
-                        self.id, self.deletion_policy
-                    ))
-                })?,
+                // An unknown value (written by a newer version) acts as the
+                // safest one rather than failing every read.
+                deletion_policy: DeletionPolicy::parse(&self.deletion_policy).unwrap_or_else(|| {
+                    tracing::warn!(
+                        storage.id = self.id,
+                        "unknown deletion_policy {:?}; keeping tasks",
+                        self.deletion_policy
+                    );
+                    DeletionPolicy::Keep
+                }),
             }),
             Direction::Export => DirectionOptions::Export(ExportOptions {
                 can_delete_objects: self.can_delete_objects,
-                export_format: ExportFormat::parse(&self.export_format).ok_or_else(|| {
-                    DbError::Corrupt(format!("storage {}: export_format {:?}", self.id, self.export_format))
-                })?,
+                export_format: ExportFormat::parse(&self.export_format).unwrap_or_else(|| {
+                    tracing::warn!(
+                        storage.id = self.id,
+                        "unknown export_format {:?}; using annotation",
+                        self.export_format
+                    );
+                    ExportFormat::Annotation
+                }),
             }),
         };
         Ok(StorageRow {
             id: self.id,
             project_id: self.project_id,
+            // A type this server does not serve (written by a newer
+            // version): the storage is treated as absent, not as an error.
             kind: StorageKind::parse(&self.storage_type).ok_or_else(|| {
-                DbError::Corrupt(format!("storage {}: unknown type {:?}", self.id, self.storage_type))
+                tracing::warn!(
+                    storage.id = self.id,
+                    "storage of unknown type {:?} ignored",
+                    self.storage_type
+                );
+                DbError::NotFound
             })?,
             settings: StorageSettings {
                 title: self.title,
@@ -265,7 +281,7 @@ impl Db {
             }
             q.fetch_all(p).await
         })?;
-        records.into_iter().map(|r| r.into_row(direction)).collect()
+        Ok(records.into_iter().filter_map(|r| r.into_row(direction).ok()).collect())
     }
 
     /// Saves new settings (the direction is the storage's; a storage of a

@@ -6,6 +6,8 @@ use argon2::Argon2;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use labelport_domain::access::Role;
+
 use crate::{now, on_read, on_write, Db, DbError, DbResult};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,10 +18,29 @@ pub struct UserRow {
     pub first_name: String,
     pub last_name: String,
     pub is_superuser: bool,
+    /// `admin` | `manager` | `annotator` ([`UserRow::role`] parses it).
+    #[sqlx(rename = "role")]
+    pub role_name: String,
     pub created_at: String,
 }
 
-const USER_COLUMNS: &str = "id, username, email, first_name, last_name, is_superuser, created_at";
+impl UserRow {
+    /// The user's role; an unknown stored value counts as the weakest.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role_name).unwrap_or(Role::Annotator)
+    }
+}
+
+/// Fields of a user an admin sets (`POST/PATCH /api/users`).
+#[derive(Debug, Clone, Default)]
+pub struct UserFields {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Option<Role>,
+}
+
+const USER_COLUMNS: &str = "id, username, email, first_name, last_name, is_superuser, role, created_at";
 
 pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -31,12 +52,34 @@ pub fn generate_token() -> String {
     hex::encode(bytes)
 }
 
-fn hash_password(password: &str) -> DbResult<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| DbError::Corrupt(format!("password hashing failed: {e}")))
+/// Argon2id with its defaults (19 MiB, 2 passes): tens of milliseconds of
+/// CPU, so it runs on the blocking pool, never on the async executor.
+async fn hash_password(password: &str) -> DbResult<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| DbError::Corrupt(format!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| DbError::Corrupt(format!("password hashing task failed: {e}")))?
+}
+
+/// A hash of no one's password: an unknown user's login is checked against
+/// it, so it costs the same time and answers the same as a wrong password.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2BQLAD8itTNhBeanTTTmLUkXtPWLlyNY51S0w9m4xTU";
+
+/// Checks `password` against `hash` on the blocking pool.
+async fn verify_password(password: &str, hash: String) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    })
+    .await
+    .unwrap_or(false)
 }
 
 impl Db {
@@ -60,22 +103,82 @@ impl Db {
         Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(p).await)?)
     }
 
-    /// Makes sure `username` exists with exactly this password and token
-    /// (creating or updating it); returns the user.
-    pub async fn ensure_user(&self, username: &str, password: &str, token: &str) -> DbResult<UserRow> {
-        let hash = hash_password(password)?;
+    /// Makes sure `username` exists with exactly this password, token and
+    /// role (creating or updating it); returns the user. A changed password
+    /// or token ends the user's browser sessions.
+    pub async fn ensure_user(&self, username: &str, password: &str, token: &str, role: Role) -> DbResult<UserRow> {
+        let hash = hash_password(password).await?;
         let digest = token_digest(token);
         let email = if username.contains('@') { username } else { "" };
         let sql = format!(
-            "INSERT INTO users (username, email, password_hash, token_sha256, is_superuser, created_at)
-             VALUES ($1, $2, $3, $4, TRUE, $5)
-             ON CONFLICT (username) DO UPDATE SET password_hash = $3, token_sha256 = $4
+            "INSERT INTO users (username, email, password_hash, token_sha256, is_superuser, role, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (username) DO UPDATE SET password_hash = $3, token_sha256 = $4, is_superuser = $5, role = $6
              RETURNING {USER_COLUMNS}"
         );
         let created_at = now();
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let user = sqlx::query_as::<_, UserRow>(&sql)
+                .bind(username).bind(email).bind(&hash).bind(&digest).bind(role == Role::Admin)
+                .bind(role.as_str()).bind(&created_at)
+                .fetch_one(&mut *tx).await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
+    /// Creates a user (`POST /api/users`); None when the username is taken.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        token: &str,
+        fields: &UserFields,
+    ) -> DbResult<Option<UserRow>> {
+        let hash = hash_password(password).await?;
+        let role = fields.role.unwrap_or(Role::Annotator);
+        let sql = format!(
+            "INSERT INTO users (username, email, first_name, last_name, password_hash, token_sha256, is_superuser, role, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
+        );
         Ok(on_write!(self, p => sqlx::query_as::<_, UserRow>(&sql)
-            .bind(username).bind(email).bind(&hash).bind(&digest).bind(&created_at)
-            .fetch_one(p).await)?)
+            .bind(username).bind(&fields.email).bind(&fields.first_name).bind(&fields.last_name)
+            .bind(&hash).bind(token_digest(token)).bind(role == Role::Admin).bind(role.as_str()).bind(now())
+            .fetch_optional(p).await)?)
+    }
+
+    /// Saves a user's names, e-mail and (when given) role.
+    pub async fn update_user(&self, id: i64, fields: &UserFields) -> DbResult<UserRow> {
+        let sql = format!(
+            "UPDATE users SET email = $1, first_name = $2, last_name = $3,
+             role = COALESCE($4, role), is_superuser = COALESCE($4 = 'admin', is_superuser)
+             WHERE id = $5 RETURNING {USER_COLUMNS}"
+        );
+        let role = fields.role.map(Role::as_str);
+        crate::not_found_if_none(on_write!(self, p => sqlx::query_as::<_, UserRow>(&sql)
+            .bind(&fields.email).bind(&fields.first_name).bind(&fields.last_name).bind(role).bind(id)
+            .fetch_optional(p).await)?)
+    }
+
+    /// Deletes a user (their sessions and memberships go with them; their
+    /// annotations stay, as Label Studio's).
+    pub async fn delete_user(&self, id: i64) -> DbResult<()> {
+        let n = on_write!(self, p => sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(p).await
+            .map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// How many admins there are (the last one may not be demoted or deleted).
+    pub async fn count_admins(&self) -> DbResult<i64> {
+        Ok(
+            on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+            .fetch_one(p).await)?,
+        )
     }
 
     /// The user with this username (or email) and password, if they match.
@@ -87,13 +190,17 @@ impl Db {
             use sqlx::Row;
             (UserRow {
                 id: r.get("id"), username: r.get("username"), email: r.get("email"), first_name: r.get("first_name"),
-                last_name: r.get("last_name"), is_superuser: r.get("is_superuser"), created_at: r.get("created_at"),
+                last_name: r.get("last_name"), is_superuser: r.get("is_superuser"), role_name: r.get("role"),
+                created_at: r.get("created_at"),
             }, r.get::<String, _>("password_hash"))
         })))?;
-        let Some((user, hash)) = row else { return Ok(None) };
-        let ok =
-            PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
-        Ok(ok.then_some(user))
+        // An unknown user costs the same work as a wrong password.
+        let (user, hash) = match row {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, DUMMY_HASH.to_owned()),
+        };
+        let ok = verify_password(password, hash).await;
+        Ok(user.filter(|_| ok))
     }
 
     /// Starts a browser session; returns the cookie value (shown once).
@@ -125,11 +232,39 @@ impl Db {
         Ok(())
     }
 
-    /// Replaces a user's token; returns false when there is no such user.
+    /// Replaces a user's token and ends their browser sessions; returns
+    /// false when there is no such user.
     pub async fn set_user_token(&self, username: &str, token: &str) -> DbResult<bool> {
         let digest = token_digest(token);
-        let done = on_write!(self, p => sqlx::query("UPDATE users SET token_sha256 = $1 WHERE username = $2")
-            .bind(&digest).bind(username).execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(done == 1)
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query("UPDATE users SET token_sha256 = $1 WHERE username = $2")
+                .bind(&digest).bind(username).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
+                .bind(username).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done == 1)
+        })
+    }
+
+    /// Sets a user's password and ends their browser sessions.
+    pub async fn set_password(&self, id: i64, password: &str) -> DbResult<()> {
+        let hash = hash_password(password).await?;
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(&hash).bind(id)
+                .execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Deletes expired sessions; returns how many.
+    pub async fn prune_sessions(&self) -> DbResult<u64> {
+        Ok(
+            on_write!(self, p => sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now())
+            .execute(p).await.map(|r| r.rows_affected()))?,
+        )
     }
 }

@@ -3,6 +3,7 @@
 //! the validation errors they produce, and what a storage is (direction,
 //! kind, settings and their checks: [`storage`]).
 
+pub mod access;
 pub mod import;
 pub mod label_config;
 pub mod resolve;

@@ -90,39 +90,62 @@ fn resolve_url(uri: &str, base: &str, task_id: i64) -> String {
     format!("{base}/tasks/{task_id}/resolve/?fileuri={}", encode_fileuri(uri))
 }
 
-fn rewrite_string(s: &str, buckets: &[String], base: &str, task_id: i64) -> Option<String> {
+/// The byte ranges of the URIs in one string that rewriting considers: the
+/// whole string when it is a URI, else every quoted URI (an opening quote
+/// right before `gs://`, up to the same quote character, as in HTML).
+fn uri_spans(s: &str) -> Vec<(usize, usize)> {
     if !s.contains(SCHEME) {
-        return None;
+        return Vec::new();
     }
     if s.starts_with(SCHEME) {
-        return resolvable(s, buckets).then(|| resolve_url(s, base, task_id));
+        return vec![(0, s.len())];
     }
-    // Every quoted URI: an opening quote right before `gs://`, up to the
-    // same quote character.
-    let mut out = String::with_capacity(s.len() + 64);
-    let mut changed = false;
-    let mut rest = s;
-    while let Some(pos) = rest.find(SCHEME) {
-        let quote = rest[..pos].chars().next_back();
-        let closing = match quote {
-            Some(q @ ('"' | '\'')) => rest[pos..].find(q).map(|end| (q, pos + end)),
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = s[from..].find(SCHEME) {
+        let pos = from + found;
+        let closing = match s[..pos].chars().next_back() {
+            Some(q @ ('"' | '\'')) => s[pos..].find(q).map(|end| pos + end),
             _ => None,
         };
         match closing {
-            Some((_, end)) if resolvable(&rest[pos..end], buckets) => {
-                out.push_str(&rest[..pos]);
-                out.push_str(&resolve_url(&rest[pos..end], base, task_id));
-                rest = &rest[end..];
-                changed = true;
+            Some(end) => {
+                spans.push((pos, end));
+                from = end;
             }
-            _ => {
-                out.push_str(&rest[..pos + SCHEME.len()]);
-                rest = &rest[pos + SCHEME.len()..];
-            }
+            None => from = pos + SCHEME.len(),
         }
     }
-    out.push_str(rest);
+    spans
+}
+
+fn rewrite_string(s: &str, buckets: &[String], base: &str, task_id: i64) -> Option<String> {
+    let mut out = String::with_capacity(s.len() + 64);
+    let mut changed = false;
+    let mut at = 0;
+    for (start, end) in uri_spans(s) {
+        if resolvable(&s[start..end], buckets) {
+            out.push_str(&s[at..start]);
+            out.push_str(&resolve_url(&s[start..end], base, task_id));
+            at = end;
+            changed = true;
+        }
+    }
+    out.push_str(&s[at..]);
     changed.then_some(out)
+}
+
+/// Whether `uri` is one of the URIs of `data` that rewriting shows as
+/// resolve URLs (a whole string, or quoted inside one, at any depth): the
+/// task-level check of `/tasks/{id}/resolve`, so a task's resolve URL
+/// serves that task's media and nothing else of the bucket.
+pub fn uri_occurs(data: &Value, uri: &str) -> bool {
+    match data {
+        Value::String(s) => uri_spans(s).into_iter().any(|(a, b)| &s[a..b] == uri),
+        Value::Array(items) => items.iter().any(|v| uri_occurs(v, uri)),
+        Value::Object(map) => map.values().any(|v| uri_occurs(v, uri)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +205,26 @@ mod tests {
         let mut none = json!({"image": "gs://media/a.jpg"});
         rewrite_uris(&mut none, &[], "", 1);
         assert_eq!(none["image"], "gs://media/a.jpg");
+    }
+
+    #[test]
+    fn a_uri_occurs_only_where_rewriting_would_show_it() {
+        let d = json!({
+            "image": "gs://media/a.jpg",
+            "pages": [{"page": "gs://media/p1.png"}],
+            "html": "<img src=\"gs://media/in-html.jpg\"> gs://media/bare",
+        });
+        for uri in ["gs://media/a.jpg", "gs://media/p1.png", "gs://media/in-html.jpg"] {
+            assert!(uri_occurs(&d, uri), "{uri}");
+        }
+        for uri in [
+            "gs://media/bare",
+            "gs://media/a",
+            "gs://media/other.jpg",
+            "gs://media/a.jpg.exe",
+        ] {
+            assert!(!uri_occurs(&d, uri), "{uri}");
+        }
     }
 
     #[test]

@@ -106,18 +106,35 @@ impl StorageKind {
     }
 }
 
+/// The types Label Studio's UI lists, in its order (the UI relies on it).
+const LABEL_STUDIO_TYPES: [(&str, &str); 5] = [
+    ("s3", "AWS S3"),
+    ("gcs", "Google Cloud Storage"),
+    ("azure", "Microsoft Azure"),
+    ("redis", "Redis"),
+    ("localfiles", "Local files"),
+];
+
 /// The type lists of `/api/storages/types` and `/api/storages/export/types`
-/// as `(name, title)`, in Label Studio's order (its UI relies on it): the
-/// kinds Label Studio lists, with the titles it gives them. Only the kinds
-/// of [`StorageKind::ALL`] have endpoints here.
+/// as `(name, title)`: Label Studio's list in its order, each served kind
+/// under its own title, and served kinds Label Studio does not list right
+/// after the last one of the same URI scheme. Only the kinds of
+/// [`StorageKind::ALL`] have endpoints here.
 pub fn listed_types() -> Vec<(&'static str, &'static str)> {
-    let mut types = vec![("s3", "AWS S3")];
-    types.extend(StorageKind::ALL.iter().map(|k| (k.name(), k.title())));
-    types.extend([
-        ("azure", "Microsoft Azure"),
-        ("redis", "Redis"),
-        ("localfiles", "Local files"),
-    ]);
+    let mut types: Vec<(&str, &str)> = LABEL_STUDIO_TYPES
+        .iter()
+        .map(|&(name, title)| (name, StorageKind::parse(name).map_or(title, StorageKind::title)))
+        .collect();
+    for kind in StorageKind::ALL {
+        if types.iter().any(|(n, _)| *n == kind.name()) {
+            continue;
+        }
+        let after = types
+            .iter()
+            .rposition(|(n, _)| StorageKind::parse(n).is_some_and(|k| k.scheme() == kind.scheme()))
+            .map_or(types.len(), |i| i + 1);
+        types.insert(after, (kind.name(), kind.title()));
+    }
     types
 }
 
@@ -364,7 +381,14 @@ impl StorageSettings {
     /// Applies `input` over these settings and checks every field, naming
     /// each bad one (400 `validation_errors`). Kind-specific checks (a key
     /// that parses) are the connector's: `labelport_storage::check_settings`.
-    pub fn apply(mut self, input: &StorageInput) -> Result<StorageSettings, ValidationErrors> {
+    pub fn apply(self, input: &StorageInput) -> Result<StorageSettings, ValidationErrors> {
+        let (settings, errors) = self.apply_collecting(input);
+        errors.into_result().map(|()| settings)
+    }
+
+    /// As [`StorageSettings::apply`], but hands back the settings with the
+    /// errors, so a caller can add its own checks and report all at once.
+    pub fn apply_collecting(mut self, input: &StorageInput) -> (StorageSettings, ValidationErrors) {
         let mut errors = ValidationErrors::default();
         set(&mut self.title, &input.title);
         set(&mut self.description, &input.description);
@@ -420,7 +444,7 @@ impl StorageSettings {
                 }
             }
         }
-        errors.into_result().map(|()| self)
+        (self, errors)
     }
 
     /// Whether saving these settings over `before` must try the connection

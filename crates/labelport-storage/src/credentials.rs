@@ -5,6 +5,26 @@ use serde_json::Value;
 /// Checks that `text` is a service-account key file (JSON with
 /// `"type": "service_account"`, `client_email` and a PEM `private_key`).
 /// The message names what is wrong and never echoes the key.
+/// Google's OAuth 2.0 token endpoint, as service-account keys name it.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// The older name of the same endpoint, found in keys made before 2019.
+const GOOGLE_LEGACY_TOKEN_URI: &str = "https://accounts.google.com/o/oauth2/token";
+
+/// Whether a pasted key may name `uri` as its token endpoint: Google's, or
+/// one listed in `LABELPORT_ALLOWED_TOKEN_URIS` (comma-separated; for tests
+/// and private Google endpoints set up by the server's operator).
+pub fn allowed_token_uri(uri: &str) -> bool {
+    uri == GOOGLE_TOKEN_URI
+        || uri == GOOGLE_LEGACY_TOKEN_URI
+        || std::env::var("LABELPORT_ALLOWED_TOKEN_URIS")
+            .unwrap_or_default()
+            .split(',')
+            .any(|allowed| !allowed.trim().is_empty() && allowed.trim() == uri)
+}
+
+/// Checks a pasted service-account key before it is stored or used: JSON,
+/// `type: service_account`, `client_email`, a private key we can sign with,
+/// and a `token_uri` of Google's. Errors name the problem, never key bytes.
 pub fn validate_service_account_json(text: &str) -> Result<(), String> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         format!(
@@ -30,6 +50,17 @@ pub fn validate_service_account_json(text: &str) -> Result<(), String> {
             return Err(format!("the service-account key has no \"{field}\""));
         }
     }
+    // The token endpoint is where the server POSTs a signed assertion: it
+    // must be Google's (or one the server's settings name), never an
+    // address a user chose. Checked before any connection is made.
+    if let Some(uri) = obj.get("token_uri") {
+        let uri = uri.as_str().unwrap_or_default();
+        if !allowed_token_uri(uri) {
+            return Err(format!(
+                "the service-account key's token_uri must be Google's ({GOOGLE_TOKEN_URI}), not {uri:?}"
+            ));
+        }
+    }
     // The key must be one we can sign with (presigned URLs): parsed here so
     // a bad one is refused at once, not at the first signed URL. The
     // messages name the problem, never key bytes.
@@ -46,6 +77,30 @@ pub fn validate_service_account_json(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_uri_that_is_not_googles_is_refused() {
+        let mut key: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/conformance/test_service_account.not-a-test.json"
+            ))
+            .expect("shared/conformance beside the repository"),
+        )
+        .unwrap();
+        for evil in [
+            "http://169.254.169.254/computeMetadata/v1/",
+            "https://attacker.example/token",
+            "",
+            "https://oauth2.googleapis.com/token/../x",
+        ] {
+            key["token_uri"] = evil.into();
+            let e = validate_service_account_json(&key.to_string()).unwrap_err();
+            assert!(e.contains("token_uri"), "{evil}: {e}");
+        }
+        key["token_uri"] = GOOGLE_LEGACY_TOKEN_URI.into();
+        assert!(validate_service_account_json(&key.to_string()).is_ok());
+    }
 
     #[test]
     fn accepts_service_account_and_names_problems() {

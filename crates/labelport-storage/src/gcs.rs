@@ -71,6 +71,21 @@ fn http_client() -> StorageResult<reqwest_middleware::ClientWithMiddleware> {
     Ok(reqwest_middleware::ClientBuilder::new(client).build())
 }
 
+/// At most this much of an error text from a token endpoint reaches a
+/// user: its first line, cut, so a token endpoint's answer is summarised,
+/// never relayed whole.
+const SUMMARY_CHARS: usize = 160;
+
+/// The first line of `text`, cut to [`SUMMARY_CHARS`].
+pub fn summarise(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.chars().count() <= SUMMARY_CHARS {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(SUMMARY_CHARS).collect();
+    format!("{cut}…")
+}
+
 /// Sorts a Google error into what a caller can act on.
 fn classify(err: GcsError, what: &str) -> StorageError {
     match err {
@@ -91,7 +106,10 @@ fn classify(err: GcsError, what: &str) -> StorageError {
             Some(408 | 429 | 500..=599) => StorageError::Transient(format!("{what}: {e}")),
             _ => StorageError::Other(format!("{what}: {e}")),
         },
-        GcsError::TokenSource(e) => StorageError::Auth(format!("{what}: could not get a Google access token: {e}")),
+        GcsError::TokenSource(e) => StorageError::Auth(format!(
+            "{what}: could not get a Google access token: {}",
+            summarise(&e.to_string())
+        )),
         other => StorageError::Other(format!("{what}: {other}")),
     }
 }

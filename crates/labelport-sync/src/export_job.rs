@@ -188,10 +188,7 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store
         "{} objects written, {} deleted, {} failed",
         report.written, report.deleted, report.failed
     );
-    match run.complete(report.written as i64, errors, &summary).await {
-        JobOutcome::Retry { error, .. } => retry(error, ctx.job.attempts),
-        outcome => outcome,
-    }
+    run.complete(report.written as i64, errors, &summary).await
 }
 
 /// How often [`spawn_export_requeuer`] looks for export work left behind.

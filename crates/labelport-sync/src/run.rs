@@ -173,14 +173,6 @@ impl SyncRun {
     /// (what the engine did, in words) goes to the log line. A database
     /// error is a retry (the work is done; the next run finds nothing to do).
     pub async fn complete(mut self, count: i64, errors: Option<String>, summary: &str) -> JobOutcome {
-        tracing::info!(
-            storage.id = self.storage_id,
-            direction = self.direction.as_str(),
-            count,
-            with_errors = errors.is_some(),
-            "sync finished in {:.3} s: {summary}",
-            self.started.elapsed().as_secs_f64()
-        );
         self.meta.insert("time_completed".into(), meta_time().into());
         self.meta.insert("time_last_ping".into(), meta_time().into());
         self.meta
@@ -194,9 +186,20 @@ impl SyncRun {
         state.last_sync = Some(labelport_db::now());
         state.last_sync_count = Some(count);
         state.last_sync_job = Some(self.job_id.clone());
+        let with_errors = errors.is_some();
         state.traceback = errors;
         match self.write(&state).await {
-            Ok(()) => JobOutcome::Done,
+            Ok(()) => {
+                tracing::info!(
+                    storage.id = self.storage_id,
+                    direction = self.direction.as_str(),
+                    count,
+                    with_errors,
+                    "sync finished in {:.3} s: {summary}",
+                    self.started.elapsed().as_secs_f64()
+                );
+                JobOutcome::Done
+            }
             Err(e) => JobOutcome::Retry {
                 error: e.to_string(),
                 after: Duration::from_secs(2),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use labelport_api::AppState;
 use labelport_db::Db;
+use labelport_domain::access::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -210,7 +211,7 @@ impl TestApp {
         let test_db = TestDb::new(backend).await?;
         test_db
             .db
-            .ensure_user("tester@example.com", "test-password", TEST_TOKEN)
+            .ensure_user("tester@example.com", "test-password", TEST_TOKEN, Role::Admin)
             .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
@@ -253,10 +254,15 @@ impl TestApp {
     /// Sends a request with the token; returns status and JSON (Null when
     /// the body is empty, a string when it is not JSON).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    /// As [`TestApp::call`], with another user's token.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base_url))
-            .header("Authorization", format!("Token {}", self.token));
+            .header("Authorization", format!("Token {token}"));
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -44,6 +44,14 @@ async fn rewriting_refusals_and_proxy() {
         .await
         .unwrap();
         gcs.upload(
+            &bucket,
+            "imgs/page.html",
+            b"<script>alert(document.cookie)</script>".to_vec(),
+            "text/html",
+        )
+        .await
+        .unwrap();
+        gcs.upload(
             &format!("{bucket}-other"),
             "secret.txt",
             b"secret".to_vec(),
@@ -251,8 +259,37 @@ async fn rewriting_refusals_and_proxy() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "logged out");
+        // A task's resolve URL serves only URIs of that task's data, even
+        // of the same bucket (task-level check, nothing fetched).
+        let page_uri = format!("gs://{bucket}/imgs/page.html");
+        let r = raw_get(&app, &resolve(&page_uri), &[]).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "not in the task's data");
+        // The project route keeps Label Studio's bucket-level rule. Media
+        // cannot attack the app: never sniffed, sandboxed, and a type that
+        // runs script is a download, not a page on our origin.
+        let r = raw_get(
+            &app,
+            &format!("/projects/{pid}/resolve/?fileuri={}", b64(&page_uri)),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.starts_with("sandbox"), "{csp}");
+        assert_eq!(r.headers()[header::CONTENT_DISPOSITION], "attachment");
+        let r = raw_get(&app, &url, &[]).await;
+        assert!(
+            r.headers().get(header::CONTENT_DISPOSITION).is_none(),
+            "images stay inline"
+        );
+        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         // A missing object is the storage's failure: 424 in Label Studio's shape.
-        let r = raw_get(&app, &resolve(&format!("gs://{bucket}/imgs/gone.jpg")), &[]).await;
+        let gone = format!("gs://{bucket}/imgs/gone.jpg");
+        let r = raw_get(&app, &format!("/projects/{pid}/resolve/?fileuri={}", b64(&gone)), &[]).await;
         assert_eq!(r.status(), StatusCode::FAILED_DEPENDENCY);
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"], "Storage stream failed while proxying data");

@@ -70,7 +70,11 @@ pub fn first_data_key(label_config: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A user as Label Studio shows it, with the role both as Labelport names it
+/// (`role`) and as Label Studio's `organization_membership` does (`AD`,
+/// `MA`, `AN`). Never a password or token.
 pub fn user_json(user: &UserRow) -> Value {
+    let role = user.role();
     json!({
         "id": user.id,
         "username": user.username,
@@ -78,6 +82,13 @@ pub fn user_json(user: &UserRow) -> Value {
         "first_name": user.first_name,
         "last_name": user.last_name,
         "avatar": null,
+        "role": role.as_str(),
+        "organization_membership": {
+            "role": role.label_studio_code(),
+            "active": true,
+            "organization_id": 1,
+            "user_type": "standard",
+        },
     })
 }
 

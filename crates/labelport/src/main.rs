@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use labelport_api::AppState;
 use labelport_db::users::generate_token;
 use labelport_db::Db;
+use labelport_domain::access::Role;
 
 use crate::config::DbArgs;
 
@@ -71,6 +72,20 @@ struct ServeArgs {
         default_value = "https://iamcredentials.googleapis.com"
     )]
     iam_endpoint: String,
+    /// Buckets that managers may reach with the server's own Google
+    /// identity (storages without a key), comma-separated, or `*` for any.
+    /// Empty: only admins may create such storages.
+    #[arg(
+        long,
+        env = "LABELPORT_AMBIENT_CREDENTIALS_BUCKETS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    ambient_credentials_buckets: Vec<String>,
+    /// Serve bucket objects whose type runs script (HTML, SVG, XML,
+    /// JavaScript) inline through the media proxy instead of as downloads.
+    #[arg(long, env = "LABELPORT_MEDIA_INLINE_ACTIVE", default_value_t = false)]
+    media_inline_active: bool,
 }
 
 #[derive(clap::Args)]
@@ -98,10 +113,14 @@ fn workers(state: &AppState) -> labelport_jobs::Workers {
 
 #[derive(Subcommand)]
 enum UserAction {
-    /// Create a user, or reset its password and token; prints the token.
+    /// Create a user, or reset its password, token and role; prints the token.
     Create {
         #[arg(long)]
         username: String,
+        /// admin (everything), manager (creates and manages projects it is a
+        /// member of), or annotator (labels in projects it is a member of).
+        #[arg(long, default_value = "annotator", value_parser = ["admin", "manager", "annotator"])]
+        role: String,
         #[arg(long, env = "LABELPORT_PASSWORD", hide_env_values = true)]
         password: String,
         /// The API token to set; a new random one when omitted.
@@ -157,7 +176,8 @@ async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
                 None => (generate_token(), true),
             };
             check_token(&token)?;
-            let user = db.ensure_user(username, password, &token).await?;
+            // The startup user runs the server: an admin.
+            let user = db.ensure_user(username, password, &token, Role::Admin).await?;
             tracing::info!(user.id = user.id, "user {username} is ready");
             if generated {
                 println!("API token for {username}: {token}");
@@ -171,7 +191,7 @@ async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
             if db.count_users().await? == 0 {
                 let password = generate_token();
                 let token = generate_token();
-                db.ensure_user("admin", &password, &token).await?;
+                db.ensure_user("admin", &password, &token, Role::Admin).await?;
                 // Printed once, to the console only (never to the log).
                 println!("Created the first user.\n  username: admin\n  password: {password}\n  API token: {token}");
             }
@@ -203,6 +223,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     state.public_url = public_url.to_owned();
     state.iam_endpoint = args.iam_endpoint.trim_end_matches('/').to_owned();
+    state.ambient_buckets = args
+        .ambient_credentials_buckets
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    state.media_inline_active = args.media_inline_active;
     let workers = workers(&state);
     let handles = workers.spawn(args.workers);
     let requeuer = (args.workers > 0).then(|| {
@@ -244,6 +271,7 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
     match action {
         UserAction::Create {
             username,
+            role,
             password,
             token,
             db,
@@ -251,7 +279,8 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
             let db = db.open_migrated().await?;
             let token = token.unwrap_or_else(generate_token);
             check_token(&token)?;
-            db.ensure_user(&username, &password, &token).await?;
+            let role = Role::parse(&role).context("--role")?;
+            db.ensure_user(&username, &password, &token, role).await?;
             println!("{token}");
         }
         UserAction::ResetToken { username, db } => {
@@ -263,7 +292,7 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
         UserAction::List { db } => {
             let db = db.open_migrated().await?;
             for u in db.list_users().await? {
-                println!("{}\t{}\t{}", u.id, u.username, u.created_at);
+                println!("{}\t{}\t{}\t{}", u.id, u.username, u.role_name, u.created_at);
             }
         }
     }
