@@ -106,7 +106,7 @@ pub async fn signed_url(
     if let Some(endpoint) = state.storage_env.gcs_endpoint.clone().or_else(emulator_from_env) {
         req.host = Some(endpoint);
     }
-    if let Some(json) = storage.settings.credentials.as_deref() {
+    if let Some(json) = storage.settings.credentials.as_ref().map(|c| c.expose()) {
         let signer = KeySigner::from_service_account_json(json).map_err(|e| e.to_string())?;
         return signing::signed_url(&req, &signer).await.map_err(|e| e.to_string());
     }

@@ -33,7 +33,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url).await.context("opening the bench database")?;
+    let db = Db::connect(&url)
+        .await
+        .context("opening the bench database")?
+        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
     db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)

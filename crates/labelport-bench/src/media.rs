@@ -101,7 +101,9 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let rss_before = peak_rss_mb();
 
     let tmp = tempfile::tempdir()?;
-    let db = Db::connect(&format!("sqlite://{}", tmp.path().join("bench.db").display())).await?;
+    let db = Db::connect(&format!("sqlite://{}", tmp.path().join("bench.db").display()))
+        .await?
+        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
     db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)

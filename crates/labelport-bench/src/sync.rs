@@ -184,7 +184,10 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url).await.context("opening the bench database")?;
+    let db = Db::connect(&url)
+        .await
+        .context("opening the bench database")?
+        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
     db.migrate().await?;
     println!("backend: {}", db.backend_name());
     match args.scenario {

@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod members;
 pub mod predictions;
 pub mod projects;
+pub mod secrets;
 pub mod storages;
 pub mod tasks;
 pub mod users;
@@ -39,6 +40,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A secret could not be sealed or opened (no key, a wrong key).
+    #[error("secret: {0}")]
+    Secret(String),
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -57,6 +61,8 @@ pub enum Pool {
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: Pool,
+    /// The keys that seal credentials at rest (`secrets.rs`).
+    secrets: Option<std::sync::Arc<secrets::SecretKeys>>,
 }
 
 /// Runs `$body` with `$p` bound to a pool fit for reads.
@@ -127,6 +133,7 @@ impl Db {
                 .await?;
             return Ok(Db {
                 pool: Pool::Postgres(pool),
+                secrets: None,
             });
         }
         let opts = SqliteConnectOptions::from_str(url)?
@@ -147,7 +154,15 @@ impl Db {
             .await?;
         Ok(Db {
             pool: Pool::Sqlite { read, write },
+            secrets: None,
         })
+    }
+
+    /// This handle with the keys that seal credentials at rest; without
+    /// them, reading or writing a storage's credentials is an error.
+    pub fn with_secret_keys(mut self, keys: secrets::SecretKeys) -> Db {
+        self.secrets = Some(std::sync::Arc::new(keys));
+        self
     }
 
     pub async fn open_sqlite_file(path: &Path) -> DbResult<Db> {

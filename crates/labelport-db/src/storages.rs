@@ -12,6 +12,9 @@ use labelport_domain::storage::{
     StorageSettings, SyncState,
 };
 
+use labelport_domain::secret::Secret;
+
+use crate::secrets::SecretKeys;
 use crate::{not_found_if_none, now, on_read, on_write, Db, DbError, DbResult};
 
 /// A stored storage of either direction.
@@ -116,7 +119,12 @@ fn columns(direction: Direction) -> &'static str {
 }
 
 impl StorageRecord {
-    fn into_row(self, direction: Direction) -> DbResult<StorageRow> {
+    /// The row, its credentials opened with `keys`.
+    fn into_row(self, direction: Direction, keys: &SecretKeys) -> DbResult<StorageRow> {
+        let credentials = match &self.credentials {
+            Some(stored) => Some(Secret::new(keys.open(stored)?)),
+            None => None,
+        };
         let options = match direction {
             Direction::Import => DirectionOptions::Import(ImportOptions {
                 presign: self.presign,
@@ -166,7 +174,7 @@ impl StorageRecord {
                 regex_filter: self.regex_filter,
                 use_blob_urls: self.use_blob_urls,
                 google_project_id: self.google_project_id,
-                credentials: self.credentials,
+                credentials,
                 options,
             },
             state: SyncState {
@@ -184,10 +192,12 @@ impl StorageRecord {
 }
 
 /// Binds a storage's settings, shared columns then the direction's own, in
-/// the order of [`SHARED_SETTINGS`] and [`own_settings`].
+/// the order of [`SHARED_SETTINGS`] and [`own_settings`]; the credentials
+/// as `$sealed` (sealed by the caller).
 macro_rules! bind_settings {
-    ($q:expr, $s:expr) => {{
+    ($q:expr, $s:expr, $sealed:expr) => {{
         let s: &StorageSettings = $s;
+        let sealed: &Option<String> = $sealed;
         let q = $q
             .bind(&s.title)
             .bind(&s.description)
@@ -196,7 +206,7 @@ macro_rules! bind_settings {
             .bind(&s.regex_filter)
             .bind(s.use_blob_urls)
             .bind(&s.google_project_id)
-            .bind(&s.credentials);
+            .bind(sealed);
         match &s.options {
             DirectionOptions::Import(o) => q
                 .bind(o.presign)
@@ -206,6 +216,20 @@ macro_rules! bind_settings {
             DirectionOptions::Export(o) => q.bind(o.can_delete_objects).bind(o.export_format.as_str()),
         }
     }};
+}
+
+/// The credentials as stored: sealed under the current key.
+fn sealed(keys: &SecretKeys, settings: &StorageSettings) -> Option<String> {
+    settings.credentials.as_ref().map(|c| keys.seal(c.expose()))
+}
+
+/// In a list, a row of a type this server does not serve is left out (see
+/// `into_row`); any other error stays one.
+fn keep_known(row: DbResult<StorageRow>) -> Option<DbResult<StorageRow>> {
+    match row {
+        Err(DbError::NotFound) => None,
+        other => Some(other),
+    }
 }
 
 /// `$1, $2, …, $n`.
@@ -235,9 +259,11 @@ impl Db {
             columns(direction)
         );
         let at = now();
-        let record = on_write!(self, p => bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings)
+        let keys = self.keys()?;
+        let sealed = sealed(keys, settings);
+        let record = on_write!(self, p => bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
             .bind(project_id).bind(kind.name()).bind(&at).fetch_one(p).await)?;
-        record.into_row(direction)
+        record.into_row(direction, keys)
     }
 
     /// A storage, including an export storage whose project is gone (for its
@@ -245,7 +271,7 @@ impl Db {
     pub async fn get_storage(&self, direction: Direction, id: i64) -> DbResult<StorageRow> {
         let sql = format!("SELECT {} FROM {} WHERE id = $1", columns(direction), table(direction));
         let record = on_read!(self, p => sqlx::query_as::<_, StorageRecord>(&sql).bind(id).fetch_optional(p).await)?;
-        not_found_if_none(record)?.into_row(direction)
+        not_found_if_none(record)?.into_row(direction, self.keys()?)
     }
 
     /// Storages of one direction, of a kind (None: every kind) and of one
@@ -281,7 +307,11 @@ impl Db {
             }
             q.fetch_all(p).await
         })?;
-        Ok(records.into_iter().filter_map(|r| r.into_row(direction).ok()).collect())
+        let keys = self.keys()?;
+        records
+            .into_iter()
+            .filter_map(|r| keep_known(r.into_row(direction, keys)))
+            .collect()
     }
 
     /// Saves new settings (the direction is the storage's; a storage of a
@@ -307,9 +337,11 @@ impl Db {
         );
         let moved = direction == Direction::Export
             && settings.moves_objects_from(&self.get_storage(direction, id).await?.settings);
+        let keys = self.keys()?;
+        let sealed = sealed(keys, settings);
         let record = on_write!(self, p => {
             let mut tx = p.begin().await?;
-            let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings)
+            let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -319,7 +351,7 @@ impl Db {
             tx.commit().await?;
             Ok::<_, DbError>(record)
         })?;
-        not_found_if_none(record)?.into_row(direction)
+        not_found_if_none(record)?.into_row(direction, keys)
     }
 
     /// Deletes a storage and its bookkeeping (links, queued deletions).

@@ -7,6 +7,7 @@ pub mod access;
 pub mod import;
 pub mod label_config;
 pub mod resolve;
+pub mod secret;
 pub mod storage;
 pub mod task_data;
 pub mod validation;

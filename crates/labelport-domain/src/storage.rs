@@ -18,6 +18,7 @@ use regex::Regex;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::secret::Secret;
 use crate::ValidationErrors;
 
 /// Longest signed-URL lifetime Google allows: 7 days, in minutes (V4
@@ -259,8 +260,9 @@ pub struct StorageSettings {
     pub use_blob_urls: bool,
     pub google_project_id: String,
     /// A service-account key's JSON; None: the server's Application
-    /// Default Credentials. Write-only in the API, never logged.
-    pub credentials: Option<String>,
+    /// Default Credentials. Write-only in the API, never logged, sealed in
+    /// the database.
+    pub credentials: Option<Secret>,
     pub options: DirectionOptions,
 }
 
@@ -273,7 +275,7 @@ impl std::fmt::Debug for StorageSettings {
             .field("regex_filter", &self.regex_filter)
             .field("use_blob_urls", &self.use_blob_urls)
             .field("google_project_id", &self.google_project_id)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field("credentials", &self.credentials)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -400,7 +402,7 @@ impl StorageSettings {
         set(&mut self.use_blob_urls, &input.use_blob_urls);
         set(&mut self.google_project_id, &input.google_project_id);
         if let Some(v) = &input.google_application_credentials {
-            self.credentials = (!v.trim().is_empty()).then(|| v.clone());
+            self.credentials = (!v.trim().is_empty()).then(|| Secret::new(v.clone()));
         }
         if self.bucket.is_empty() {
             errors.add("bucket", "This field is required: the bucket name (without gs://).");
@@ -557,7 +559,7 @@ mod tests {
     #[test]
     fn put_keeps_the_key_and_debug_hides_it() {
         let mut s = StorageSettings::defaults(Direction::Import);
-        s.credentials = Some("{\"private_key\": \"secret-material\"}".into());
+        s.credentials = Some(Secret::new("{\"private_key\": \"secret-material\"}".into()));
         s.title = "t".into();
         let replaced = s.replaced();
         assert_eq!(replaced.credentials, s.credentials);

@@ -28,7 +28,7 @@ impl StorageEnv {
             StorageKind::Gcs => {
                 GcsStore::connect(GcsConfig {
                     bucket: settings.bucket.clone(),
-                    service_account_json: settings.credentials.clone(),
+                    service_account_json: settings.credentials.as_ref().map(|c| c.expose().to_owned()),
                     endpoint: self.gcs_endpoint.clone(),
                 })
                 .await
@@ -45,7 +45,7 @@ pub fn check_settings(kind: StorageKind, settings: &StorageSettings, errors: &mu
     match kind {
         StorageKind::Gcs => {
             if let Some(creds) = &settings.credentials {
-                if let Err(e) = validate_service_account_json(creds) {
+                if let Err(e) = validate_service_account_json(creds.expose()) {
                     errors.add("google_application_credentials", e);
                 }
             }

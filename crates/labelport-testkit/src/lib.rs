@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use labelport_api::AppState;
+use labelport_db::secrets::SecretKeys;
 use labelport_db::Db;
 use labelport_domain::access::Role;
 use reqwest::{Method, StatusCode};
@@ -31,13 +32,16 @@ pub fn test_service_account_key() -> String {
     std::fs::read_to_string(path).expect("shared/conformance beside the repository")
 }
 
-/// A piece from the middle of a key file's private key: if it shows up in
-/// a response or a log, the key leaked.
+/// A piece from the middle of a key file's private key, within one line
+/// of its PEM (so it appears as is in any text that holds the key, JSON
+/// escapes or not): if it shows up in a response, a log or a database
+/// file, the key leaked.
 pub fn private_key_piece(key_json: &str) -> String {
     let key: serde_json::Value = serde_json::from_str(key_json).expect("a key file");
     let pem = key["private_key"].as_str().expect("a private_key");
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    body[body.len() / 2..body.len() / 2 + 24].to_owned()
+    let lines: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let line = lines[lines.len() / 2];
+    line[line.len() / 2 - 12..line.len() / 2 + 12].to_owned()
 }
 pub use fault_proxy::FaultProxy;
 
@@ -98,7 +102,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                let db = Db::connect(&url).await?;
+                let db = Db::connect(&url).await?.with_secret_keys(SecretKeys::ephemeral());
                 db.migrate().await?;
                 Ok(TestDb {
                     db,
@@ -118,7 +122,7 @@ impl TestDb {
                 }
                 admin.close().await;
                 let url = replace_db_name(&admin_url, &name);
-                let db = Db::connect(&url).await?;
+                let db = Db::connect(&url).await?.with_secret_keys(SecretKeys::ephemeral());
                 db.migrate().await?;
                 Ok(TestDb {
                     db,

@@ -180,7 +180,8 @@ async fn storage_crud_validation_and_secrets() {
                 .unwrap()
                 .settings
                 .credentials
-                .as_deref(),
+                .as_ref()
+                .map(|c| c.expose()),
             Some(secret_key),
             "PATCH keeps the key"
         );

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use labelport_db::secrets::{generate_key, parse_key, SecretKeys};
 use labelport_db::Db;
 
 #[derive(clap::Args, Clone)]
@@ -14,7 +15,25 @@ pub struct DbArgs {
     /// `postgres://…` selects PostgreSQL; otherwise SQLite in --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The key that seals credentials at rest (32 bytes, base64; `labelport
+    /// secrets new-key` makes one). Unset: the key file `secret.key` in
+    /// --data-dir, created on first start. Processes sharing a database
+    /// need the same key.
+    #[arg(long, env = "LABELPORT_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Earlier keys, comma-separated: they only open credentials, during a
+    /// key change (see `labelport secrets rotate`).
+    #[arg(
+        long,
+        env = "LABELPORT_OLD_SECRET_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub old_secret_keys: Vec<String>,
 }
+
+/// The key file's name in the data directory.
+const KEY_FILE: &str = "secret.key";
 
 impl DbArgs {
     pub fn url(&self) -> anyhow::Result<String> {
@@ -34,14 +53,65 @@ impl DbArgs {
         } else {
             "SQLite"
         };
-        Db::connect(&url)
+        let keys = self.secret_keys()?;
+        Ok(Db::connect(&url)
             .await
-            .with_context(|| format!("connecting to the {backend} database"))
+            .with_context(|| format!("connecting to the {backend} database"))?
+            .with_secret_keys(keys))
     }
 
+    /// Opens the database, applies the migrations, and seals any credential
+    /// still stored in plaintext (rows from before sealing existed).
     pub async fn open_migrated(&self) -> anyhow::Result<Db> {
         let db = self.open().await?;
         db.migrate().await.context("running migrations")?;
+        let sealed = db.reseal_secrets().await.context("sealing stored credentials")?;
+        if sealed > 0 {
+            tracing::info!(rows = sealed, "sealed stored credentials under the current key");
+        }
         Ok(db)
+    }
+
+    /// The current key (the setting, else the key file, made with mode 0600
+    /// when missing) and the old ones.
+    pub fn secret_keys(&self) -> anyhow::Result<SecretKeys> {
+        let current = match self.secret_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            Some(text) => parse_key(text).map_err(|e| anyhow::anyhow!("LABELPORT_SECRET_KEY: {e}"))?,
+            None => self.key_file()?,
+        };
+        let old = self
+            .old_secret_keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| parse_key(k).map_err(|e| anyhow::anyhow!("LABELPORT_OLD_SECRET_KEYS: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(SecretKeys::new(&current, &old))
+    }
+
+    fn key_file(&self) -> anyhow::Result<[u8; 32]> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        let path = self.data_dir.join(KEY_FILE);
+        if !path.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // create_new: two processes starting at once cannot both write one.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(generate_key().as_bytes())?;
+                    f.sync_all()?;
+                    tracing::info!("created the secret key file {} (mode 0600); back it up", path.display());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        parse_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }

@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage the key that seals credentials at rest.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
 }
 
 #[derive(clap::Args)]
@@ -109,6 +114,19 @@ fn workers(state: &AppState) -> labelport_jobs::Workers {
         config.heartbeat = config.lease / 4;
     }
     labelport_sync::workers(state.db.clone(), env, state.jobs_notify.clone(), config)
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Print a new random key for LABELPORT_SECRET_KEY.
+    NewKey,
+    /// Re-seal every stored credential under the current key (after a key
+    /// change: the new key as LABELPORT_SECRET_KEY, the old one in
+    /// LABELPORT_OLD_SECRET_KEYS, on every process). Servers keep running.
+    Rotate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,8 +219,7 @@ async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let db = args.db.open().await?;
-    db.migrate().await.context("running migrations")?;
+    let db = args.db.open_migrated().await?;
     ensure_startup_user(&db, &args).await?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
@@ -330,6 +347,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action } => user(action).await,
+        Command::Secrets { action } => match action {
+            SecretsAction::NewKey => {
+                println!("{}", labelport_db::secrets::generate_key());
+                Ok(())
+            }
+            SecretsAction::Rotate { db } => {
+                let db = db.open().await?;
+                db.migrate().await.context("running migrations")?;
+                let keys = db.secret_key_id().unwrap_or_default();
+                let n = db.reseal_secrets().await?;
+                println!("{n} credentials re-sealed under key {keys}");
+                Ok(())
+            }
+        },
     }
 }
 
