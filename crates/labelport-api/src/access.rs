@@ -252,7 +252,7 @@ fn query_i64(parts: &axum::http::request::Parts, name: &str) -> Option<i64> {
 
 /// Largest body the middleware reads to find a project (storage, task and
 /// prediction bodies are far smaller).
-const PEEK_LIMIT: usize = 1024 * 1024;
+const PEEK_LIMIT: usize = crate::SMALL_BODY_BYTES;
 
 /// The project a request names, per `via`; the body is read (and given
 /// back) only for body-scoped routes. A path id that names nothing is 404.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{session_cookie, JsonBody, SESSION_COOKIE};
+use crate::extract::{session_cookie, ClientAddr, JsonBody, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::views::user_json;
 
@@ -26,12 +26,24 @@ pub struct LoginInput {
 }
 
 #[utoipa::path(post, path = "/api/auth/login", request_body = LoginInput, tag = "users",
-    responses((status = 200, description = "Logged in; sets the session cookie"), (status = 400, description = "Wrong username or password")))]
-pub async fn login(State(state): State<AppState>, JsonBody(input): JsonBody<LoginInput>) -> ApiResult<Response> {
+    responses((status = 200, description = "Logged in; sets the session cookie (HttpOnly, SameSite=Lax, Secure when the public URL is https; 14 days, ended by a password or token reset)"),
+        (status = 400, description = "Wrong username or password (the same answer for an unknown user)"),
+        (status = 429, description = "Too many attempts for this account or from this address")))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(peer): ClientAddr,
+    JsonBody(input): JsonBody<LoginInput>,
+) -> ApiResult<Response> {
     let login = input.username.or(input.email).filter(|s| !s.is_empty());
     let (Some(login), Some(password)) = (login, input.password) else {
         return Err(ApiError::body("username (or email) and password are required."));
     };
+    if !state.login_limits.allow(&login, peer) {
+        tracing::warn!("login attempts over the limit; refused without checking");
+        return Err(ApiError::TooManyRequests(
+            "Too many login attempts; wait a minute and try again.".into(),
+        ));
+    }
     let Some(user) = state.db.user_by_login(&login, &password).await? else {
         return Err(ApiError::body("Wrong username or password."));
     };
@@ -40,8 +52,9 @@ pub async fn login(State(state): State<AppState>, JsonBody(input): JsonBody<Logi
         .create_session(user.id, chrono::Duration::days(SESSION_DAYS))
         .await?;
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        SESSION_DAYS * 24 * 3600
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        SESSION_DAYS * 24 * 3600,
+        if state.secure_cookies { "; Secure" } else { "" }
     );
     Ok(([(header::SET_COOKIE, cookie)], Json(user_json(&user))).into_response())
 }
@@ -52,6 +65,9 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
     if let Some(token) = session_cookie(&headers) {
         state.db.delete_session(&token).await?;
     }
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    let clear = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
 }

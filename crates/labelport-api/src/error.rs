@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Signed in, but the role (or ownership) does not allow it.
     #[error("{0}")]
     Forbidden(String),
+    /// Over a rate limit (login attempts).
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The storage failed while serving media (Label Studio's 424 shape).
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::FAILED_DEPENDENCY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,7 +113,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
             ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
-            ApiError::Forbidden(message) => body["detail"] = message.as_str().into(),
+            ApiError::Forbidden(message) | ApiError::TooManyRequests(message) => {
+                body["detail"] = message.as_str().into()
+            }
             ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),
             ApiError::Upstream(_) => unreachable!("answered above"),
         }

@@ -125,3 +125,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         raw.parse::<i64>().map(PathId).map_err(|_| ApiError::not_found())
     }
 }
+
+/// The client's IP address as the connection shows it (None in servers
+/// built without connect info, e.g. some tests). Behind a proxy it is the
+/// proxy's.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}

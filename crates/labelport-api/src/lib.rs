@@ -6,11 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, ServiceExt};
 use tokio::net::TcpListener;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,8 +37,18 @@ pub mod views;
 
 pub use state::AppState;
 
-/// Largest request body: task imports of a few hundred thousand tasks.
+/// Largest request body of a bulk task import (`POST
+/// /api/projects/{id}/import`): a few hundred thousand tasks.
 pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+/// Largest request body of every other route (an annotation with large
+/// polygons, a pasted key, a project's config).
+pub const SMALL_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long a request may take to be answered (the body of a media
+/// response then streams as long as it needs). Storage checks give up
+/// sooner (20–30 s).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a bulk task import may take.
+pub const IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,7 +91,6 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             projects::patch_project,
             projects::delete_project
         ))
-        .routes(routes!(tasks::import_tasks))
         .routes(routes!(export::export_project))
         .routes(routes!(tasks::next_task))
         .routes(routes!(tasks::list_project_tasks, tasks::delete_project_tasks))
@@ -123,6 +134,22 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(resolve::presign_task))
         .routes(routes!(resolve::resolve_project))
         .routes(routes!(resolve::presign_project))
+        // Layers apply to the routes above only.
+        .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .merge(
+            // The one route with large bodies and long work.
+            OpenApiRouter::new()
+                .routes(routes!(tasks::import_tasks))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    IMPORT_TIMEOUT,
+                )),
+        )
         .split_for_parts()
 }
 
@@ -139,7 +166,6 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
@@ -160,7 +186,11 @@ pub async fn serve(
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The client's address reaches handlers (login rate limits).
+    axum::serve(
+        listener,
+        ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -19,6 +19,11 @@ use crate::views::{prediction_json, stored_json};
 pub struct PredictionQuery {
     pub task: Option<i64>,
     pub project: Option<i64>,
+    /// 1-based page (default 1).
+    pub page: Option<i64>,
+    /// Predictions per page (default 1000, at most 10000); the answer stays
+    /// a plain list, as Label Studio's.
+    pub page_size: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,7 +52,8 @@ pub async fn list_predictions(
         (None, Some(p)) => PredictionFilter::Project(p),
         (None, None) => PredictionFilter::All,
     };
-    let rows = state.db.list_predictions(filter).await?;
+    let (page, size) = crate::projects::page_window(q.page, q.page_size, 1000)?;
+    let rows = state.db.list_predictions(filter, (page - 1) * size, size).await?;
     Ok(Json(Value::Array(
         rows.iter().map(prediction_json).collect::<Result<_, _>>()?,
     )))

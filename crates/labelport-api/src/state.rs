@@ -30,6 +30,47 @@ pub struct AppState {
     /// inline instead of as attachments (`LABELPORT_MEDIA_INLINE_ACTIVE`;
     /// off by default). They are sandboxed by CSP either way.
     pub media_inline_active: bool,
+    /// Login attempts allowed per account and per client address.
+    pub login_limits: Arc<LoginLimits>,
+    /// Session cookies carry `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+}
+
+/// Login rate limits (GCRA, `governor`), kept in this process: per account
+/// [`LoginLimits::PER_ACCOUNT`] attempts at once then one every 30 s, per
+/// address [`LoginLimits::PER_ADDRESS`] then one every 2 s. Several
+/// processes each keep their own. Behind a proxy every client has the
+/// proxy's address, so the per-address limit then covers all of them.
+pub struct LoginLimits {
+    accounts: governor::DefaultKeyedRateLimiter<String>,
+    addresses: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl LoginLimits {
+    pub const PER_ACCOUNT: u32 = 10;
+    pub const PER_ADDRESS: u32 = 60;
+
+    fn new() -> LoginLimits {
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+        let account = Quota::with_period(std::time::Duration::from_secs(30))
+            .expect("a period")
+            .allow_burst(NonZeroU32::new(Self::PER_ACCOUNT).expect("not zero"));
+        let address = Quota::with_period(std::time::Duration::from_secs(2))
+            .expect("a period")
+            .allow_burst(NonZeroU32::new(Self::PER_ADDRESS).expect("not zero"));
+        LoginLimits {
+            accounts: RateLimiter::keyed(account),
+            addresses: RateLimiter::keyed(address),
+        }
+    }
+
+    /// Counts an attempt; false when the account or the address is over
+    /// its limit (the attempt is then not checked at all).
+    pub fn allow(&self, login: &str, address: Option<std::net::IpAddr>) -> bool {
+        let by_address = address.is_none_or(|a| self.addresses.check_key(&a).is_ok());
+        by_address && self.accounts.check_key(&login.to_lowercase()).is_ok()
+    }
 }
 
 impl AppState {
@@ -43,6 +84,8 @@ impl AppState {
             iam_endpoint: "https://iamcredentials.googleapis.com".into(),
             ambient_buckets: Vec::new(),
             media_inline_active: false,
+            login_limits: Arc::new(LoginLimits::new()),
+            secure_cookies: false,
         }
     }
 }

@@ -52,14 +52,24 @@ impl Db {
         )
     }
 
-    pub async fn list_predictions(&self, filter: PredictionFilter) -> DbResult<Vec<PredictionRow>> {
+    /// A page of predictions in id order: `limit` rows after the first
+    /// `offset` (keyset would need an id cursor Label Studio's API lacks).
+    pub async fn list_predictions(
+        &self,
+        filter: PredictionFilter,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<Vec<PredictionRow>> {
         let (clause, id) = match filter {
             PredictionFilter::Task(id) => ("WHERE task_id = $1", id),
             PredictionFilter::Project(id) => ("WHERE project_id = $1", id),
             PredictionFilter::All => ("WHERE $1 = $1", 0),
         };
-        let sql = format!("SELECT {PREDICTION_COLUMNS} FROM predictions {clause} ORDER BY id");
-        Ok(on_read!(self, p => sqlx::query_as::<_, PredictionRow>(&sql).bind(id).fetch_all(p).await)?)
+        let sql = format!("SELECT {PREDICTION_COLUMNS} FROM predictions {clause} ORDER BY id LIMIT $2 OFFSET $3");
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, PredictionRow>(&sql).bind(id).bind(limit).bind(offset)
+            .fetch_all(p).await)?,
+        )
     }
 
     pub async fn predictions_of_tasks(&self, task_ids: &[i64]) -> DbResult<Vec<PredictionRow>> {

@@ -497,13 +497,22 @@ pub fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
+/// Largest compiled `regex_filter`, in bytes (the `regex` crate's size
+/// limits of the program and of its lazy DFA).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
 /// Compiles a `regex_filter` to match at the start of the name (Python's
 /// `re.match`); empty means no filter.
 pub fn compile_filter(filter: &str) -> Result<Option<Regex>, String> {
     if filter.is_empty() {
         return Ok(None);
     }
-    Regex::new(&format!("^(?:{filter})"))
+    // Bounded: a pattern that compiles to more than this is refused, so no
+    // filter can take the server's memory.
+    regex::RegexBuilder::new(&format!("^(?:{filter})"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
         .map(Some)
         .map_err(|e| format!("regex_filter is not a valid regular expression: {e}"))
 }
@@ -554,6 +563,13 @@ mod tests {
             .unwrap();
         assert_eq!(ok.bucket, "b");
         assert_eq!(ok.export().unwrap().export_format, ExportFormat::Task);
+    }
+
+    #[test]
+    fn a_filter_that_compiles_too_large_is_refused() {
+        assert!(compile_filter(r".*\.jpg").is_ok());
+        let e = compile_filter(r"\w{1000}\w{1000}\w{1000}").unwrap_err();
+        assert!(e.contains("regex_filter"), "{e}");
     }
 
     #[test]

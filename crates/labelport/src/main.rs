@@ -239,6 +239,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--public-url must start with http:// or https://"
     );
     state.public_url = public_url.to_owned();
+    state.secure_cookies = public_url.starts_with("https://");
     state.iam_endpoint = args.iam_endpoint.trim_end_matches('/').to_owned();
     state.ambient_buckets = args
         .ambient_credentials_buckets
