@@ -25,7 +25,7 @@ pub struct BenchMediaArgs {
     #[arg(long, default_value_t = 300)]
     requests: usize,
     /// A service-account key file to sign with (default: Google's test key
-    /// in ../shared/conformance, when present).
+    /// in testdata/conformance).
     #[arg(long)]
     key_file: Option<std::path::PathBuf>,
 }
@@ -131,7 +131,7 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let pid = project["id"].as_i64().context("project")?;
     let key_json = match &args.key_file {
         Some(p) => std::fs::read_to_string(p)?,
-        None => std::fs::read_to_string("../shared/conformance/test_service_account.not-a-test.json")
+        None => std::fs::read_to_string("testdata/conformance/test_service_account.not-a-test.json")
             .context("a key to sign with: pass --key-file")?,
     };
     for (presign, creds) in [(false, Value::Null), (true, json!(key_json))] {

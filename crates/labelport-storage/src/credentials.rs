@@ -83,9 +83,9 @@ mod tests {
         let mut key: Value = serde_json::from_str(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/conformance/test_service_account.not-a-test.json"
+                "/../../testdata/conformance/test_service_account.not-a-test.json"
             ))
-            .expect("shared/conformance beside the repository"),
+            .expect("testdata/conformance in the repository"),
         )
         .unwrap();
         for evil in [
@@ -106,9 +106,9 @@ mod tests {
     fn accepts_service_account_and_names_problems() {
         let good = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/conformance/test_service_account.not-a-test.json"
+            "/../../testdata/conformance/test_service_account.not-a-test.json"
         ))
-        .expect("shared/conformance beside the repository");
+        .expect("testdata/conformance in the repository");
         assert!(validate_service_account_json(&good).is_ok());
         // A PEM header around something that is not a key.
         let e = validate_service_account_json(

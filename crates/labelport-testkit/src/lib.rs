@@ -22,14 +22,14 @@ use serde_json::Value;
 pub use fake_gcs::FakeGcs;
 pub use fake_google::{assert_signed_like_the_key, FakeGoogle, FAKE_ACCESS_TOKEN};
 
-/// Google's published test service-account key (../shared/conformance):
+/// Google's published test service-account key (testdata/conformance):
 /// a real RSA key file, never a real account.
 pub fn test_service_account_key() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/test_service_account.not-a-test.json"
+        "/../../testdata/conformance/test_service_account.not-a-test.json"
     );
-    std::fs::read_to_string(path).expect("shared/conformance beside the repository")
+    std::fs::read_to_string(path).expect("testdata/conformance in the repository")
 }
 
 /// A piece from the middle of a key file's private key, within one line

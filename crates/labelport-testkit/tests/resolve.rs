@@ -300,7 +300,7 @@ async fn rewriting_refusals_and_proxy() {
 fn test_service_account() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/test_service_account.not-a-test.json"
+        "/../../testdata/conformance/test_service_account.not-a-test.json"
     );
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e} (shared/ must sit beside the repository)"))
 }

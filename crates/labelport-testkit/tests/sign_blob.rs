@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 async fn presign_without_a_key_signs_through_iam_sign_blob() {
     let key_json = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/test_service_account.not-a-test.json"
+        "/../../testdata/conformance/test_service_account.not-a-test.json"
     ))
-    .expect("shared/conformance beside the repository");
+    .expect("testdata/conformance in the repository");
     let key: Value = serde_json::from_str(&key_json).unwrap();
     let fake = FakeGoogle::start(&key_json).await.unwrap();
     let fake_url = fake.url.clone();

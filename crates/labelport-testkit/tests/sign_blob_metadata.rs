@@ -15,9 +15,9 @@ use reqwest::StatusCode;
 async fn presign_with_metadata_server_credentials_signs_as_its_default_account() {
     let key_json = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/test_service_account.not-a-test.json"
+        "/../../testdata/conformance/test_service_account.not-a-test.json"
     ))
-    .expect("shared/conformance beside the repository");
+    .expect("testdata/conformance in the repository");
     let fake = FakeGoogle::start(&key_json).await.unwrap();
 
     // Nothing but the metadata server: no key file, no well-known gcloud

@@ -17,7 +17,7 @@
 //! Federation, where there is no private key).
 //!
 //! Spec: <https://cloud.google.com/storage/docs/authentication/signatures>.
-//! Every `signingV4Tests` vector of `shared/conformance/v4_signatures.json`
+//! Every `signingV4Tests` vector of `testdata/conformance/v4_signatures.json`
 //! must produce its `expectedUrl` byte for byte (see the tests).
 
 use std::future::Future;

@@ -16,15 +16,15 @@ use super::*;
 
 /// CI copies `shared/` next to the repository root, as it is on a
 /// developer's machine.
-const CONFORMANCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance");
+const CONFORMANCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/conformance");
 const EMAIL: &str = "test-iam-credentials@dummy-project-id.iam.gserviceaccount.com";
 
 fn read_conformance(name: &str) -> String {
     let path = format!("{CONFORMANCE_DIR}/{name}");
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read {path}: {e}\nThe V4 signing conformance files must be in shared/conformance/, \
-             a sibling directory of the repository root (CI copies shared/ there)."
+            "cannot read {path}: {e}\nThe V4 signing conformance files are vendored in testdata/conformance/ \
+             (Google's, Apache-2.0; see its README)."
         )
     })
 }
