@@ -181,6 +181,20 @@ async fn check(state: &AppState, request: Request) -> Result<Request, ApiError> 
         tracing::error!(route = %template, %method, "route has no access rule; refused");
         return Err(forbidden());
     };
+    // The media origin serves signed task media and nothing else.
+    if let Some(media) = &state.media {
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if media.is_media_host(host) {
+            return if signed_media(state, &parts, &template) {
+                Ok(Request::from_parts(parts, body))
+            } else {
+                Err(ApiError::not_found())
+            };
+        }
+    }
     if need == Need::Public {
         return Ok(Request::from_parts(parts, body));
     }
@@ -232,6 +246,27 @@ fn hidden(via: Via) -> ApiError {
         BodyTask => ApiError::field("task", "Invalid pk - object does not exist."),
         _ => ApiError::not_found(),
     }
+}
+
+/// Whether a request on the media origin is a task resolve URL with a
+/// valid, unexpired signature for that task and URI (`media_origin.rs`).
+fn signed_media(state: &AppState, parts: &axum::http::request::Parts, template: &str) -> bool {
+    let Some(media) = &state.media else { return false };
+    if !matches!(template, "/tasks/{id}/resolve" | "/tasks/{id}/presign") {
+        return false;
+    }
+    let Some(task) = path_id(parts) else { return false };
+    let Ok(axum::extract::Query(pairs)) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+    else {
+        return false;
+    };
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let (Some(fileuri), Some(exp), Some(sig)) = (get("fileuri"), get("exp"), get("sig")) else {
+        return false;
+    };
+    let Ok(exp) = exp.parse::<u64>() else { return false };
+    let uri = labelport_domain::resolve::decode_fileuri(fileuri);
+    media.verify(task, &uri, exp, sig, std::time::SystemTime::now())
 }
 
 fn path_id(parts: &axum::http::request::Parts) -> Option<i64> {

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod media_origin;
 pub mod misc;
 pub mod predictions;
 pub mod projects;

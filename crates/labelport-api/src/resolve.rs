@@ -19,7 +19,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, PathId, QueryParams};
+use crate::extract::{PathId, QueryParams};
 use crate::state::AppState;
 
 /// `max-age` of proxied media, as Label Studio (1 hour).
@@ -332,7 +332,6 @@ fn rechunk(
         (status = 416, description = "Range not satisfiable"), (status = 424, description = "Storage failed")))]
 pub async fn resolve_task(
     State(state): State<AppState>,
-    _user: AuthUser,
     PathId(id): PathId,
     QueryParams(q): QueryParams<ResolveQuery>,
     method: Method,
@@ -358,20 +357,18 @@ pub async fn resolve_task(
     responses((status = 200, description = "Same as /tasks/{id}/resolve")))]
 pub async fn presign_task(
     state: State<AppState>,
-    user: AuthUser,
     id: PathId,
     q: QueryParams<ResolveQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    resolve_task(state, user, id, q, method, headers).await
+    resolve_task(state, id, q, method, headers).await
 }
 
 #[utoipa::path(get, path = "/projects/{id}/resolve", params(("id" = i64, Path), ResolveQuery), tag = "media",
     responses((status = 200, description = "Same as /tasks/{id}/resolve, for a project")))]
 pub async fn resolve_project(
     State(state): State<AppState>,
-    _user: AuthUser,
     PathId(id): PathId,
     QueryParams(q): QueryParams<ResolveQuery>,
     method: Method,
@@ -385,13 +382,12 @@ pub async fn resolve_project(
     responses((status = 200, description = "Same as /projects/{id}/resolve")))]
 pub async fn presign_project(
     state: State<AppState>,
-    user: AuthUser,
     id: PathId,
     q: QueryParams<ResolveQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    resolve_project(state, user, id, q, method, headers).await
+    resolve_project(state, id, q, method, headers).await
 }
 
 #[cfg(test)]

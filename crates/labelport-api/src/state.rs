@@ -34,6 +34,8 @@ pub struct AppState {
     pub login_limits: Arc<LoginLimits>,
     /// Session cookies carry `Secure` (the public URL is https).
     pub secure_cookies: bool,
+    /// Another host name for media (`LABELPORT_MEDIA_URL`), when set.
+    pub media: Option<crate::media_origin::MediaOrigin>,
 }
 
 /// Login rate limits (GCRA, `governor`), kept in this process: per account
@@ -86,6 +88,7 @@ impl AppState {
             media_inline_active: false,
             login_limits: Arc::new(LoginLimits::new()),
             secure_cookies: false,
+            media: None,
         }
     }
 }

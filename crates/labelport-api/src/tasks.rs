@@ -8,7 +8,7 @@ use axum::Json;
 use bytes::Bytes;
 use labelport_db::{Db, TaskRow};
 use labelport_domain::import::{kind, parse_task_element, NewTask};
-use labelport_domain::resolve::rewrite_uris;
+use labelport_domain::resolve::{rewrite_uris, rewrite_uris_with};
 use labelport_domain::storage::Direction;
 use labelport_domain::task_data::DATA_UNDEFINED_NAME;
 use labelport_domain::{LabelConfig, ValidationErrors};
@@ -35,6 +35,8 @@ pub struct RenderCtx {
     pub buckets: Vec<String>,
     /// Public URL prefix of resolve URLs ("" for relative).
     pub base: String,
+    /// When set, resolve URLs point at this media origin and are signed.
+    pub media: Option<crate::media_origin::MediaOrigin>,
 }
 
 impl RenderCtx {
@@ -53,7 +55,11 @@ impl RenderCtx {
         Ok(RenderCtx {
             first_key: first_data_key(&project.label_config),
             buckets,
-            base: state.public_url.clone(),
+            base: match &state.media {
+                Some(m) => m.base.clone(),
+                None => state.public_url.clone(),
+            },
+            media: state.media.clone(),
         })
     }
 }
@@ -66,7 +72,14 @@ pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResu
     let predictions = db.predictions_of_tasks(&ids).await?;
     let mut tasks = labelport_views::tasks_with_children(rows, &annotations, &predictions, ctx.first_key.as_deref())?;
     for (task, r) in tasks.iter_mut().zip(rows) {
-        rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id);
+        match &ctx.media {
+            Some(media) => {
+                let now = std::time::SystemTime::now();
+                let suffix = |uri: &str| media.suffix(r.id, uri, now);
+                rewrite_uris_with(&mut task["data"], &ctx.buckets, &ctx.base, r.id, &suffix);
+            }
+            None => rewrite_uris(&mut task["data"], &ctx.buckets, &ctx.base, r.id),
+        }
     }
     Ok(tasks)
 }

@@ -29,13 +29,20 @@ const NONCE_BYTES: usize = 12;
 struct SealingKey {
     id: String,
     cipher: Aes256Gcm,
+    /// SHA-256 of a fixed label and the key: a key for other uses (signing
+    /// media URLs) that tells nothing of this one.
+    derived: [u8; 32],
 }
 
 impl SealingKey {
     fn new(bytes: &[u8; 32]) -> SealingKey {
+        let mut derived = Sha256::new();
+        derived.update(b"labelport derived key v1\n");
+        derived.update(bytes);
         SealingKey {
             id: hex::encode(&Sha256::digest(bytes)[..4]),
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes)),
+            derived: derived.finalize().into(),
         }
     }
 }
@@ -87,6 +94,13 @@ impl SecretKeys {
     pub fn ephemeral() -> SecretKeys {
         let key = Aes256Gcm::generate_key(OsRng);
         SecretKeys::new(&key.into(), &[])
+    }
+
+    /// A key derived from the current one for uses other than sealing (the
+    /// media origin's URL signatures): the same on every process that has
+    /// the same key, useless for opening credentials.
+    pub fn derived_key(&self) -> [u8; 32] {
+        self.current.derived
     }
 
     /// The id of the sealing key (logs, `secrets rotate`).

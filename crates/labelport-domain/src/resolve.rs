@@ -67,17 +67,33 @@ fn percent_decode(s: &str) -> String {
 /// Rewrites resolvable URIs in `data` in place; `buckets` are the project's
 /// storage buckets, `base` the public URL prefix ("" for relative URLs).
 pub fn rewrite_uris(data: &mut Value, buckets: &[String], base: &str, task_id: i64) {
+    rewrite_uris_with(data, buckets, base, task_id, &|_| String::new());
+}
+
+/// As [`rewrite_uris`], appending `suffix(uri)` to each resolve URL (extra
+/// query parameters, e.g. a media-origin signature, starting with `&`).
+pub fn rewrite_uris_with(
+    data: &mut Value,
+    buckets: &[String],
+    base: &str,
+    task_id: i64,
+    suffix: &dyn Fn(&str) -> String,
+) {
     if buckets.is_empty() {
         return;
     }
     match data {
         Value::String(s) => {
-            if let Some(new) = rewrite_string(s, buckets, base, task_id) {
+            if let Some(new) = rewrite_string(s, buckets, base, task_id, suffix) {
                 *s = new;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_uris(v, buckets, base, task_id)),
-        Value::Object(map) => map.values_mut().for_each(|v| rewrite_uris(v, buckets, base, task_id)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| rewrite_uris_with(v, buckets, base, task_id, suffix)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| rewrite_uris_with(v, buckets, base, task_id, suffix)),
         _ => {}
     }
 }
@@ -119,7 +135,13 @@ fn uri_spans(s: &str) -> Vec<(usize, usize)> {
     spans
 }
 
-fn rewrite_string(s: &str, buckets: &[String], base: &str, task_id: i64) -> Option<String> {
+fn rewrite_string(
+    s: &str,
+    buckets: &[String],
+    base: &str,
+    task_id: i64,
+    suffix: &dyn Fn(&str) -> String,
+) -> Option<String> {
     let mut out = String::with_capacity(s.len() + 64);
     let mut changed = false;
     let mut at = 0;
@@ -127,6 +149,7 @@ fn rewrite_string(s: &str, buckets: &[String], base: &str, task_id: i64) -> Opti
         if resolvable(&s[start..end], buckets) {
             out.push_str(&s[at..start]);
             out.push_str(&resolve_url(&s[start..end], base, task_id));
+            out.push_str(&suffix(&s[start..end]));
             at = end;
             changed = true;
         }

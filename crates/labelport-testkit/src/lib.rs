@@ -197,13 +197,28 @@ impl TestApp {
     /// As [`TestApp::spawn_with_gcs`], signing media URLs without a key
     /// through the IAM endpoint `iam_endpoint` (a local fake).
     pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
-        Self::try_spawn_with(backend, Some(gcs.endpoint.clone()), 1, Some(iam_endpoint.to_owned()))
-            .await
-            .expect("starting the test app")
+        Self::try_spawn_with(
+            backend,
+            Some(gcs.endpoint.clone()),
+            1,
+            Some(iam_endpoint.to_owned()),
+            false,
+        )
+        .await
+        .expect("starting the test app")
     }
 
     async fn try_spawn(backend: Backend, gcs_endpoint: Option<String>, worker_count: usize) -> anyhow::Result<TestApp> {
-        Self::try_spawn_with(backend, gcs_endpoint, worker_count, None).await
+        Self::try_spawn_with(backend, gcs_endpoint, worker_count, None, false).await
+    }
+
+    /// As [`TestApp::spawn_with_gcs`], with a media origin
+    /// (`LABELPORT_MEDIA_URL`) at `http://localhost:<port>`: the same server
+    /// under another host name.
+    pub async fn spawn_with_media_origin(backend: Backend, gcs: &FakeGcs) -> TestApp {
+        Self::try_spawn_with(backend, Some(gcs.endpoint.clone()), 1, None, true)
+            .await
+            .expect("starting the test app")
     }
 
     async fn try_spawn_with(
@@ -211,6 +226,7 @@ impl TestApp {
         gcs_endpoint: Option<String>,
         worker_count: usize,
         iam_endpoint: Option<String>,
+        media_origin: bool,
     ) -> anyhow::Result<TestApp> {
         let test_db = TestDb::new(backend).await?;
         test_db
@@ -221,6 +237,14 @@ impl TestApp {
         let base_url = format!("http://{}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut state = AppState::new(test_db.db.clone());
+        if media_origin {
+            let port = listener.local_addr()?.port();
+            let key = SecretKeys::ephemeral().derived_key();
+            state.media = Some(
+                labelport_api::media_origin::MediaOrigin::new(&format!("http://localhost:{port}"), &key)
+                    .map_err(anyhow::Error::msg)?,
+            );
+        }
         state.storage_env.gcs_endpoint = gcs_endpoint;
         if let Some(iam) = iam_endpoint {
             state.iam_endpoint = iam;

@@ -505,3 +505,66 @@ async fn head_requests_download_nothing() {
     assert_eq!(upstream.downloads(), 1);
     app.stop().await;
 }
+
+/// With a media origin, task media are served from another host name with
+/// signed URLs, and that host serves nothing else.
+#[tokio::test]
+async fn media_origin_serves_signed_task_media_only() {
+    let gcs = FakeGcs::start().await.expect("fake-gcs-server");
+    gcs.create_bucket("origin").await.unwrap();
+    gcs.upload("origin", "a.jpg", b"jpeg-bytes".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    gcs.upload("origin", "b.jpg", b"other".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with_media_origin(backends()[0], &gcs).await;
+    let (_, p) = app
+        .post("/api/projects", json!({"title": "m", "label_config": CONFIG}))
+        .await;
+    let pid = p["id"].as_i64().unwrap();
+    let (s, st) = app
+        .post(
+            "/api/storages/gcs",
+            json!({"project": pid, "bucket": "origin", "presign": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let (_, t) = app
+        .post(
+            "/api/tasks",
+            json!({"project": pid, "data": {"image": "gs://origin/a.jpg"}}),
+        )
+        .await;
+    let tid = t["id"].as_i64().unwrap();
+    let (_, got) = app.get(&format!("/api/tasks/{tid}")).await;
+    let url = got["data"]["image"].as_str().unwrap().to_owned();
+    let port = app.base_url.rsplit(':').next().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!("http://localhost:{port}/tasks/{tid}/resolve/?fileuri=")),
+        "{url}"
+    );
+    assert!(url.contains("&exp=") && url.contains("&sig="), "{url}");
+    // No cookie, no token: the signature is the credential.
+    let anon = reqwest::Client::new();
+    let r = anon.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"jpeg-bytes");
+    // Another object, another task, a changed signature: refused.
+    let other = url.replace(&b64("gs://origin/a.jpg"), &b64("gs://origin/b.jpg"));
+    assert_eq!(anon.get(&other).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let bad = format!("{}x", url);
+    assert_eq!(anon.get(&bad).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    // The media host serves nothing but media, even with a token.
+    let r = anon
+        .get(format!("http://localhost:{port}/api/projects/{pid}"))
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The app's host still needs credentials for the same path.
+    let path = url.trim_start_matches(&format!("http://localhost:{port}"));
+    let r = anon.get(format!("{}{path}", app.base_url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

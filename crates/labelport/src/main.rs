@@ -91,6 +91,11 @@ struct ServeArgs {
     /// JavaScript) inline through the media proxy instead of as downloads.
     #[arg(long, env = "LABELPORT_MEDIA_INLINE_ACTIVE", default_value_t = false)]
     media_inline_active: bool,
+    /// Another host name that reaches this server (e.g.
+    /// https://media.label.example.com), from which media are served with
+    /// signed URLs, off the app's origin. Empty: media on the public URL.
+    #[arg(long, env = "LABELPORT_MEDIA_URL", default_value = "")]
+    media_url: String,
 }
 
 #[derive(clap::Args)]
@@ -248,6 +253,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|b| !b.is_empty())
         .collect();
     state.media_inline_active = args.media_inline_active;
+    if !args.media_url.trim().is_empty() {
+        let key = args.db.secret_keys()?.derived_key();
+        state.media = Some(
+            labelport_api::media_origin::MediaOrigin::new(&args.media_url, &key)
+                .map_err(|e| anyhow::anyhow!("--media-url: {e}"))?,
+        );
+    }
     let workers = workers(&state);
     let handles = workers.spawn(args.workers);
     let requeuer = (args.workers > 0).then(|| {
