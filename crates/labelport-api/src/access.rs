@@ -142,7 +142,10 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         }
         // Media: whoever may see the task or project.
         ("GET", "/tasks/{id}/resolve") | ("GET", "/tasks/{id}/presign") => Need::Project(PathTask, Annotator),
-        ("GET", "/projects/{id}/resolve") | ("GET", "/projects/{id}/presign") => Need::Project(PathProject, Annotator),
+        // The bucket-level rule (any object of the project's buckets): for
+        // those who manage the project; annotators reach media through
+        // their tasks only.
+        ("GET", "/projects/{id}/resolve") | ("GET", "/projects/{id}/presign") => Need::Project(PathProject, Manager),
         ("GET", "/api/openapi.json") => Need::Public,
         _ => return None,
     };
@@ -186,7 +189,9 @@ async fn check(state: &AppState, request: Request) -> Result<Request, ApiError> 
         let host = parts
             .headers
             .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok());
+            .and_then(|h| h.to_str().ok())
+            // HTTP/2 names the host in `:authority`, not `Host`.
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
         if media.is_media_host(host) {
             return if signed_media(state, &parts, &template) {
                 Ok(Request::from_parts(parts, body))
@@ -331,8 +336,9 @@ async fn project_of(
             None => query_i64(parts, "project"),
         },
         BodyProject | BodyTask | BodyStorageOrProject(_) => {
-            let bytes = axum::body::to_bytes(body, PEEK_LIMIT)
+            let bytes = tokio::time::timeout(crate::REQUEST_TIMEOUT, axum::body::to_bytes(body, PEEK_LIMIT))
                 .await
+                .map_err(|_| ApiError::body("The request body did not arrive in time."))?
                 .map_err(|e| ApiError::body(format!("Could not read the request body: {e}")))?;
             let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let project = match via {

@@ -13,6 +13,9 @@ use crate::extract::{session_cookie, ClientAddr, JsonBody, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::views::user_json;
 
+/// Longest username or e-mail considered (longer ones cannot exist).
+const MAX_LOGIN_CHARS: usize = 254;
+
 /// How long a session lasts.
 const SESSION_DAYS: i64 = 14;
 
@@ -38,6 +41,9 @@ pub async fn login(
     let (Some(login), Some(password)) = (login, input.password) else {
         return Err(ApiError::body("username (or email) and password are required."));
     };
+    if login.chars().count() > MAX_LOGIN_CHARS {
+        return Err(ApiError::body("Wrong username or password."));
+    }
     if !state.login_limits.allow(&login, peer) {
         tracing::warn!("login attempts over the limit; refused without checking");
         return Err(ApiError::TooManyRequests(

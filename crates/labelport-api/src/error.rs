@@ -68,6 +68,7 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => ApiError::not_found(),
+            DbError::Invalid(message) => ApiError::body(message),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -44,6 +44,8 @@ pub const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
 /// Largest request body of every other route (an annotation with large
 /// polygons, a pasted key, a project's config).
 pub const SMALL_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body of a login (the only route that reads a body unauthenticated).
+pub const LOGIN_BODY_BYTES: usize = 16 * 1024;
 /// How long a request may take to be answered (the body of a media
 /// response then streams as long as it needs). Storage checks give up
 /// sooner (20–30 s).
@@ -80,7 +82,12 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(misc::health))
         .routes(routes!(misc::whoami))
-        .routes(routes!(auth::login))
+        .merge(
+            // Anonymous: a small body, so no one can make the server hold much.
+            OpenApiRouter::new()
+                .routes(routes!(auth::login))
+                .layer(DefaultBodyLimit::max(LOGIN_BODY_BYTES)),
+        )
         .routes(routes!(auth::logout))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::patch_user, users::delete_user))

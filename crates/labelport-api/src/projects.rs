@@ -142,6 +142,10 @@ pub fn page_window(page: Option<i64>, page_size: Option<i64>, default_size: i64)
     if !(1..=10_000).contains(&size) {
         return Err(ApiError::field("page_size", "Must be between 1 and 10000."));
     }
+    // Callers compute the offset `(page - 1) * size`: it must fit.
+    if (page - 1).checked_mul(size).is_none() {
+        return Err(ApiError::field("page", "Invalid page: too large."));
+    }
     Ok((page, size))
 }
 

@@ -70,8 +70,23 @@ impl LoginLimits {
     /// Counts an attempt; false when the account or the address is over
     /// its limit (the attempt is then not checked at all).
     pub fn allow(&self, login: &str, address: Option<std::net::IpAddr>) -> bool {
+        // Keys are forgotten once their limit has fully recovered, so the
+        // maps hold only recent attempts (the login itself is capped at
+        // MAX_LOGIN_CHARS by the handler).
+        for_each_full(&self.accounts);
+        for_each_full(&self.addresses);
         let by_address = address.is_none_or(|a| self.addresses.check_key(&a).is_ok());
         by_address && self.accounts.check_key(&login.to_lowercase()).is_ok()
+    }
+}
+
+/// Keys kept before stale ones are dropped.
+const LIMITER_KEYS: usize = 10_000;
+
+fn for_each_full<K: std::hash::Hash + Eq + Clone>(limiter: &governor::DefaultKeyedRateLimiter<K>) {
+    if limiter.len() > LIMITER_KEYS {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 

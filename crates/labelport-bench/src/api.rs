@@ -39,8 +39,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
-    db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)
-        .await?;
+    db.ensure_user(
+        "bench",
+        "bench-password",
+        &token,
+        Some(labelport_domain::access::Role::Admin),
+    )
+    .await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

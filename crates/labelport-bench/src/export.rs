@@ -145,8 +145,13 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
         .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
     db.migrate().await?;
     let token = labelport_db::users::generate_token();
-    db.ensure_user("bench", "bench-password", &token, labelport_domain::access::Role::Admin)
-        .await?;
+    db.ensure_user(
+        "bench",
+        "bench-password",
+        &token,
+        Some(labelport_domain::access::Role::Admin),
+    )
+    .await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
     let workers = labelport_sync::workers(

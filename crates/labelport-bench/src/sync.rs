@@ -101,7 +101,7 @@ async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<Imp
             "bench",
             "bench-password",
             &labelport_db::users::generate_token(),
-            labelport_domain::access::Role::Admin,
+            Some(labelport_domain::access::Role::Admin),
         )
         .await?;
     let project = db

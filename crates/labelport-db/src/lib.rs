@@ -40,6 +40,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A request the data does not allow (the last admin's role).
+    #[error("{0}")]
+    Invalid(String),
     /// A secret could not be sealed or opened (no key, a wrong key).
     #[error("secret: {0}")]
     Secret(String),

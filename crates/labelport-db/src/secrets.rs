@@ -181,13 +181,24 @@ impl Db {
         self.secrets.as_ref().map(|k| k.current_id().to_owned())
     }
 
+    /// Seals what is stored in plaintext (rows from before sealing existed),
+    /// and checks that every sealed value is under a key this server has:
+    /// run at every start, after the migrations. Values under an old key
+    /// are left as they are, so processes not restarted yet in a key change
+    /// keep reading them; `labelport secrets rotate` re-seals those.
+    pub async fn seal_plaintext_secrets(&self) -> DbResult<u64> {
+        self.reseal(false).await
+    }
+
     /// Re-seals every stored secret that is not sealed under the current
-    /// key: plaintext rows from before sealing existed (run at every start,
-    /// after the migrations) and rows under an old key (`labelport secrets
-    /// rotate`). Each row is written in its own statement, compared with
-    /// the value read, so a concurrent change is never overwritten. Returns
-    /// how many rows were re-sealed.
+    /// key (`labelport secrets rotate`). Returns how many rows changed.
     pub async fn reseal_secrets(&self) -> DbResult<u64> {
+        self.reseal(true).await
+    }
+
+    /// Each row is written in its own statement, compared with the value
+    /// read, so a concurrent change is never overwritten.
+    async fn reseal(&self, old_keys_too: bool) -> DbResult<u64> {
         let keys = self.keys()?.clone();
         let mut done = 0;
         for (table, column) in SECRET_COLUMNS {
@@ -198,7 +209,12 @@ impl Db {
                 if keys.is_current(&stored) {
                     continue;
                 }
-                let resealed = keys.seal(&keys.open(&stored)?);
+                // Opening proves the key is there (an error names the id).
+                let plain = keys.open(&stored)?;
+                if stored.starts_with(PREFIX) && !old_keys_too {
+                    continue;
+                }
+                let resealed = keys.seal(&plain);
                 let n = on_write!(self, p => sqlx::query(&update).bind(&resealed).bind(id).bind(&stored)
                     .execute(p).await.map(|r| r.rows_affected()))?;
                 done += n;

@@ -52,10 +52,24 @@ pub fn generate_token() -> String {
     hex::encode(bytes)
 }
 
+/// Argon2 runs at most this many at once in a process: each takes 19 MiB
+/// and a core for tens of milliseconds, so a burst of logins queues here
+/// instead of taking the machine's memory.
+const PARALLEL_HASHES: usize = 2;
+
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(PARALLEL_HASHES))
+}
+
 /// Argon2id with its defaults (19 MiB, 2 passes): tens of milliseconds of
 /// CPU, so it runs on the blocking pool, never on the async executor.
 async fn hash_password(password: &str) -> DbResult<String> {
     let password = password.to_owned();
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| DbError::Corrupt(format!("password hashing: {e}")))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -75,6 +89,9 @@ const DUMMY_HASH: &str =
 /// Checks `password` against `hash` on the blocking pool.
 async fn verify_password(password: &str, hash: String) -> bool {
     let password = password.to_owned();
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
@@ -103,30 +120,63 @@ impl Db {
         Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(p).await)?)
     }
 
-    /// Makes sure `username` exists with exactly this password, token and
-    /// role (creating or updating it); returns the user. A changed password
-    /// or token ends the user's browser sessions.
-    pub async fn ensure_user(&self, username: &str, password: &str, token: &str, role: Role) -> DbResult<UserRow> {
-        let hash = hash_password(password).await?;
+    /// Makes sure `username` exists with exactly this password and token,
+    /// and `role` when given (a new user without one is an annotator; an
+    /// existing one keeps theirs); returns the user. A changed password or
+    /// token ends the user's browser sessions. The last admin cannot lose
+    /// the role here.
+    pub async fn ensure_user(
+        &self,
+        username: &str,
+        password: &str,
+        token: &str,
+        role: Option<Role>,
+    ) -> DbResult<UserRow> {
         let digest = token_digest(token);
+        let before = self.credentials_of(username).await?;
+        if let (Some((_, _, old_role)), Some(new)) = (&before, role) {
+            if old_role == "admin" && new != Role::Admin && self.count_admins().await? <= 1 {
+                return Err(DbError::Invalid(format!(
+                    "{username} is the last admin; make another admin first"
+                )));
+            }
+        }
+        let changed = match &before {
+            Some((old_hash, old_digest, _)) => {
+                *old_digest != digest || !verify_password(password, old_hash.clone()).await
+            }
+            None => false,
+        };
+        let hash = hash_password(password).await?;
         let email = if username.contains('@') { username } else { "" };
         let sql = format!(
             "INSERT INTO users (username, email, password_hash, token_sha256, is_superuser, role, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (username) DO UPDATE SET password_hash = $3, token_sha256 = $4, is_superuser = $5, role = $6
+             VALUES ($1, $2, $3, $4, COALESCE($5, FALSE), COALESCE($6, 'annotator'), $7)
+             ON CONFLICT (username) DO UPDATE SET password_hash = $3, token_sha256 = $4,
+                 is_superuser = COALESCE($5, users.is_superuser), role = COALESCE($6, users.role)
              RETURNING {USER_COLUMNS}"
         );
         let created_at = now();
         on_write!(self, p => {
             let mut tx = p.begin().await?;
             let user = sqlx::query_as::<_, UserRow>(&sql)
-                .bind(username).bind(email).bind(&hash).bind(&digest).bind(role == Role::Admin)
-                .bind(role.as_str()).bind(&created_at)
+                .bind(username).bind(email).bind(&hash).bind(&digest).bind(role.map(|r| r == Role::Admin))
+                .bind(role.map(Role::as_str)).bind(&created_at)
                 .fetch_one(&mut *tx).await?;
-            sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
+            if changed {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(user)
         })
+    }
+
+    /// (password hash, token digest, role) of a user, by username.
+    async fn credentials_of(&self, username: &str) -> DbResult<Option<(String, String, String)>> {
+        let sql = "SELECT password_hash, token_sha256, role FROM users WHERE username = $1";
+        Ok(
+            on_read!(self, p => sqlx::query_as::<_, (String, String, String)>(sql).bind(username).fetch_optional(p).await)?,
+        )
     }
 
     /// Creates a user (`POST /api/users`); None when the username is taken.

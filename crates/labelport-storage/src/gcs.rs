@@ -89,13 +89,16 @@ pub fn summarise(text: &str) -> String {
 /// Sorts a Google error into what a caller can act on.
 fn classify(err: GcsError, what: &str) -> StorageError {
     match err {
-        GcsError::Response(r) => match r.code {
-            404 => StorageError::NotFound(format!("{what}: {}", r.message)),
-            401 => StorageError::Auth(format!("{what}: {}", r.message)),
-            403 => StorageError::PermissionDenied(format!("{what}: {}", r.message)),
-            408 | 429 | 500..=599 => StorageError::Transient(format!("{what}: HTTP {} {}", r.code, r.message)),
-            code => StorageError::Other(format!("{what}: HTTP {code} {}", r.message)),
-        },
+        GcsError::Response(r) => {
+            let message = summarise(&r.message);
+            match r.code {
+                404 => StorageError::NotFound(format!("{what}: {message}")),
+                401 => StorageError::Auth(format!("{what}: {message}")),
+                403 => StorageError::PermissionDenied(format!("{what}: {message}")),
+                408 | 429 | 500..=599 => StorageError::Transient(format!("{what}: HTTP {} {message}", r.code)),
+                code => StorageError::Other(format!("{what}: HTTP {code} {message}")),
+            }
+        }
         GcsError::HttpClient(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
             StorageError::Transient(format!("{what}: {e}"))
         }

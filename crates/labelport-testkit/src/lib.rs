@@ -231,7 +231,7 @@ impl TestApp {
         let test_db = TestDb::new(backend).await?;
         test_db
             .db
-            .ensure_user("tester@example.com", "test-password", TEST_TOKEN, Role::Admin)
+            .ensure_user("tester@example.com", "test-password", TEST_TOKEN, Some(Role::Admin))
             .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);

@@ -145,4 +145,22 @@ async fn bodies_and_lists_are_bounded() {
     assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
     let (s, _) = app.get(&format!("/api/predictions?task={task}&page_size=100000")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A page whose offset would overflow is a 400, not a 500.
+    for path in [
+        format!("/api/tasks?project={pid}&page=9223372036854775807"),
+        format!("/api/projects?page=9223372036854775807"),
+        format!("/api/predictions?task={task}&page=9223372036854775807"),
+    ] {
+        let (s, r) = app.get(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {r}");
+    }
+    // A login body is small.
+    let r = app
+        .http
+        .post(format!("{}/api/auth/login", app.base_url))
+        .json(&json!({"username": "x".repeat(32 * 1024), "password": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
 }

@@ -65,7 +65,10 @@ impl DbArgs {
     pub async fn open_migrated(&self) -> anyhow::Result<Db> {
         let db = self.open().await?;
         db.migrate().await.context("running migrations")?;
-        let sealed = db.reseal_secrets().await.context("sealing stored credentials")?;
+        let sealed = db
+            .seal_plaintext_secrets()
+            .await
+            .context("checking and sealing stored credentials")?;
         if sealed > 0 {
             tracing::info!(rows = sealed, "sealed stored credentials under the current key");
         }
@@ -111,6 +114,15 @@ impl DbArgs {
                 Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         parse_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }

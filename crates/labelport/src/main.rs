@@ -142,8 +142,9 @@ enum UserAction {
         username: String,
         /// admin (everything), manager (creates and manages projects it is a
         /// member of), or annotator (labels in projects it is a member of).
-        #[arg(long, default_value = "annotator", value_parser = ["admin", "manager", "annotator"])]
-        role: String,
+        /// Default: annotator for a new user; an existing one keeps theirs.
+        #[arg(long, value_parser = ["admin", "manager", "annotator"])]
+        role: Option<String>,
         #[arg(long, env = "LABELPORT_PASSWORD", hide_env_values = true)]
         password: String,
         /// The API token to set; a new random one when omitted.
@@ -200,7 +201,7 @@ async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
             };
             check_token(&token)?;
             // The startup user runs the server: an admin.
-            let user = db.ensure_user(username, password, &token, Role::Admin).await?;
+            let user = db.ensure_user(username, password, &token, Some(Role::Admin)).await?;
             tracing::info!(user.id = user.id, "user {username} is ready");
             if generated {
                 println!("API token for {username}: {token}");
@@ -214,7 +215,7 @@ async fn ensure_startup_user(db: &Db, args: &ServeArgs) -> anyhow::Result<()> {
             if db.count_users().await? == 0 {
                 let password = generate_token();
                 let token = generate_token();
-                db.ensure_user("admin", &password, &token, Role::Admin).await?;
+                db.ensure_user("admin", &password, &token, Some(Role::Admin)).await?;
                 // Printed once, to the console only (never to the log).
                 println!("Created the first user.\n  username: admin\n  password: {password}\n  API token: {token}");
             }
@@ -309,7 +310,7 @@ async fn user(action: UserAction) -> anyhow::Result<()> {
             let db = db.open_migrated().await?;
             let token = token.unwrap_or_else(generate_token);
             check_token(&token)?;
-            let role = Role::parse(&role).context("--role")?;
+            let role = role.as_deref().and_then(Role::parse);
             db.ensure_user(&username, &password, &token, role).await?;
             println!("{token}");
         }

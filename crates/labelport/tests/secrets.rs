@@ -252,6 +252,17 @@ async fn keys_are_sealed_at_rest_never_logged_and_survive_a_key_change() {
     let old_key = std::fs::read_to_string(data.join("secret.key")).unwrap();
     let new_key = String::from_utf8(bin().args(["secrets", "new-key"]).output().unwrap().stdout).unwrap();
     let new_key = new_key.trim();
+    // A process restarted with both keys (step 2 of a key change) leaves
+    // values under the old key alone: the others still read them.
+    let out = bin()
+        .args(["migrate", "--data-dir"])
+        .arg(&data)
+        .env_remove("DATABASE_URL")
+        .env("LABELPORT_SECRET_KEY", new_key)
+        .env("LABELPORT_OLD_SECRET_KEYS", old_key.trim())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = bin()
         .args(["secrets", "rotate", "--data-dir"])
         .arg(&data)
@@ -299,5 +310,51 @@ async fn keys_are_sealed_at_rest_never_logged_and_survive_a_key_change() {
     assert!(
         log_text.contains("which this server does not have"),
         "the log says why: {log_text}"
+    );
+}
+
+#[test]
+fn the_cli_keeps_roles_unless_told_and_never_demotes_the_last_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        bin()
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("LABELPORT_SECRET_KEY")
+            .env("LABELPORT_PASSWORD", "a-password")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["user", "create", "--username", "boss", "--role", "admin"])
+        .status
+        .success());
+    assert!(run(&["user", "create", "--username", "ann"]).status.success());
+    // A password reset without --role keeps the role.
+    assert!(run(&["user", "create", "--username", "boss"]).status.success());
+    let list = String::from_utf8(run(&["user", "list"]).stdout).unwrap();
+    assert!(list.lines().any(|l| l.contains("\tboss\tadmin\t")), "{list}");
+    assert!(list.lines().any(|l| l.contains("\tann\tannotator\t")), "{list}");
+    // The only admin cannot become an annotator.
+    let out = run(&["user", "create", "--username", "boss", "--role", "annotator"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A key file others can read is refused.
+    std::fs::set_permissions(
+        dir.path().join("secret.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = run(&["user", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
