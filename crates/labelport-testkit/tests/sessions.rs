@@ -148,7 +148,7 @@ async fn bodies_and_lists_are_bounded() {
     // A page whose offset would overflow is a 400, not a 500.
     for path in [
         format!("/api/tasks?project={pid}&page=9223372036854775807"),
-        format!("/api/projects?page=9223372036854775807"),
+        "/api/projects?page=9223372036854775807".to_string(),
         format!("/api/predictions?task={task}&page=9223372036854775807"),
     ] {
         let (s, r) = app.get(&path).await;
