@@ -116,6 +116,12 @@ impl Db {
         Ok(on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).fetch_all(p).await)?)
     }
 
+    /// A page of users in id order.
+    pub async fn user_page(&self, offset: i64, limit: i64) -> DbResult<Vec<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
+        Ok(on_read!(self, p => sqlx::query_as::<_, UserRow>(&sql).bind(limit).bind(offset).fetch_all(p).await)?)
+    }
+
     pub async fn count_users(&self) -> DbResult<i64> {
         Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(p).await)?)
     }

@@ -145,6 +145,8 @@ async fn bodies_and_lists_are_bounded() {
     assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
     let (s, _) = app.get(&format!("/api/predictions?task={task}&page_size=100000")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, users) = app.get("/api/users?page_size=1").await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
     // A page whose offset would overflow is a 400, not a 500.
     for path in [
         format!("/api/tasks?project={pid}&page=9223372036854775807"),
