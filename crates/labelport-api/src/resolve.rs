@@ -15,6 +15,9 @@ use labelport_domain::resolve::{decode_fileuri, split_gs_uri, uri_occurs};
 use labelport_domain::storage::Direction;
 use labelport_storage::gcs::GcsStore;
 use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
+use std::time::SystemTime;
+
+use headers::{ETag, HeaderMapExt, IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince, LastModified};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -84,14 +87,57 @@ fn quoted_etag(etag: &str) -> String {
     }
 }
 
-/// Whether `If-None-Match` names this entity tag (weak comparison).
-fn none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
-    let ours = bare(etag);
-    value.split(',').any(|t| t.trim() == "*" || bare(t) == ours)
+/// What the conditional headers of a GET/HEAD decide (RFC 9110 §13.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Serve the representation (a range of it when `Range` applies).
+    Proceed,
+    /// 304: the client's copy is current (`If-None-Match`,
+    /// `If-Modified-Since`).
+    NotModified,
+    /// 412: `If-Match` or `If-Unmodified-Since` failed.
+    Failed,
+}
+
+/// Evaluates the preconditions in RFC 9110's order: `If-Match` (strong
+/// comparison), else `If-Unmodified-Since`; then `If-None-Match` (weak
+/// comparison), else `If-Modified-Since`. `modified` is the object's
+/// Last-Modified at one-second precision (what the client was sent).
+/// The comparisons are the `headers` crate's.
+pub fn preconditions(headers: &HeaderMap, etag: &ETag, modified: Option<SystemTime>) -> Precondition {
+    if let Some(if_match) = headers.typed_get::<IfMatch>() {
+        if !if_match.precondition_passes(etag) {
+            return Precondition::Failed;
+        }
+    } else if let (Some(since), Some(modified)) = (headers.typed_get::<IfUnmodifiedSince>(), modified) {
+        if !since.precondition_passes(modified) {
+            return Precondition::Failed;
+        }
+    }
+    if let Some(none_match) = headers.typed_get::<IfNoneMatch>() {
+        if !none_match.precondition_passes(etag) {
+            return Precondition::NotModified;
+        }
+    } else if let (Some(since), Some(modified)) = (headers.typed_get::<IfModifiedSince>(), modified) {
+        if !since.is_modified(modified) {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Proceed
+}
+
+/// Whether a `Range` may be honoured: without `If-Range`, yes; with it,
+/// only if it names this very representation (a strong ETag match, or the
+/// exact Last-Modified date). Otherwise the whole object is sent, so a
+/// resumed download never splices two versions.
+pub fn range_applies(headers: &HeaderMap, etag: &ETag, modified: Option<SystemTime>) -> bool {
+    match headers.typed_get::<IfRange>() {
+        None => true,
+        Some(if_range) => {
+            let last_modified = modified.map(LastModified::from);
+            !if_range.is_modified(Some(etag), last_modified.as_ref())
+        }
+    }
 }
 
 fn content_type(meta: &ObjectMeta) -> String {
@@ -128,9 +174,12 @@ pub fn runs_script(content_type: &str) -> bool {
     ) || essence.ends_with("+xml")
 }
 
-fn last_modified(meta: &ObjectMeta) -> Option<String> {
+/// The object's update time at one-second precision (HTTP dates have no
+/// fractions, so comparisons with a client's date are made at that grain).
+fn modified_time(meta: &ObjectMeta) -> Option<SystemTime> {
     let t = chrono::DateTime::parse_from_rfc3339(meta.updated.as_deref()?).ok()?;
-    Some(httpdate::fmt_http_date(std::time::SystemTime::from(t)))
+    let secs = u64::try_from(t.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// The project's storage that owns `uri`, or None.
@@ -222,22 +271,37 @@ async fn proxy(
             header::CACHE_CONTROL,
             format!("private, max-age={PROXY_MAX_AGE}, must-revalidate"),
         );
-    if let Some(lm) = last_modified(&meta) {
-        builder = builder.header(header::LAST_MODIFIED, lm);
+    let modified = modified_time(&meta);
+    if let Some(t) = modified {
+        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(t));
     }
     if runs_script(&content_type) && !inline_active {
         // Opened directly it is downloaded, not rendered; as a subresource
         // (`<img src>` of an SVG) it still displays.
         builder = builder.header(header::CONTENT_DISPOSITION, "attachment");
     }
-    if none_match(headers, &etag) {
-        // The client has it: no body, nothing downloaded.
-        return builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .map_err(|e| ApiError::Internal(e.to_string()));
+    // An ETag the `headers` crate cannot read (not expected from GCS)
+    // leaves the request unconditional.
+    let typed_etag = etag.parse::<ETag>().ok();
+    if let Some(typed) = &typed_etag {
+        let status = match preconditions(headers, typed, modified) {
+            Precondition::Proceed => None,
+            // The client has it: no body, nothing downloaded.
+            Precondition::NotModified => Some(StatusCode::NOT_MODIFIED),
+            Precondition::Failed => Some(StatusCode::PRECONDITION_FAILED),
+        };
+        if let Some(status) = status {
+            return builder
+                .status(status)
+                .body(Body::empty())
+                .map_err(|e| ApiError::Internal(e.to_string()));
+        }
     }
-    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), meta.size);
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| typed_etag.as_ref().is_none_or(|t| range_applies(headers, t, modified)));
+    let range = parse_range(range_header, meta.size);
     let (status, start, end) = match range {
         ByteRange::Unsatisfiable => {
             return builder
@@ -394,6 +458,77 @@ pub async fn presign_project(
 mod tests {
     use super::*;
 
+    fn with(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// RFC 9110 §13: every conditional header, strong and weak tags, dates
+    /// before, at and after the object's time, and their order.
+    #[test]
+    fn conditional_request_matrix() {
+        use Precondition::*;
+        let etag: ETag = "\"v2\"".parse().unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let date = |offset: i64| {
+            httpdate::fmt_http_date(
+                at + std::time::Duration::from_secs(10) - std::time::Duration::from_secs((10 - offset) as u64),
+            )
+        };
+        let (before, same, after) = (date(-5), date(0), date(5));
+        let cases: Vec<(Vec<(&str, &str)>, Precondition)> = vec![
+            (vec![], Proceed),
+            (vec![("if-match", "\"v2\"")], Proceed),
+            (vec![("if-match", "*")], Proceed),
+            (vec![("if-match", "\"v1\"")], Failed),
+            (vec![("if-match", "W/\"v2\"")], Failed), // If-Match compares strongly
+            (vec![("if-match", "\"v1\", \"v2\"")], Proceed),
+            (vec![("if-unmodified-since", &same)], Proceed),
+            (vec![("if-unmodified-since", &after)], Proceed),
+            (vec![("if-unmodified-since", &before)], Failed),
+            // If-Match present: If-Unmodified-Since is not evaluated.
+            (vec![("if-match", "\"v2\""), ("if-unmodified-since", &before)], Proceed),
+            (vec![("if-none-match", "\"v2\"")], NotModified),
+            (vec![("if-none-match", "W/\"v2\"")], NotModified), // weak comparison
+            (vec![("if-none-match", "*")], NotModified),
+            (vec![("if-none-match", "\"v1\"")], Proceed),
+            (vec![("if-modified-since", &same)], NotModified),
+            (vec![("if-modified-since", &after)], NotModified),
+            (vec![("if-modified-since", &before)], Proceed),
+            // If-None-Match present: If-Modified-Since is not evaluated.
+            (vec![("if-none-match", "\"v1\""), ("if-modified-since", &same)], Proceed),
+            // 412 before 304.
+            (vec![("if-match", "\"v1\""), ("if-none-match", "\"v2\"")], Failed),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(preconditions(&with(&headers), &etag, Some(at)), expected, "{headers:?}");
+        }
+        // If-Range: only this very representation keeps the Range.
+        assert!(range_applies(&with(&[]), &etag, Some(at)));
+        assert!(range_applies(&with(&[("if-range", "\"v2\"")]), &etag, Some(at)));
+        assert!(
+            !range_applies(&with(&[("if-range", "\"v1\"")]), &etag, Some(at)),
+            "a stale ETag"
+        );
+        assert!(
+            !range_applies(&with(&[("if-range", "W/\"v2\"")]), &etag, Some(at)),
+            "weak never matches"
+        );
+        assert!(range_applies(&with(&[("if-range", &same)]), &etag, Some(at)));
+        assert!(
+            !range_applies(&with(&[("if-range", &before)]), &etag, Some(at)),
+            "an older date"
+        );
+        // Several ranges: the whole body (RFC 9110 lets a server ignore Range).
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 10), ByteRange::Full);
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(parse_range(None, 10), ByteRange::Full);
@@ -415,9 +550,10 @@ mod tests {
     fn etags() {
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\", W/\"def\""));
-        assert!(none_match(&h, "\"def\""));
-        assert!(none_match(&h, "\"abc\""));
-        assert!(!none_match(&h, "\"x\""));
+        let tag = |t: &str| t.parse::<ETag>().unwrap();
+        assert_eq!(preconditions(&h, &tag("\"def\""), None), Precondition::NotModified);
+        assert_eq!(preconditions(&h, &tag("\"abc\""), None), Precondition::NotModified);
+        assert_eq!(preconditions(&h, &tag("\"x\""), None), Precondition::Proceed);
         assert_eq!(quoted_etag("CJ8"), "\"CJ8\"");
     }
 }

@@ -166,6 +166,21 @@ async fn rewriting_refusals_and_proxy() {
         assert!(r.bytes().await.unwrap().is_empty());
         let r = raw_get(&app, &url, &[("If-None-Match", "\"other\"")]).await;
         assert_eq!(r.status(), StatusCode::OK);
+        // RFC 9110 through the real proxy: a stale If-Range gets the whole
+        // object (never a splice of two versions); the current one a range.
+        let r = raw_get(&app, &url, &[("Range", "bytes=100-199"), ("If-Range", "\"stale\"")]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+        let r = raw_get(&app, &url, &[("Range", "bytes=100-199"), ("If-Range", &etag)]).await;
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &body[100..200]);
+        let r = raw_get(&app, &url, &[("If-Match", "\"stale\"")]).await;
+        assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+        let last_modified = h[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+        let r = raw_get(&app, &url, &[("If-Modified-Since", &last_modified)]).await;
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        let r = raw_get(&app, &url, &[("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")]).await;
+        assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         // octet-stream is replaced by a guess from the extension.
         let r = raw_get(&app, &resolve(&format!("gs://{bucket}/imgs/clip.mp4")), &[]).await;
         assert_eq!(r.headers()[header::CONTENT_TYPE], "video/mp4");
