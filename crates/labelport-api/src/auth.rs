@@ -45,9 +45,13 @@ pub async fn login(
         return Err(ApiError::body("Wrong username or password."));
     }
     if !state.login_limits.allow(&login, peer) {
-        tracing::warn!("login attempts over the limit; refused without checking");
+        tracing::warn!(
+            client = ?peer,
+            login.chars = login.chars().count(),
+            "login attempts over the limit; refused without checking"
+        );
         return Err(ApiError::TooManyRequests(
-            "Too many login attempts; wait a minute and try again.".into(),
+            "Too many login attempts for this account or from this address; try again in 30 seconds.".into(),
         ));
     }
     let Some(user) = state.db.user_by_login(&login, &password).await? else {

@@ -120,6 +120,14 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),
             ApiError::Upstream(_) => unreachable!("answered above"),
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // The per-account limit frees one attempt every 30 s.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("30"),
+            );
+        }
+        response
     }
 }

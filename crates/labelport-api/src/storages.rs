@@ -133,8 +133,8 @@ fn check_ambient(state: &AppState, user: &UserRow, settings: &StorageSettings) -
     }
     Err(ApiError::Forbidden(format!(
         "Without google_application_credentials this storage would use the server's own Google identity, \
-         which only an admin may use (or an admin may allow gs://{} in LABELPORT_AMBIENT_CREDENTIALS_BUCKETS). \
-         Paste a service-account key instead.",
+         which only an admin may use (or an admin may allow the bucket {} by name in \
+         LABELPORT_AMBIENT_CREDENTIALS_BUCKETS). Paste a service-account key instead.",
         settings.bucket
     )))
 }
@@ -633,7 +633,7 @@ pub async fn files_import(
             .map_err(|_| ApiError::body("Listing the bucket timed out"))?
             .map_err(|e| ApiError::body(e.to_string()))?;
         for o in page.objects {
-            if o.key.ends_with('/') || regex.as_ref().is_some_and(|r| !r.is_match(&o.key)) {
+            if o.key.ends_with('/') || regex.as_ref().is_some_and(|r| !r.matches(&o.key)) {
                 continue;
             }
             if files.len() as i64 == limit {

@@ -14,7 +14,6 @@
 //! (`shared/reference/label-studio-storage-spec.md` §2.2 import, §2.3
 //! export) and `label-studio-sdk` 2.1.2's request shapes.
 
-use regex::Regex;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -497,24 +496,89 @@ pub fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
-/// Largest compiled `regex_filter`, in bytes (the `regex` crate's size
-/// limits of the program and of its lazy DFA).
+/// Largest compiled `regex_filter`, in bytes (the size limits of the
+/// program and of the lazy DFA of the linear-time engine underneath).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// Compiles a `regex_filter` to match at the start of the name (Python's
-/// `re.match`); empty means no filter.
-pub fn compile_filter(filter: &str) -> Result<Option<Regex>, String> {
+/// Most backtracking steps one match may take: a pattern that needs more
+/// (catastrophic backtracking, `(a+)+$` on a long name) does not match
+/// that object, instead of hanging the sync.
+pub const REGEX_BACKTRACK_LIMIT: usize = 1_000_000;
+
+/// A compiled `regex_filter` with Python's `re.match` semantics (Label
+/// Studio matches with Python's `re`): anchored at the start of the full
+/// object name, not at the end; look-ahead and look-behind,
+/// back-references (`\1`, `(?P=name)`), named groups (`(?P<name>…)`),
+/// inline flags and `\Z`. `fancy-regex` runs patterns that need
+/// backtracking with a step limit, and hands every other pattern to the
+/// linear-time `regex` engine.
+#[derive(Debug, Clone)]
+pub struct KeyFilter {
+    regex: fancy_regex::Regex,
+}
+
+impl KeyFilter {
+    /// Whether `key` matches. A match that runs past
+    /// [`REGEX_BACKTRACK_LIMIT`] counts as no match.
+    pub fn matches(&self, key: &str) -> bool {
+        self.regex.is_match(key).unwrap_or(false)
+    }
+}
+
+/// Python's forms that the Rust engines spell differently: `\Z` (end of
+/// string; `\z` here) and `(?P=name)` (`\k<name>` here). Escapes are
+/// followed so `\\Z` (a backslash, then Z) stays as it is.
+fn from_python_syntax(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('Z') => out.push_str("\\z"),
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => out.push('\\'),
+            },
+            '(' if chars.clone().take(3).collect::<String>() == "?P=" => {
+                for _ in 0..3 {
+                    chars.next();
+                }
+                let name: String = chars.by_ref().take_while(|&c| c != ')').collect();
+                out.push_str(&format!("\\k<{name}>"));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn build(pattern: &str) -> Result<fancy_regex::Regex, fancy_regex::Error> {
+    fancy_regex::RegexBuilder::new(pattern)
+        .backtrack_limit(REGEX_BACKTRACK_LIMIT)
+        .delegate_size_limit(REGEX_SIZE_LIMIT)
+        .delegate_dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// Compiles a `regex_filter` (see [`KeyFilter`]); empty means no filter.
+/// The error quotes the user's own pattern.
+pub fn compile_filter(filter: &str) -> Result<Option<KeyFilter>, String> {
     if filter.is_empty() {
         return Ok(None);
     }
-    // Bounded: a pattern that compiles to more than this is refused, so no
-    // filter can take the server's memory.
-    regex::RegexBuilder::new(&format!("^(?:{filter})"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map(Some)
-        .map_err(|e| format!("regex_filter is not a valid regular expression: {e}"))
+    let translated = from_python_syntax(filter);
+    // Compiled alone first, so an error speaks of the user's pattern (not
+    // of the anchored form below).
+    build(&translated).map_err(|e| format!("regex_filter {filter:?} is not a valid regular expression: {e}"))?;
+    // In verbose mode (`(?x)`) a `#` comment runs to the end of the line:
+    // a newline (whitespace there) keeps the closing parenthesis out of it.
+    let verbose = fancy_regex::Regex::new(r"\(\?[a-wyz]*x").is_ok_and(|r| r.is_match(&translated).unwrap_or(false));
+    let end = if verbose { "\n)" } else { ")" };
+    build(&format!("\\A(?:{translated}{end}"))
+        .map(|regex| Some(KeyFilter { regex }))
+        .map_err(|e| format!("regex_filter {filter:?} is not a valid regular expression: {e}"))
 }
 
 /// A storage's sync state, Label Studio's status machine: `initialized` →
@@ -570,6 +634,53 @@ mod tests {
         assert!(compile_filter(r".*\.jpg").is_ok());
         let e = compile_filter(r"\w{1000}\w{1000}\w{1000}").unwrap_err();
         assert!(e.contains("regex_filter"), "{e}");
+    }
+
+    /// Patterns as Label Studio users write them for Python's `re.match`,
+    /// each with names it must and must not take.
+    #[test]
+    fn filters_take_pythons_syntax() {
+        let cases: [(&str, &[&str], &[&str]); 12] = [
+            (r"(?x) img / \d+  # numbered images", &["img/12"], &["img/x"]),
+            (r"(?>a+)b|\u0041", &["aab", "A"], &["ac"]),
+            (r"^(?!.*_thumb).*\.jpg$", &["a/b.jpg"], &["a/b_thumb.jpg", "a/b.png"]),
+            (r"(\w+)_\1\.jpg", &["cat_cat.jpg", "cat_cat.jpg.bak"], &["cat_dog.jpg"]),
+            (r".*\.jpg\Z", &["x/y.jpg"], &["x/y.jpg\n", "x/y.jpgx"]),
+            (r"(?P<name>\w+)/(?P=name)\.png", &["a/a.png"], &["a/b.png"]),
+            (r"(?i).*\.JPE?G", &["x.jpeg", "Y.JPG"], &["x.png"]),
+            (r".*(?<!_mask)\.png", &["a.png"], &["a_mask.png"]),
+            (r"img/", &["img/1.jpg"], &["x/img/1.jpg"]), // anchored at the start only
+            (r"\d+", &["123abc"], &["abc123"]),
+            (r"a|b", &["a1", "b1"], &["ca"]), // the whole pattern is anchored
+            (r"\\Z", &["\\Z"], &["x"]),       // an escaped backslash, then Z
+        ];
+        for (pattern, yes, no) in cases {
+            let f = compile_filter(pattern)
+                .unwrap_or_else(|e| panic!("{pattern}: {e}"))
+                .unwrap();
+            for key in yes {
+                assert!(f.matches(key), "{pattern} should match {key:?}");
+            }
+            for key in no {
+                assert!(!f.matches(key), "{pattern} should not match {key:?}");
+            }
+        }
+        // The error quotes the user's pattern, not the anchored form.
+        let e = compile_filter("(unclosed").unwrap_err();
+        assert!(e.contains("\"(unclosed\"") && !e.contains("\\A(?:"), "{e}");
+    }
+
+    #[test]
+    fn catastrophic_backtracking_cannot_hang_a_sync() {
+        let f = compile_filter(r"(a+)+\1b").unwrap().unwrap();
+        let key = "a".repeat(5_000);
+        let started = std::time::Instant::now();
+        assert!(!f.matches(&key));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

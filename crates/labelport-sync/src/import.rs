@@ -25,13 +25,12 @@ use labelport_db::{Db, DbError};
 use labelport_domain::import::{parse_task_element, NewTask};
 use labelport_domain::task_data::DATA_UNDEFINED_NAME;
 use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
-use regex::Regex;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::readers::{read_rows, FileFormat};
 
-pub use labelport_domain::storage::{compile_filter, normalize_prefix, DeletionPolicy};
+pub use labelport_domain::storage::{compile_filter, normalize_prefix, DeletionPolicy, KeyFilter};
 
 /// A storage's sync settings, already validated.
 #[derive(Debug, Clone)]
@@ -43,7 +42,7 @@ pub struct ImportSettings {
     /// Normalised: empty, or ending with exactly one `/`.
     pub prefix: String,
     /// Matched at the start of the full object name.
-    pub regex: Option<Regex>,
+    pub regex: Option<KeyFilter>,
     pub recursive: bool,
     pub use_blob_urls: bool,
     pub policy: DeletionPolicy,
@@ -162,7 +161,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
     }
 
     fn wanted(&self, key: &str) -> bool {
-        !key.ends_with('/') && self.settings.regex.as_ref().is_none_or(|r| r.is_match(key))
+        !key.ends_with('/') && self.settings.regex.as_ref().is_none_or(|r| r.matches(key))
     }
 
     /// Runs the whole sync; returns its report (errors of single rows are

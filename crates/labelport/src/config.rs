@@ -40,8 +40,7 @@ impl DbArgs {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        self.ensure_data_dir()?;
         Ok(format!("sqlite://{}", self.data_dir.join("labelport.db").display()))
     }
 
@@ -75,6 +74,20 @@ impl DbArgs {
         Ok(db)
     }
 
+    /// Creates the data directory when missing, readable by its owner only
+    /// (it holds the database and the key file).
+    fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        if !self.data_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.data_dir)
+                .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// The current key (the setting, else the key file, made with mode 0600
     /// when missing) and the old ones.
     pub fn secret_keys(&self) -> anyhow::Result<SecretKeys> {
@@ -92,8 +105,7 @@ impl DbArgs {
     }
 
     fn key_file(&self) -> anyhow::Result<[u8; 32]> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        self.ensure_data_dir()?;
         let path = self.data_dir.join(KEY_FILE);
         if !path.exists() {
             use std::io::Write;

@@ -250,7 +250,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.ambient_buckets = args
         .ambient_credentials_buckets
         .iter()
-        .map(|b| b.trim().to_owned())
+        // `gs://name/` as users type buckets is the bucket `name`.
+        .map(|b| labelport_domain::storage::normalize_bucket(b))
         .filter(|b| !b.is_empty())
         .collect();
     state.media_inline_active = args.media_inline_active;
