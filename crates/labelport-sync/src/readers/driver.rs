@@ -38,6 +38,21 @@ struct Driver<P> {
     error: Option<ReadError>,
     eof: bool,
     done: bool,
+    /// The first bytes were checked for UTF-16.
+    sniffed: bool,
+}
+
+/// Whether a file's first two bytes say UTF-16: a byte-order mark (`FF FE`,
+/// `FE FF`), or a character JSON may start with (`[`, `{`, white space)
+/// next to a NUL, either way round (UTF-16 without a mark). Other binary
+/// files keep Label Studio's "not JSON" answer.
+fn looks_utf16(head: &[u8]) -> bool {
+    let starts_json = |c: u8| matches!(c, b'[' | b'{' | b' ' | b'\t' | b'\r' | b'\n');
+    match head {
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] => true,
+        [0, c, ..] | [c, 0, ..] => starts_json(*c),
+        _ => false,
+    }
 }
 
 pub(super) fn drive<P: ChunkParser>(key: Arc<str>, stream: ByteStream, parser: P, piece_bytes: usize) -> RowStream {
@@ -51,6 +66,7 @@ pub(super) fn drive<P: ChunkParser>(key: Arc<str>, stream: ByteStream, parser: P
         error: None,
         eof: false,
         done: false,
+        sniffed: false,
     };
     Box::pin(futures::stream::unfold(driver, |mut d| async move {
         let item = d.next_item().await?;
@@ -70,6 +86,32 @@ impl<P: ChunkParser> Driver<P> {
             }
             if self.done {
                 return None;
+            }
+            if !self.sniffed {
+                let head: Vec<u8> = self.pending.iter().flat_map(|b| b.iter().copied()).take(2).collect();
+                if head.len() < 2 && !self.eof {
+                    // Read on until two bytes are there (or the file ends).
+                    match self.stream.next().await {
+                        Some(Ok(chunk)) => self.pending.push_back(chunk),
+                        Some(Err(source)) => {
+                            self.error = Some(ReadError::Storage {
+                                key: self.key.to_string(),
+                                source,
+                            });
+                            self.done = true;
+                        }
+                        None => self.eof = true,
+                    }
+                    continue;
+                }
+                self.sniffed = true;
+                if looks_utf16(&head) {
+                    self.error = Some(ReadError::Utf16 {
+                        key: self.key.to_string(),
+                    });
+                    self.done = true;
+                    continue;
+                }
             }
             if let Some(mut input) = self.pending.pop_front() {
                 if input.len() > self.piece_bytes {

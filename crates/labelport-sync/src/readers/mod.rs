@@ -95,6 +95,12 @@ pub enum ReadError {
          perhaps you forgot to enable \"Tasks\" import method?"
     )]
     NotJson { key: String },
+    /// Checked before anything else: the file is text, just not UTF-8.
+    #[error(
+        "{key} is UTF-16 text; task files must be UTF-8 (save it as UTF-8, \
+         e.g. `iconv -f UTF-16 -t UTF-8 in.json > out.json`)"
+    )]
+    Utf16 { key: String },
     #[error(
         "{key} is an incomplete JSON array: the file ends before its closing `]` \
          (after {elements} complete elements); was the upload cut short?"

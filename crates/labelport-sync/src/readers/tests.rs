@@ -583,3 +583,30 @@ async fn big_array_streams_through() {
     }
     assert_eq!(count, n as i64);
 }
+
+/// A UTF-16 file (with or without its byte-order mark) is reported as
+/// UTF-16, in both JSON formats, whatever the chunking.
+#[tokio::test]
+async fn utf16_task_files_are_named_as_such() {
+    let text = "[{\"text\": \"a\"}]";
+    let mut le_bom: Vec<u8> = vec![0xFF, 0xFE];
+    le_bom.extend(text.encode_utf16().flat_map(|u| u.to_le_bytes()));
+    let be: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+    let le: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    for (name, bytes) in [("le_bom", le_bom), ("be", be), ("le", le)] {
+        for format in [FileFormat::Json, FileFormat::Jsonl] {
+            for chunks in chunkings(&bytes) {
+                let mut rows = read_rows(format, "t/u16.json", stream_of(chunks));
+                let first = rows.next().await.expect("an item");
+                let e = first.expect_err(name).to_string();
+                assert!(e.contains("UTF-16") && e.contains("t/u16.json"), "{name}: {e}");
+                assert!(!e.contains("Tasks\" import"), "{name}: the wrong hint: {e}");
+            }
+        }
+    }
+    // UTF-8 (with its mark) still reads.
+    let mut utf8 = b"\xEF\xBB\xBF".to_vec();
+    utf8.extend_from_slice(text.as_bytes());
+    let mut rows = read_rows(FileFormat::Json, "t/u8.json", stream_of(vec![Bytes::from(utf8)]));
+    assert!(rows.next().await.unwrap().is_ok());
+}
