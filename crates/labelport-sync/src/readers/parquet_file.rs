@@ -6,7 +6,9 @@
 //! channel, so memory is a couple of batches whatever the file size.
 //!
 //! Conversion is arrow-json's: structs become objects, lists arrays,
-//! temporal values strings, binary hex, NaN/infinite floats null. A null
+//! temporal values strings (named time zones through chrono-tz), binary
+//! hex, NaN/infinite floats null; top-level decimals are cast to their
+//! exact text first (as JSON numbers they would come back as f64). A null
 //! value is kept as an explicit JSON `null` (the field is present), so every
 //! row has every column. `position` is `row N`, 0-based, equal to
 //! `row_index` (the row's number in the whole file, across row groups).
@@ -124,8 +126,37 @@ fn read_batches(key: &str, file: File, batch_rows: usize, tx: &mpsc::Sender<Batc
     }
 }
 
-/// One row per record of the batch, numbered from `first_row`.
-fn batch_rows_json(batch: &RecordBatch, first_row: i64) -> Result<Batch, String> {
+/// Decimal columns as their exact text (`"1234567890123456789.0123456789"`):
+/// as JSON numbers they would be read back as 64-bit floats and rounded.
+fn exact_decimals(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    use arrow_schema::{DataType, Field, Schema};
+    let is_decimal = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..)
+        )
+    };
+    if !batch.schema().fields().iter().any(|f| is_decimal(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if is_decimal(field.data_type()) {
+            let text = arrow_cast::cast(column, &DataType::Utf8)
+                .map_err(|e| format!("column {}: cannot convert to text: {e}", field.name()))?;
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(text);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+}
+
+/// The batch as JSON lines (arrow-json).
+fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -133,7 +164,31 @@ fn batch_rows_json(batch: &RecordBatch, first_row: i64) -> Result<Batch, String>
         .write(batch)
         .and_then(|()| writer.finish())
         .map_err(|e| format!("cannot convert to JSON: {e}"))?;
-    let json = writer.into_inner();
+    Ok(writer.into_inner())
+}
+
+/// One row per record of the batch, numbered from `first_row`. When the
+/// batch does not convert, each record is converted alone, so a bad value
+/// is an error of its row (naming the problem), not of the file.
+fn batch_rows_json(batch: &RecordBatch, first_row: i64) -> Result<Batch, String> {
+    let batch = exact_decimals(batch)?;
+    let json = match json_lines(&batch) {
+        Ok(json) => json,
+        Err(_) => {
+            return Ok((0..batch.num_rows())
+                .zip(first_row..)
+                .map(|(i, row_index)| {
+                    let value = json_lines(&batch.slice(i, 1))
+                        .and_then(|line| serde_json::from_slice(line.trim_ascii_end()).map_err(|e| e.to_string()));
+                    Ok(Row {
+                        row_index,
+                        position: format!("row {row_index}"),
+                        value,
+                    })
+                })
+                .collect());
+        }
+    };
     // Every record is one line: JSON strings escape their newlines.
     let rows: Batch = json
         .split(|&b| b == b'\n')

@@ -510,6 +510,106 @@ mod parquet_files {
         }
     }
 
+    /// Every type writers produce (pyarrow/pandas, polars, DuckDB, Spark
+    /// all write these Arrow/Parquet types), with the exact JSON a row
+    /// must give.
+    fn type_matrix() -> RecordBatch {
+        use arrow_array::builder::{MapBuilder, StringBuilder};
+        use arrow_array::types::Int32Type;
+        use arrow_array::{
+            BinaryArray, Date32Array, Decimal128Array, DictionaryArray, DurationSecondArray, FixedSizeBinaryArray,
+            LargeStringArray, NullArray, Time64MicrosecondArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+            TimestampNanosecondArray, UInt64Array,
+        };
+        let mut map = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+        map.keys().append_value("a");
+        map.values().append_value(1);
+        map.append(true).unwrap();
+        let mut nested = ListBuilder::new(ListBuilder::new(Int32Builder::new()));
+        nested.values().append_value([Some(1), None]);
+        nested.values().append_value([]);
+        nested.append(true);
+        let micros = 1_704_110_400_000_000i64; // 2024-01-01T12:00:00Z
+        RecordBatch::try_from_iter(vec![
+            (
+                "ts_utc",
+                Arc::new(TimestampMicrosecondArray::from(vec![micros]).with_timezone("UTC")) as ArrayRef,
+            ),
+            (
+                "ts_berlin",
+                Arc::new(TimestampMillisecondArray::from(vec![micros / 1000]).with_timezone("Europe/Berlin"))
+                    as ArrayRef,
+            ),
+            (
+                "ts_naive",
+                Arc::new(TimestampNanosecondArray::from(vec![micros * 1000 + 5])) as ArrayRef,
+            ),
+            ("date", Arc::new(Date32Array::from(vec![19723])) as ArrayRef),
+            (
+                "time",
+                Arc::new(Time64MicrosecondArray::from(vec![45_296_000_001])) as ArrayRef,
+            ),
+            ("duration", Arc::new(DurationSecondArray::from(vec![90])) as ArrayRef),
+            (
+                "decimal",
+                Arc::new(
+                    Decimal128Array::from(vec![12_345_678_901_234_567_890_123_456_789i128])
+                        .with_precision_and_scale(38, 10)
+                        .unwrap(),
+                ) as ArrayRef,
+            ),
+            (
+                "big",
+                Arc::new(Int64Array::from(vec![9_007_199_254_740_993])) as ArrayRef,
+            ),
+            ("ubig", Arc::new(UInt64Array::from(vec![u64::MAX])) as ArrayRef),
+            ("bin", Arc::new(BinaryArray::from(vec![&b"\x00\xffab"[..]])) as ArrayRef),
+            (
+                "fixed",
+                Arc::new(FixedSizeBinaryArray::try_from_iter(vec![b"\x01\x02"].into_iter()).unwrap()) as ArrayRef,
+            ),
+            (
+                "dict",
+                Arc::new(vec!["cat"].into_iter().collect::<DictionaryArray<Int32Type>>()) as ArrayRef,
+            ),
+            ("large", Arc::new(LargeStringArray::from(vec!["ü"])) as ArrayRef),
+            ("map", Arc::new(map.finish()) as ArrayRef),
+            ("nested", Arc::new(nested.finish()) as ArrayRef),
+            ("nothing", Arc::new(NullArray::new(1)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_type_keeps_its_value() {
+        let file = parquet_bytes(&[type_matrix()], 1_000);
+        let stream = read_rows(FileFormat::Parquet, "types.parquet", stream_of(vec![Bytes::from(file)]));
+        let (rows, err) = collect(stream).await;
+        assert!(err.is_none(), "{err:?}");
+        let row = values(&rows).remove(0);
+        assert_eq!(
+            row,
+            json!({
+                "ts_utc": "2024-01-01T12:00:00Z",
+                "ts_berlin": "2024-01-01T13:00:00+01:00",
+                "ts_naive": "2024-01-01T12:00:00.000000005",
+                "date": "2024-01-01",
+                "time": "12:34:56.000001",
+                "duration": "PT90S",
+                "decimal": "1234567890123456789.0123456789",
+                "big": 9_007_199_254_740_993i64,
+                "ubig": u64::MAX,
+                "bin": "00ff6162",
+                "fixed": "0102",
+                "dict": "cat",
+                "large": "ü",
+                "map": {"a": 1},
+                "nested": [[1, null], []],
+                "nothing": null,
+            })
+        );
+    }
+
     #[tokio::test]
     async fn many_rows_in_default_batches() {
         let n = 2_500;
