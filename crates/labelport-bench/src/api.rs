@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use labelport_api::AppState;
-use labelport_db::Db;
 use serde_json::{json, Value};
 
+use crate::setup;
 use crate::stats::pct;
 
 #[derive(clap::Args)]
@@ -29,30 +29,10 @@ pub struct BenchArgs {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url)
-        .await
-        .context("opening the bench database")?
-        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
-    db.migrate().await?;
-    let token = labelport_db::users::generate_token();
-    db.ensure_user(
-        "bench",
-        "bench-password",
-        &token,
-        Some(labelport_domain::access::Role::Admin),
-    )
-    .await?;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(labelport_api::serve(listener, AppState::new(db.clone()), async {
-        let _ = stop_rx.await;
-    }));
+    let db = setup::open_db(args.database_url.as_deref(), tmp.path()).await?;
+    let token = setup::bench_user(&db).await?;
+    let server = setup::Server::start(AppState::new(db.clone())).await?;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
     let auth = format!("Token {token}");
 
@@ -130,8 +110,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             times.len()
         );
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     db.close().await;
     Ok(())
 }

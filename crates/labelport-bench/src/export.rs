@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use labelport_api::AppState;
-use labelport_db::Db;
 use labelport_domain::storage::{Direction, StorageKind, StorageSettings};
 use labelport_storage::ObjectStore;
 use labelport_testkit::FakeGcs;
 use serde_json::{json, Value};
 
+use crate::setup;
 use crate::stats::pct;
 
 #[derive(clap::Args)]
@@ -135,23 +135,8 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     gcs.create_bucket("export").await?;
     gcs.create_bucket("baseline").await?;
     let tmp = tempfile::tempdir()?;
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url)
-        .await
-        .context("opening the bench database")?
-        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
-    db.migrate().await?;
-    let token = labelport_db::users::generate_token();
-    db.ensure_user(
-        "bench",
-        "bench-password",
-        &token,
-        Some(labelport_domain::access::Role::Admin),
-    )
-    .await?;
+    let db = setup::open_db(args.database_url.as_deref(), tmp.path()).await?;
+    let token = setup::bench_user(&db).await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
     let workers = labelport_sync::workers(
@@ -161,12 +146,9 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
         labelport_jobs::WorkerConfig::default(),
     );
     let worker_handles = workers.spawn(2);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(labelport_api::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = setup::Server::start(state).await?;
+    let base = server.base.clone();
+
     let c = Client {
         http: reqwest::Client::new(),
         base,
@@ -338,8 +320,7 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     for h in worker_handles {
         let _ = h.await;
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     db.close().await;
     Ok(())
 }

@@ -11,6 +11,7 @@
 mod api;
 mod export;
 mod media;
+mod setup;
 mod stats;
 mod sync;
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use labelport_api::AppState;
-use labelport_db::Db;
 use labelport_storage::signing::{signed_url, KeySigner, SignedUrlRequest};
 use labelport_testkit::FakeGcs;
 
+use crate::setup;
 use crate::stats::{pct, peak_rss_mb};
 use serde_json::{json, Value};
 
@@ -101,26 +101,12 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let rss_before = peak_rss_mb();
 
     let tmp = tempfile::tempdir()?;
-    let db = Db::connect(&format!("sqlite://{}", tmp.path().join("bench.db").display()))
-        .await?
-        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
-    db.migrate().await?;
-    let token = labelport_db::users::generate_token();
-    db.ensure_user(
-        "bench",
-        "bench-password",
-        &token,
-        Some(labelport_domain::access::Role::Admin),
-    )
-    .await?;
+    let db = setup::open_db(None, tmp.path()).await?;
+    let token = setup::bench_user(&db).await?;
     let mut state = AppState::new(db.clone());
     state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(labelport_api::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = setup::Server::start(state).await?;
+    let base = server.base.clone();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -157,7 +143,8 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let task: Value = http
         .post(format!("{base}/api/tasks"))
         .header("Authorization", &auth)
-        .json(&json!({"project": pid, "data": {"image": "gs://media/small.jpg"}}))
+        // Both objects in the task: resolve serves only URIs of its task.
+        .json(&json!({"project": pid, "data": {"image": "gs://media/small.jpg", "video": "gs://media/large.mp4"}}))
         .send()
         .await?
         .json()
@@ -264,8 +251,7 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
         "V4 signed URLs (local RSA-2048 key): {:.0} per second",
         n as f64 / started.elapsed().as_secs_f64()
     );
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     db.close().await;
     Ok(())
 }

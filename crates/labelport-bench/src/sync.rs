@@ -96,14 +96,13 @@ impl ObjectStore for GeneratedBucket {
 }
 
 async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<ImportSettings> {
+    crate::setup::bench_user(db).await?;
     let user = db
-        .ensure_user(
-            "bench",
-            "bench-password",
-            &labelport_db::users::generate_token(),
-            Some(labelport_domain::access::Role::Admin),
-        )
-        .await?;
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.username == "bench")
+        .context("the bench user")?;
     let project = db
         .create_project(
             &ProjectFields {
@@ -180,15 +179,7 @@ fn print_sync(what: &str, report: &SyncReport, secs: f64, rows: u64) {
 
 pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let db = Db::connect(&url)
-        .await
-        .context("opening the bench database")?
-        .with_secret_keys(labelport_db::secrets::SecretKeys::ephemeral());
-    db.migrate().await?;
+    let db = crate::setup::open_db(args.database_url.as_deref(), tmp.path()).await?;
     println!("backend: {}", db.backend_name());
     match args.scenario {
         Scenario::Emulator => {

@@ -91,17 +91,7 @@ impl<P: ChunkParser> Driver<P> {
                 let head: Vec<u8> = self.pending.iter().flat_map(|b| b.iter().copied()).take(2).collect();
                 if head.len() < 2 && !self.eof {
                     // Read on until two bytes are there (or the file ends).
-                    match self.stream.next().await {
-                        Some(Ok(chunk)) => self.pending.push_back(chunk),
-                        Some(Err(source)) => {
-                            self.error = Some(ReadError::Storage {
-                                key: self.key.to_string(),
-                                source,
-                            });
-                            self.done = true;
-                        }
-                        None => self.eof = true,
-                    }
+                    self.pull().await;
                     continue;
                 }
                 self.sniffed = true;
@@ -123,17 +113,7 @@ impl<P: ChunkParser> Driver<P> {
                 continue;
             }
             if !self.eof {
-                match self.stream.next().await {
-                    Some(Ok(chunk)) => self.pending.push_back(chunk),
-                    Some(Err(source)) => {
-                        self.error = Some(ReadError::Storage {
-                            key: self.key.to_string(),
-                            source,
-                        });
-                        self.done = true;
-                    }
-                    None => self.eof = true,
-                }
+                self.pull().await;
                 continue;
             }
             let step = self.parser.finish(&mut self.out);
@@ -141,6 +121,22 @@ impl<P: ChunkParser> Driver<P> {
                 self.done = true;
             }
             self.after(step);
+        }
+    }
+
+    /// Reads the next piece of the object into `pending` (or notes the end
+    /// of the file, or the storage's error).
+    async fn pull(&mut self) {
+        match self.stream.next().await {
+            Some(Ok(chunk)) => self.pending.push_back(chunk),
+            Some(Err(source)) => {
+                self.error = Some(ReadError::Storage {
+                    key: self.key.to_string(),
+                    source,
+                });
+                self.done = true;
+            }
+            None => self.eof = true,
         }
     }
 

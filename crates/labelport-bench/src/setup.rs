@@ -1,0 +1,58 @@
+//! What every benchmark starts from: a fresh database, the bench user, and
+//! the real server in this process on a free port.
+
+use std::path::Path;
+
+use anyhow::Context;
+use labelport_api::AppState;
+use labelport_db::secrets::SecretKeys;
+use labelport_db::Db;
+use labelport_domain::access::Role;
+
+/// `url` (a PostgreSQL database to measure), or a SQLite file in `dir`;
+/// migrated, with a key for credentials that lives as long as the run.
+pub async fn open_db(url: Option<&str>, dir: &Path) -> anyhow::Result<Db> {
+    let url = url
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let db = Db::connect(&url)
+        .await
+        .context("opening the bench database")?
+        .with_secret_keys(SecretKeys::ephemeral());
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// The bench user, an admin; returns its API token.
+pub async fn bench_user(db: &Db) -> anyhow::Result<String> {
+    let token = labelport_db::users::generate_token();
+    db.ensure_user("bench", "bench-password", &token, Some(Role::Admin))
+        .await?;
+    Ok(token)
+}
+
+/// The server, serving `state` on a free loopback port until [`Server::stop`].
+pub struct Server {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(state: AppState) -> anyhow::Result<Server> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(labelport_api::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Server { base, stop, handle })
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.handle.await??;
+        Ok(())
+    }
+}
