@@ -231,7 +231,7 @@ async fn resolve_in_project(
 
 async fn presign(state: &AppState, storage: &StorageRow, ttl_minutes: i64, key: &str) -> ApiResult<Response> {
     let ttl_minutes = ttl_minutes.clamp(1, 10080) as u64;
-    match crate::signing::signed_url(state, storage, key, ttl_minutes * 60).await {
+    match crate::signing::signed_url(state, storage.kind, &storage.settings, key, ttl_minutes * 60).await {
         Ok(url) => Response::builder()
             .status(StatusCode::SEE_OTHER)
             .header(header::LOCATION, url)

@@ -1,16 +1,20 @@
 //! Signed URLs for presigned media: signed locally with the storage's
-//! service-account key, or — with no key (Application Default Credentials)
-//! — remotely through IAM `signBlob` as a service account:
-//! `LABELPORT_SIGNING_SERVICE_ACCOUNT` when set, else the ADC key file's
-//! `client_email`, else the metadata server's default account.
+//! service-account key, or — with no key — remotely through IAM `signBlob`
+//! as a service account: for Workload Identity Federation (`gcswif`
+//! storages, `external_account` configurations pasted or as ADC) the
+//! impersonated account, with the federation's own tokens; for other
+//! Application Default Credentials `LABELPORT_SIGNING_SERVICE_ACCOUNT` when
+//! set, else the ADC key file's `client_email`, else the metadata server's
+//! default account.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use gcloud_storage::client::google_cloud_auth;
-use labelport_db::StorageRow;
-use labelport_storage::gcs::emulator_from_env;
+use labelport_domain::storage::{StorageKind, StorageSettings};
+use labelport_storage::connect::Credentials;
 use labelport_storage::signing::{self, AccessTokenSource, IamSigner, KeySigner, SignError, SignedUrlRequest};
+use labelport_storage::wif::WifTokenProvider;
 use token_source::{TokenSource, TokenSourceProvider};
 use tokio::sync::OnceCell;
 
@@ -94,26 +98,53 @@ impl AccessTokenSource for AdcTokens {
     }
 }
 
+/// Adds the way to fix a refusal of `signBlob`: the role the signer lacks.
+fn explained(e: SignError) -> String {
+    match &e {
+        SignError::Iam { email, status: 403, .. } => format!(
+            "{e}. The identity signing needs iam.serviceAccounts.signBlob on {email}: grant it the Service Account \
+             Token Creator role (roles/iam.serviceAccountTokenCreator) on that service account"
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// A V4 signed GET URL for `key`, valid `expires_secs`; the error explains
 /// why it could not be made (for the log).
 pub async fn signed_url(
     state: &AppState,
-    storage: &StorageRow,
+    kind: StorageKind,
+    settings: &StorageSettings,
     key: &str,
     expires_secs: u64,
 ) -> Result<String, String> {
-    let mut req = SignedUrlRequest::new("GET", &storage.settings.bucket, key, expires_secs, Utc::now());
-    if let Some(endpoint) = state.storage_env.gcs_endpoint.clone().or_else(emulator_from_env) {
-        req.host = Some(endpoint);
+    let env = &state.storage_env;
+    let mut req = SignedUrlRequest::new("GET", &settings.bucket, key, expires_secs, Utc::now());
+    req.host = env.signing_host();
+    let iam_endpoint = env.wif.iam_endpoint.clone();
+    match env.credentials(kind, settings).map_err(|e| e.to_string())? {
+        Credentials::ServiceAccountKey(json) => {
+            let signer = KeySigner::from_service_account_json(&json).map_err(|e| e.to_string())?;
+            signing::signed_url(&req, &signer).await.map_err(|e| e.to_string())
+        }
+        Credentials::Federated(tokens) => {
+            let email = tokens.service_account_email().map(str::to_owned).ok_or(
+                "the external_account configuration impersonates no service account \
+                 (service_account_impersonation_url), so there is no account to sign URLs as; \
+                 add one, or turn presign off to serve media through the proxy",
+            )?;
+            let signer = IamSigner::new(email, WifTokenProvider(tokens))
+                .map_err(|e| e.to_string())?
+                .with_endpoint(iam_endpoint);
+            signing::signed_url(&req, &signer).await.map_err(explained)
+        }
+        Credentials::Adc => {
+            let adc = adc().await?;
+            let email = signing_account(adc).await?;
+            let signer = IamSigner::new(email, AdcTokens(adc.source.clone()))
+                .map_err(|e| e.to_string())?
+                .with_endpoint(iam_endpoint);
+            signing::signed_url(&req, &signer).await.map_err(explained)
+        }
     }
-    if let Some(json) = storage.settings.credentials.as_ref().map(|c| c.expose()) {
-        let signer = KeySigner::from_service_account_json(json).map_err(|e| e.to_string())?;
-        return signing::signed_url(&req, &signer).await.map_err(|e| e.to_string());
-    }
-    let adc = adc().await?;
-    let email = signing_account(adc).await?;
-    let signer = IamSigner::new(email, AdcTokens(adc.source.clone()))
-        .map_err(|e| e.to_string())?
-        .with_endpoint(state.iam_endpoint.clone());
-    signing::signed_url(&req, &signer).await.map_err(|e| e.to_string())
 }

@@ -20,8 +20,6 @@ pub struct AppState {
     pub public_url: String,
     /// Connected stores by storage, reused across media requests.
     pub stores: StoreCache,
-    /// IAM Credentials endpoint for signing without a private key.
-    pub iam_endpoint: String,
     /// Buckets that non-admins may reach with the server's own cloud
     /// identity (a storage without credentials): names, or `*` for any.
     /// Empty: admins only. (`LABELPORT_AMBIENT_CREDENTIALS_BUCKETS`.)
@@ -98,7 +96,6 @@ impl AppState {
             jobs_notify: Arc::new(Notify::new()),
             public_url: String::new(),
             stores: StoreCache::default(),
-            iam_endpoint: "https://iamcredentials.googleapis.com".into(),
             ambient_buckets: Vec::new(),
             media_inline_active: false,
             login_limits: Arc::new(LoginLimits::new()),
@@ -121,9 +118,12 @@ impl StoreCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
             row.kind,
+            row.direction(),
             &row.settings.bucket,
             &row.settings.credentials,
+            &row.settings.wif,
             &env.gcs_endpoint,
+            &env.emulator,
         )
             .hash(&mut h);
         let fingerprint = h.finish();

@@ -120,30 +120,49 @@ pub(crate) async fn require_project(state: &AppState, project: Option<i64>) -> A
 }
 
 /// Ambient credentials are the server's, not the users': a storage without
-/// credentials acts as the server's own Google identity (Application
-/// Default Credentials, the metadata server), so only an admin may create,
-/// change or test one, unless an admin allowed its bucket
+/// a service-account key acts as the server's own identity (Application
+/// Default Credentials, the metadata server, or — for `gcswif` storages and
+/// pasted `external_account` configurations — the server's AWS or OIDC
+/// identity traded through Workload Identity Federation), so only an admin
+/// may create, change or test one, unless an admin allowed its bucket
 /// (`LABELPORT_AMBIENT_CREDENTIALS_BUCKETS`: names, or `*`).
-fn check_ambient(state: &AppState, user: &UserRow, settings: &StorageSettings) -> ApiResult<()> {
-    let allowed = settings.credentials.is_some()
+fn check_ambient(state: &AppState, user: &UserRow, kind: StorageKind, settings: &StorageSettings) -> ApiResult<()> {
+    let own_key = kind == StorageKind::Gcs
+        && settings
+            .credentials
+            .as_ref()
+            .is_some_and(|c| !labelport_storage::wif::is_external_account(c.expose()));
+    let allowed = own_key
         || user.role() == Role::Admin
         || state.ambient_buckets.iter().any(|b| b == "*" || *b == settings.bucket);
     if allowed {
         return Ok(());
     }
+    let what = match kind {
+        StorageKind::GcsWif => "A gcswif storage acts as the server's own identity (traded through the workload identity pool)",
+        StorageKind::Gcs if settings.credentials.is_some() => {
+            "An external_account configuration acts as the server's own identity (traded through the workload identity pool)"
+        }
+        StorageKind::Gcs => "Without google_application_credentials this storage would use the server's own Google identity",
+    };
     Err(ApiError::Forbidden(format!(
-        "Without google_application_credentials this storage would use the server's own Google identity, \
-         which only an admin may use (or an admin may allow the bucket {} by name in \
-         LABELPORT_AMBIENT_CREDENTIALS_BUCKETS). Paste a service-account key instead.",
+        "{what}, which only an admin may use (or an admin may allow the bucket {} by name in \
+         LABELPORT_AMBIENT_CREDENTIALS_BUCKETS). Paste a service-account key into a gcs storage instead.",
         settings.bucket
     )))
 }
 
 /// `input` over `base`, checked by the domain's rules and the kind's
 /// connector (no I/O).
-fn checked_settings(kind: StorageKind, base: StorageSettings, input: &StorageInput) -> ApiResult<StorageSettings> {
+fn checked_settings(
+    state: &AppState,
+    kind: StorageKind,
+    base: StorageSettings,
+    input: &StorageInput,
+) -> ApiResult<StorageSettings> {
     let (settings, mut errors) = base.apply_collecting(input);
-    labelport_storage::check_settings(kind, &settings, &mut errors);
+    settings.check_kind(kind, &mut errors);
+    labelport_storage::check_settings(&state.storage_env, kind, &settings, &mut errors);
     errors.into_result()?;
     Ok(settings)
 }
@@ -233,13 +252,31 @@ async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettin
         let store = state.storage_env.connect(kind, s).await?;
         store.check().await?;
         match &s.options {
-            DirectionOptions::Import(_) => {
+            DirectionOptions::Import(o) => {
                 if !s.prefix.is_empty() {
                     let page = store.list_page(&s.prefix, true, None, 1).await?;
                     if page.objects.is_empty() {
                         return Ok(Some(format!(
                             "No objects found in gs://{}/{} or the prefix does not exist",
                             s.bucket, s.prefix
+                        )));
+                    }
+                }
+                // With presign on, media of a federated storage will be
+                // signed through IAM signBlob: sign once now, so a refusal
+                // (no Token Creator role, no account to sign as) is found
+                // here rather than by annotators.
+                let federated = matches!(
+                    state.storage_env.credentials(kind, s),
+                    Ok(labelport_storage::connect::Credentials::Federated(_))
+                );
+                if o.presign && federated {
+                    let probe = format!("{}labelport-signing-check", normalize_prefix(&s.prefix));
+                    if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
+                        return Ok(Some(format!(
+                            "Presigned URLs cannot be made for gs://{}: {reason}. Fix the signer's permissions, \
+                             or turn presign off to serve media through the proxy.",
+                            s.bucket
                         )));
                     }
                 }
@@ -302,8 +339,8 @@ async fn create(
     input: StorageInput,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let project = require_project(state, input.project).await?;
-    let settings = checked_settings(kind, StorageSettings::defaults(direction), &input)?;
-    check_ambient(state, user, &settings)?;
+    let settings = checked_settings(state, kind, StorageSettings::defaults(direction), &input)?;
+    check_ambient(state, user, kind, &settings)?;
     check_connection(state, kind, &settings).await?;
     let mut row = state.db.create_storage(project, kind, &settings).await?;
     tracing::info!(
@@ -347,8 +384,8 @@ async fn update(
     } else {
         row.settings.clone()
     };
-    let settings = checked_settings(kind, base, &input)?;
-    check_ambient(state, user, &settings)?;
+    let settings = checked_settings(state, kind, base, &input)?;
+    check_ambient(state, user, kind, &settings)?;
     if settings.needs_check_over(&row.settings) {
         check_connection(state, kind, &settings).await?;
     }
@@ -384,8 +421,8 @@ async fn settings_for_check(
             StorageSettings::defaults(direction)
         }
     };
-    let settings = checked_settings(kind, base, input)?;
-    check_ambient(state, user, &settings)?;
+    let settings = checked_settings(state, kind, base, input)?;
+    check_ambient(state, user, kind, &settings)?;
     Ok(settings)
 }
 
@@ -452,7 +489,7 @@ macro_rules! storage_routes {
         handlers: ($list:ident, $create:ident, $get:ident, $patch:ident, $put:ident, $delete:ident, $validate:ident, $sync:ident)
     ) => {
         #[utoipa::path(get, path = $collection, tag = "storages",
-            params(("kind" = String, Path, description = "Storage type: gcs"), ProjectQuery),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ProjectQuery),
             responses((status = 200, description = concat!("The ", $what, " storages of this type of a project"))))]
         pub async fn $list(
             State(state): State<AppState>,
@@ -464,7 +501,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(post, path = $collection, tag = "storages", request_body = StorageInput,
-            params(("kind" = String, Path, description = "Storage type: gcs")),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
             responses((status = 201, description = concat!("Created after a connection check (", $what,
                 " storage). A target storage's check writes and deletes a probe object, and its creation queues an export of the project's annotations; a source storage is not synced until asked")),
                 (status = 400, description = "Invalid field or failed connection check")))]
@@ -478,7 +515,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(get, path = $item, tag = "storages",
-            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
             responses((status = 200, description = concat!("The ", $what, " storage")),
                 (status = 404, description = "No such storage")))]
         pub async fn $get(
@@ -490,7 +527,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(patch, path = $item, tag = "storages", request_body = StorageInput,
-            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
             responses((status = 200, description = "Updated: the body's fields over the stored ones, checked (a source storage's connection always, a target's when its place or key changes)")))]
         pub async fn $patch(
             State(state): State<AppState>,
@@ -502,7 +539,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(put, path = $item, tag = "storages", request_body = StorageInput,
-            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
             responses((status = 200, description = "Replaced: the body's fields over the defaults; a stored key that is not resent is kept")))]
         pub async fn $put(
             State(state): State<AppState>,
@@ -514,7 +551,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(delete, path = $item, tag = "storages",
-            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
             responses((status = 204, description = "Deleted; a source storage's tasks and a target storage's objects stay")))]
         pub async fn $delete(
             State(state): State<AppState>,
@@ -525,7 +562,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(post, path = $validate_path, tag = "storages", request_body = StorageInput,
-            params(("kind" = String, Path, description = "Storage type: gcs")),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
             responses((status = 200, description = "The connection works (empty body)"),
                 (status = 400, description = "What is wrong")))]
         pub async fn $validate(
@@ -538,7 +575,7 @@ macro_rules! storage_routes {
         }
 
         #[utoipa::path(post, path = $sync_path, tag = "storages",
-            params(("kind" = String, Path, description = "Storage type: gcs"), ("id" = i64, Path)),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
             responses((status = 200, description = "The storage, queued: at most one sync per storage runs; a target storage's sync writes what is new or changed")))]
         pub async fn $sync(
             State(state): State<AppState>,
@@ -603,7 +640,7 @@ pub async fn list_all_import(
 }
 
 #[utoipa::path(post, path = "/api/storages/{kind}/files", request_body = StorageInput, tag = "storages",
-    params(("kind" = String, Path, description = "Storage type: gcs")),
+    params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
     responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list")))]
 pub async fn files_import(
     State(state): State<AppState>,

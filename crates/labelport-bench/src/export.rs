@@ -138,7 +138,7 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     let db = setup::open_db(args.database_url.as_deref(), tmp.path()).await?;
     let token = setup::bench_user(&db).await?;
     let mut state = AppState::new(db.clone());
-    state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
+    state.storage_env.emulator = Some(gcs.endpoint.clone());
     let workers = labelport_sync::workers(
         db.clone(),
         state.storage_env.clone(),
@@ -191,11 +191,10 @@ pub async fn run(args: BenchExportArgs) -> anyhow::Result<()> {
     );
     // 1b. The emulator's own pace: the same number of uploads of a typical
     // exported object, straight through the connector, 32 at a time.
-    let store = labelport_storage::gcs::GcsStore::connect(labelport_storage::gcs::GcsConfig {
-        bucket: "baseline".into(),
-        service_account_json: None,
-        endpoint: Some(gcs.endpoint.clone()),
-    })
+    let store = labelport_storage::gcs::GcsStore::connect(labelport_storage::gcs::GcsConfig::emulator(
+        "baseline",
+        gcs.endpoint.clone(),
+    ))
     .await?;
     let sample = bytes::Bytes::from(vec![b'x'; 1200]);
     let started = Instant::now();

@@ -104,7 +104,7 @@ pub async fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let db = setup::open_db(None, tmp.path()).await?;
     let token = setup::bench_user(&db).await?;
     let mut state = AppState::new(db.clone());
-    state.storage_env.gcs_endpoint = Some(gcs.endpoint.clone());
+    state.storage_env.emulator = Some(gcs.endpoint.clone());
     let server = setup::Server::start(state).await?;
     let base = server.base.clone();
     let http = reqwest::Client::builder()

@@ -203,12 +203,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
                 "seeded {count} objects of 282 bytes in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
-            let store = GcsStore::connect(GcsConfig {
-                bucket: "bench".into(),
-                service_account_json: None,
-                endpoint: Some(gcs.endpoint.clone()),
-            })
-            .await?;
+            let store = GcsStore::connect(GcsConfig::emulator("bench", gcs.endpoint.clone())).await?;
             let (n, list_secs) = list_all(&store).await?;
             println!("list only: {n} objects in {list_secs:.3} s");
             let settings = setup(&db, "bench", true).await?;

@@ -9,7 +9,7 @@
 
 use labelport_domain::storage::{
     DeletionPolicy, Direction, DirectionOptions, ExportFormat, ExportOptions, ImportOptions, StorageKind,
-    StorageSettings, SyncState,
+    StorageSettings, SyncState, WifSettings,
 };
 
 use labelport_domain::secret::Secret;
@@ -50,7 +50,7 @@ pub(crate) fn table(direction: Direction) -> &'static str {
 }
 
 /// Settings columns both tables have, in bind order.
-const SHARED_SETTINGS: [&str; 8] = [
+const SHARED_SETTINGS: [&str; 12] = [
     "title",
     "description",
     "bucket",
@@ -59,6 +59,10 @@ const SHARED_SETTINGS: [&str; 8] = [
     "use_blob_urls",
     "google_project_id",
     "credentials",
+    "wif_pool_id",
+    "wif_provider_id",
+    "wif_service_account_email",
+    "wif_project_number",
 ];
 
 /// Settings columns of one direction only, in bind order.
@@ -84,6 +88,10 @@ struct StorageRecord {
     use_blob_urls: bool,
     google_project_id: String,
     credentials: Option<String>,
+    wif_pool_id: String,
+    wif_provider_id: String,
+    wif_service_account_email: String,
+    wif_project_number: String,
     presign: bool,
     presign_ttl: i64,
     recursive_scan: bool,
@@ -105,13 +113,15 @@ fn columns(direction: Direction) -> &'static str {
     match direction {
         Direction::Import => {
             "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
-             google_project_id, credentials, presign, presign_ttl, recursive_scan, deletion_policy, \
+             google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
+             wif_project_number, presign, presign_ttl, recursive_scan, deletion_policy, \
              FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
              status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
         Direction::Export => {
             "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
-             google_project_id, credentials, TRUE AS presign, CAST(1 AS BIGINT) AS presign_ttl, \
+             google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
+             wif_project_number, TRUE AS presign, CAST(1 AS BIGINT) AS presign_ttl, \
              FALSE AS recursive_scan, 'keep' AS deletion_policy, can_delete_objects, export_format, \
              sync_requested, status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
@@ -175,6 +185,12 @@ impl StorageRecord {
                 use_blob_urls: self.use_blob_urls,
                 google_project_id: self.google_project_id,
                 credentials,
+                wif: WifSettings {
+                    pool_id: self.wif_pool_id,
+                    provider_id: self.wif_provider_id,
+                    service_account_email: self.wif_service_account_email,
+                    project_number: self.wif_project_number,
+                },
                 options,
             },
             state: SyncState {
@@ -206,7 +222,11 @@ macro_rules! bind_settings {
             .bind(&s.regex_filter)
             .bind(s.use_blob_urls)
             .bind(&s.google_project_id)
-            .bind(sealed);
+            .bind(sealed)
+            .bind(&s.wif.pool_id)
+            .bind(&s.wif.provider_id)
+            .bind(&s.wif.service_account_email)
+            .bind(&s.wif.project_number);
         match &s.options {
             DirectionOptions::Import(o) => q
                 .bind(o.presign)

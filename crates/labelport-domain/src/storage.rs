@@ -12,7 +12,8 @@
 //!
 //! Source of the fields, defaults and rules: Label Studio's storage spec
 //! (`shared/reference/label-studio-storage-spec.md` §2.2 import, §2.3
-//! export) and `label-studio-sdk` 2.1.2's request shapes.
+//! export) and `label-studio-sdk` 2.1.2's request shapes; the `gcswif`
+//! fields from the SDK's `gcswif` sub-clients (spec §5, Enterprise only).
 
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -74,16 +75,23 @@ pub enum StorageKind {
     /// Google Cloud Storage with a pasted service-account key, or the
     /// server's Application Default Credentials when none is given.
     Gcs,
+    /// Google Cloud Storage through Workload Identity Federation: no key;
+    /// the server's own identity where it runs (AWS, or a token set on the
+    /// server) is exchanged for short-lived Google credentials of
+    /// [`WifSettings::service_account_email`] (Label Studio Enterprise's
+    /// `gcswif`).
+    GcsWif,
 }
 
 impl StorageKind {
     /// Every kind this server serves, each with its settings row.
-    pub const ALL: [StorageKind; 1] = [StorageKind::Gcs];
+    pub const ALL: [StorageKind; 2] = [StorageKind::Gcs, StorageKind::GcsWif];
 
     /// The `type` in URLs and bodies: `/api/storages/gcs`.
     pub fn name(self) -> &'static str {
         match self {
             StorageKind::Gcs => "gcs",
+            StorageKind::GcsWif => "gcswif",
         }
     }
 
@@ -91,13 +99,14 @@ impl StorageKind {
     pub fn title(self) -> &'static str {
         match self {
             StorageKind::Gcs => "Google Cloud Storage",
+            StorageKind::GcsWif => "Google Cloud Storage (WIF Auth)",
         }
     }
 
     /// The URI scheme of its objects in task data (`gs://bucket/key`).
     pub fn scheme(self) -> &'static str {
         match self {
-            StorageKind::Gcs => "gs",
+            StorageKind::Gcs | StorageKind::GcsWif => "gs",
         }
     }
 
@@ -262,7 +271,107 @@ pub struct StorageSettings {
     /// Default Credentials. Write-only in the API, never logged, sealed in
     /// the database.
     pub credentials: Option<Secret>,
+    /// Workload Identity Federation (`gcswif` storages; empty otherwise).
+    pub wif: WifSettings,
     pub options: DirectionOptions,
+}
+
+/// Where a `gcswif` storage gets its Google credentials: the pool and
+/// provider that trust the server's identity, and the service account it
+/// then acts as. None of it is secret. Google's rules for each shape:
+/// <https://cloud.google.com/iam/docs/manage-workload-identity-pools-providers>.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct WifSettings {
+    /// `google_wif_pool_id`: 4–32 of `a-z 0-9 -`, not starting `gcp-`.
+    pub pool_id: String,
+    /// `google_wif_provider_id`: same shape as the pool id.
+    pub provider_id: String,
+    /// `google_service_account_email`: the account impersonated.
+    pub service_account_email: String,
+    /// `google_project_number`: the pool's project, as digits (not the id).
+    pub project_number: String,
+}
+
+impl WifSettings {
+    /// The provider's resource name, the `audience` of the STS exchange:
+    /// `//iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/{pool}/providers/{provider}`
+    /// (Google: "Workload Identity Federation", credential configuration).
+    pub fn audience(&self) -> String {
+        format!(
+            "//iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{}",
+            self.project_number, self.pool_id, self.provider_id
+        )
+    }
+
+    /// Adds an error for each field of a `gcswif` storage that is missing
+    /// or not of the shape Google allows, under Label Studio's field names.
+    pub fn check(&self, errors: &mut ValidationErrors) {
+        for (field, value, what) in [
+            ("google_wif_pool_id", &self.pool_id, "workload identity pool id"),
+            (
+                "google_wif_provider_id",
+                &self.provider_id,
+                "workload identity pool provider id",
+            ),
+        ] {
+            if value.is_empty() {
+                errors.add(field, format!("This field is required: the {what}."));
+            } else if !(4..=32).contains(&value.len())
+                || !value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                errors.add(
+                    field,
+                    format!("{value:?} is not a {what}: Google allows 4 to 32 lowercase letters, digits and hyphens."),
+                );
+            } else if value.starts_with("gcp-") || value.starts_with('-') || value.ends_with('-') {
+                errors.add(
+                    field,
+                    format!("{value:?} is not a {what}: it may not start with \"gcp-\" (reserved by Google) or start or end with a hyphen."),
+                );
+            }
+        }
+        let email = &self.service_account_email;
+        if email.is_empty() {
+            errors.add(
+                "google_service_account_email",
+                "This field is required: the e-mail address of the service account to act as.",
+            );
+        } else if !is_email(email) {
+            errors.add(
+                "google_service_account_email",
+                format!("{email:?} is not an e-mail address (such as name@project-id.iam.gserviceaccount.com)."),
+            );
+        }
+        let number = &self.project_number;
+        if number.is_empty() {
+            errors.add(
+                "google_project_number",
+                "This field is required: the pool's project number (IAM & Admin > Settings).",
+            );
+        } else if number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            errors.add(
+                "google_project_number",
+                format!("{number:?} is not a project number: it is digits only (the project id is google_project_id)."),
+            );
+        }
+    }
+}
+
+/// `local@domain.tld`, one `@`, no spaces or characters that would end a
+/// URL path segment; the shape, not deliverability.
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let ok = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    s.len() <= 254
+        && ok(local)
+        && ok(domain)
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
 }
 
 impl std::fmt::Debug for StorageSettings {
@@ -275,6 +384,7 @@ impl std::fmt::Debug for StorageSettings {
             .field("use_blob_urls", &self.use_blob_urls)
             .field("google_project_id", &self.google_project_id)
             .field("credentials", &self.credentials)
+            .field("wif", &self.wif)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -304,6 +414,14 @@ pub struct StorageInput {
     /// Service-account key JSON; empty means Application Default Credentials.
     pub google_application_credentials: Option<String>,
     pub google_project_id: Option<String>,
+    /// `gcswif`: the workload identity pool id.
+    pub google_wif_pool_id: Option<String>,
+    /// `gcswif`: the pool's provider id.
+    pub google_wif_provider_id: Option<String>,
+    /// `gcswif`: the service account to act as (impersonated).
+    pub google_service_account_email: Option<String>,
+    /// `gcswif`: the pool's project number (digits).
+    pub google_project_number: Option<String>,
     /// Import: media by signed URL (default true) or through the proxy.
     pub presign: Option<bool>,
     /// Import: signed-URL lifetime in minutes, 1–10080 (default 1).
@@ -340,6 +458,7 @@ impl StorageSettings {
             use_blob_urls: false,
             google_project_id: String::new(),
             credentials: None,
+            wif: WifSettings::default(),
             options: match direction {
                 Direction::Import => DirectionOptions::Import(ImportOptions::default()),
                 Direction::Export => DirectionOptions::Export(ExportOptions::default()),
@@ -400,6 +519,16 @@ impl StorageSettings {
         set(&mut self.regex_filter, &input.regex_filter);
         set(&mut self.use_blob_urls, &input.use_blob_urls);
         set(&mut self.google_project_id, &input.google_project_id);
+        for (field, value) in [
+            (&mut self.wif.pool_id, &input.google_wif_pool_id),
+            (&mut self.wif.provider_id, &input.google_wif_provider_id),
+            (&mut self.wif.service_account_email, &input.google_service_account_email),
+            (&mut self.wif.project_number, &input.google_project_number),
+        ] {
+            if let Some(v) = value {
+                *field = v.trim().to_owned();
+            }
+        }
         if let Some(v) = &input.google_application_credentials {
             self.credentials = (!v.trim().is_empty()).then(|| Secret::new(v.clone()));
         }
@@ -448,6 +577,25 @@ impl StorageSettings {
         (self, errors)
     }
 
+    /// The checks of a kind's own fields (no I/O), under Label Studio's
+    /// field names: for `gcswif`, every WIF field present and of Google's
+    /// shape, and no key (a `gcswif` storage never holds one).
+    pub fn check_kind(&self, kind: StorageKind, errors: &mut ValidationErrors) {
+        match kind {
+            StorageKind::Gcs => {}
+            StorageKind::GcsWif => {
+                self.wif.check(errors);
+                if self.credentials.is_some() {
+                    errors.add(
+                        "google_application_credentials",
+                        "A gcswif storage uses no key: its credentials come from the workload identity pool. \
+                         Leave this field empty (or use a gcs storage for a key).",
+                    );
+                }
+            }
+        }
+    }
+
     /// Whether saving these settings over `before` must try the connection
     /// first. Import: always (as Label Studio). Export: when the place or
     /// the key changes, or deleting is newly asked for (Label Studio does
@@ -458,6 +606,7 @@ impl StorageSettings {
                 self.bucket != before.bucket
                     || self.prefix != before.prefix
                     || self.credentials != before.credentials
+                    || self.wif != before.wif
                     || (new.can_delete_objects && !old.can_delete_objects)
             }
             _ => true,
@@ -630,6 +779,67 @@ mod tests {
     }
 
     #[test]
+    fn wif_fields_are_checked_for_googles_shapes_and_named() {
+        let good = r#"{"bucket": "b", "google_wif_pool_id": "label-studio-pool-abc123",
+            "google_wif_provider_id": "aws-provider", "google_service_account_email":
+            "labelport@my-project.iam.gserviceaccount.com", "google_project_number": "123456789012"}"#;
+        let settings = StorageSettings::defaults(Direction::Import)
+            .apply(&input(good))
+            .unwrap();
+        let mut errors = ValidationErrors::default();
+        settings.check_kind(StorageKind::GcsWif, &mut errors);
+        assert!(errors.is_empty(), "{}", errors.summary());
+        assert_eq!(
+            settings.wif.audience(),
+            "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/label-studio-pool-abc123/providers/aws-provider"
+        );
+        for (field, value, says) in [
+            ("google_wif_pool_id", "abc", "4 to 32"),
+            ("google_wif_pool_id", "Pool_1", "lowercase"),
+            ("google_wif_pool_id", "gcp-pool", "reserved"),
+            ("google_wif_provider_id", "", "required"),
+            ("google_wif_provider_id", "a/../../x", "4 to 32"),
+            ("google_service_account_email", "not-an-email", "e-mail"),
+            ("google_service_account_email", "a@b/c.com", "e-mail"),
+            ("google_project_number", "my-project", "digits only"),
+            ("google_project_number", "", "required"),
+        ] {
+            let mut body: serde_json::Value = serde_json::from_str(good).unwrap();
+            body[field] = value.into();
+            let settings = StorageSettings::defaults(Direction::Export)
+                .apply(&input(&body.to_string()))
+                .unwrap();
+            let mut errors = ValidationErrors::default();
+            settings.check_kind(StorageKind::GcsWif, &mut errors);
+            assert_eq!(errors.0.keys().collect::<Vec<_>>(), [field], "{value:?}");
+            assert!(errors.summary().contains(says), "{value:?}: {}", errors.summary());
+            // The same fields mean nothing to a gcs storage.
+            let mut errors = ValidationErrors::default();
+            settings.check_kind(StorageKind::Gcs, &mut errors);
+            assert!(errors.is_empty());
+        }
+        let keyed = StorageSettings::defaults(Direction::Import)
+            .apply(&input(&good.replace(
+                "\"bucket\"",
+                "\"google_application_credentials\": \"{}\", \"bucket\"",
+            )))
+            .unwrap();
+        let mut errors = ValidationErrors::default();
+        keyed.check_kind(StorageKind::GcsWif, &mut errors);
+        assert_eq!(errors.0.keys().collect::<Vec<_>>(), ["google_application_credentials"]);
+    }
+
+    #[test]
+    fn both_gcs_kinds_are_listed_under_their_titles() {
+        let types = listed_types();
+        let gcs = types
+            .iter()
+            .position(|t| *t == ("gcs", "Google Cloud Storage"))
+            .unwrap();
+        assert_eq!(types[gcs + 1], ("gcswif", "Google Cloud Storage (WIF Auth)"));
+    }
+
+    #[test]
     fn a_filter_that_compiles_too_large_is_refused() {
         assert!(compile_filter(r".*\.jpg").is_ok());
         let e = compile_filter(r"\w{1000}\w{1000}\w{1000}").unwrap_err();
@@ -719,7 +929,7 @@ mod tests {
             assert_eq!(StorageKind::parse(kind.name()), Some(kind));
         }
         let names: Vec<&str> = listed_types().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["s3", "gcs", "azure", "redis", "localfiles"]);
+        assert_eq!(names, ["s3", "gcs", "gcswif", "azure", "redis", "localfiles"]);
         assert_eq!(Direction::Export.dedup_key(7), "export_sync:7");
     }
 }

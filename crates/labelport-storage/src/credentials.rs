@@ -40,7 +40,7 @@ pub fn validate_service_account_json(text: &str) -> Result<(), String> {
         Some("service_account") => {}
         Some(other) => {
             return Err(format!(
-                "Google Application Credentials must be a service-account key (\"type\": \"service_account\"), not \"{other}\"; leave the field empty to use Application Default Credentials"
+                "Google Application Credentials must be a service-account key (\"type\": \"service_account\") or a Workload Identity Federation configuration (\"type\": \"external_account\"), not \"{other}\"; leave the field empty to use Application Default Credentials"
             ))
         }
         None => return Err("Google Application Credentials has no \"type\"; a service-account key has \"type\": \"service_account\"".into()),

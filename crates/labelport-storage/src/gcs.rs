@@ -16,28 +16,64 @@ use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadTy
 use gcloud_storage::http::objects::Object;
 use gcloud_storage::http::Error as GcsError;
 
+use std::sync::Arc;
+
 use crate::credentials::validate_service_account_json;
+use crate::wif::{WifError, WifTokenProvider, WifTokens};
 use crate::{with_retries, ByteStream, ListPage, ObjectMeta, ObjectStore, StorageError, StorageResult};
+
+/// How a client proves who it is to Cloud Storage.
+#[derive(Clone, Default)]
+pub enum GcsAuth {
+    /// No credentials (an emulator).
+    Anonymous,
+    /// A service-account key (JSON).
+    ServiceAccountKey(String),
+    /// Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`,
+    /// gcloud's user file, the metadata server).
+    #[default]
+    Adc,
+    /// Short-lived tokens of Workload Identity Federation.
+    Federated(Arc<WifTokens>),
+}
 
 /// How to reach a bucket.
 #[derive(Clone, Default)]
 pub struct GcsConfig {
     pub bucket: String,
-    /// A service-account key (JSON); None means Application Default Credentials.
-    pub service_account_json: Option<String>,
-    /// An emulator endpoint (`http://host:port`); None reads `STORAGE_EMULATOR_HOST`.
+    pub auth: GcsAuth,
+    /// A JSON API base URL (`http://host:port`) used with `auth`; None:
+    /// Google's, or the emulator of `STORAGE_EMULATOR_HOST` without
+    /// credentials (as Google's libraries).
     pub endpoint: Option<String>,
+    /// Added to permission errors: which role the identity needs.
+    pub permission_hint: Option<String>,
+}
+
+impl GcsConfig {
+    /// `bucket` on the emulator at `endpoint`, without credentials.
+    pub fn emulator(bucket: impl Into<String>, endpoint: impl Into<String>) -> GcsConfig {
+        GcsConfig {
+            bucket: bucket.into(),
+            auth: GcsAuth::Anonymous,
+            endpoint: Some(endpoint.into()),
+            permission_hint: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for GcsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
+        let auth = match &self.auth {
+            GcsAuth::Anonymous => "anonymous",
+            GcsAuth::ServiceAccountKey(_) => "service-account key <redacted>",
+            GcsAuth::Adc => "application default credentials",
+            GcsAuth::Federated(_) => "workload identity federation",
+        };
         f.debug_struct("GcsConfig")
             .field("bucket", &self.bucket)
-            .field(
-                "service_account_json",
-                &self.service_account_json.as_ref().map(|_| "<redacted>"),
-            )
+            .field("auth", &auth)
             .field("endpoint", &self.endpoint)
             .finish()
     }
@@ -60,6 +96,7 @@ pub fn emulator_from_env() -> Option<String> {
 pub struct GcsStore {
     client: Client,
     bucket: String,
+    permission_hint: Option<Arc<str>>,
 }
 
 fn http_client() -> StorageResult<reqwest_middleware::ClientWithMiddleware> {
@@ -109,10 +146,16 @@ fn classify(err: GcsError, what: &str) -> StorageError {
             Some(408 | 429 | 500..=599) => StorageError::Transient(format!("{what}: {e}")),
             _ => StorageError::Other(format!("{what}: {e}")),
         },
-        GcsError::TokenSource(e) => StorageError::Auth(format!(
-            "{what}: could not get a Google access token: {}",
-            summarise(&e.to_string())
-        )),
+        // Our own chain's errors are written for users whole (the step
+        // that failed and the way to fix it); anything else is summarised.
+        GcsError::TokenSource(e) => match e.downcast_ref::<WifError>() {
+            Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
+            Some(wif) => StorageError::Auth(format!("{what}: {wif}")),
+            None => StorageError::Auth(format!(
+                "{what}: could not get a Google access token: {}",
+                summarise(&e.to_string())
+            )),
+        },
         other => StorageError::Other(format!("{what}: {other}")),
     }
 }
@@ -131,40 +174,60 @@ fn meta(o: Object) -> ObjectMeta {
 }
 
 impl GcsStore {
-    /// Builds a client: the emulator when configured, else the key given,
-    /// else Application Default Credentials.
+    /// Builds a client: `config.endpoint` with `config.auth`; without an
+    /// endpoint, the emulator of `STORAGE_EMULATOR_HOST` anonymously, else
+    /// Google's with `config.auth`. No request is made yet.
     pub async fn connect(config: GcsConfig) -> StorageResult<GcsStore> {
         if config.bucket.trim().is_empty() {
             return Err(StorageError::Invalid("the bucket name is empty".into()));
         }
-        let endpoint = config.endpoint.clone().or_else(emulator_from_env);
+        let (endpoint, auth) = match (config.endpoint, emulator_from_env()) {
+            (Some(endpoint), _) => (Some(endpoint), config.auth),
+            (None, Some(emulator)) => (Some(emulator), GcsAuth::Anonymous),
+            (None, None) => (None, config.auth),
+        };
         let mut client_config = ClientConfig {
             http: Some(http_client()?),
             ..Default::default()
         };
         if let Some(endpoint) = endpoint {
             client_config.storage_endpoint = endpoint;
-            client_config = client_config.anonymous();
-        } else if let Some(json) = config.service_account_json.as_deref().filter(|j| !j.trim().is_empty()) {
-            validate_service_account_json(json).map_err(StorageError::Invalid)?;
-            let file = CredentialsFile::new_from_str(json)
-                .await
-                .map_err(|e| StorageError::Auth(format!("reading the service-account key: {e}")))?;
-            client_config = client_config
-                .with_credentials(file)
-                .await
-                .map_err(|e| StorageError::Auth(format!("using the service-account key: {e}")))?;
-        } else {
-            client_config = client_config.with_auth().await.map_err(|e| {
+        }
+        client_config = match auth {
+            GcsAuth::Anonymous => client_config.anonymous(),
+            GcsAuth::ServiceAccountKey(json) => {
+                validate_service_account_json(&json).map_err(StorageError::Invalid)?;
+                let file = CredentialsFile::new_from_str(&json)
+                    .await
+                    .map_err(|e| StorageError::Auth(format!("reading the service-account key: {e}")))?;
+                client_config
+                    .with_credentials(file)
+                    .await
+                    .map_err(|e| StorageError::Auth(format!("using the service-account key: {e}")))?
+            }
+            GcsAuth::Adc => client_config.with_auth().await.map_err(|e| {
                 StorageError::Auth(format!(
                     "no credentials given and Application Default Credentials are not available: {e}"
                 ))
-            })?;
-        }
+            })?,
+            GcsAuth::Federated(tokens) => ClientConfig {
+                token_source_provider: Some(Box::new(WifTokenProvider(tokens))),
+                ..client_config
+            },
+        };
         Ok(GcsStore {
             client: Client::new(client_config),
             bucket: config.bucket,
+            permission_hint: config.permission_hint.map(Arc::from),
         })
+    }
+
+    /// `e` with the hint of which role is missing, when it is a refusal.
+    fn hinted(&self, e: StorageError) -> StorageError {
+        match (e, &self.permission_hint) {
+            (StorageError::PermissionDenied(m), Some(hint)) => StorageError::PermissionDenied(format!("{m}. {hint}")),
+            (e, _) => e,
+        }
     }
 
     fn get_request(&self, key: &str, generation: Option<i64>) -> GetObjectRequest {
@@ -179,7 +242,7 @@ impl GcsStore {
     fn bucket_error(&self, e: StorageError) -> StorageError {
         match e {
             StorageError::NotFound(_) => StorageError::BucketNotFound(self.bucket.clone()),
-            other => other,
+            other => self.hinted(other),
         }
     }
 }
@@ -229,7 +292,7 @@ impl ObjectStore for GcsStore {
                 .get_object(&req)
                 .await
                 .map(meta)
-                .map_err(|e| classify(e, &what))
+                .map_err(|e| self.hinted(classify(e, &what)))
         })
         .await
     }
@@ -252,7 +315,7 @@ impl ObjectStore for GcsStore {
             self.client
                 .download_streamed_object(&req, &range)
                 .await
-                .map_err(|e| classify(e, &what))
+                .map_err(|e| self.hinted(classify(e, &what)))
         })
         .await?;
         let what2 = what.clone();
@@ -288,7 +351,10 @@ impl ObjectStore for GcsStore {
         };
         let what = format!("deleting gs://{}/{key}", self.bucket);
         with_retries(&what, || async {
-            self.client.delete_object(&req).await.map_err(|e| classify(e, &what))
+            self.client
+                .delete_object(&req)
+                .await
+                .map_err(|e| self.hinted(classify(e, &what)))
         })
         .await
     }

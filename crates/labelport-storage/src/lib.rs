@@ -1,6 +1,8 @@
 //! Object-storage connectors. The sync engine and the media proxy are
 //! generic over [`ObjectStore`]; [`gcs::GcsStore`] talks to Google Cloud
-//! Storage (or its emulator) through the maintained `gcloud-storage` crate;
+//! Storage (or its emulator) through the maintained `gcloud-storage` crate,
+//! with a key, Application Default Credentials or Workload Identity
+//! Federation ([`wif`]);
 //! [`memory::MemoryStore`] holds objects in memory (benchmarks at a scale no
 //! emulator holds, and tests of the engine alone).
 
@@ -17,6 +19,7 @@ pub mod credentials;
 pub mod gcs;
 pub mod memory;
 pub mod signing;
+pub mod wif;
 
 /// What is known of one object from a listing or a stat.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,9 @@
 //! A pass-through HTTP proxy in front of the GCS emulator that can make
 //! chosen uploads fail with 503, to test retries and partial failures
 //! against the real emulator (which has no fault injection of its own),
-//! and counts object downloads.
+//! counts object downloads, and can require each request to carry a
+//! bearer token a check accepts (the token Workload Identity Federation
+//! issued).
 
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +39,16 @@ struct Inner {
     failed: Mutex<u64>,
     /// Object downloads (`alt=media`) requested so far.
     downloads: Mutex<u64>,
+    /// When set, a request whose bearer token this refuses is answered 401.
+    bearer: Mutex<Option<BearerCheck>>,
+    /// Requests answered 401 by the bearer check.
+    unauthorized: Mutex<Vec<String>>,
+    /// Requests that passed the bearer check.
+    authorized: Mutex<u64>,
 }
+
+/// Accepts or refuses a bearer token.
+pub type BearerCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub struct FaultProxy {
     pub endpoint: String,
@@ -54,6 +65,9 @@ impl FaultProxy {
             vanish: Mutex::new(None),
             failed: Mutex::new(0),
             downloads: Mutex::new(0),
+            bearer: Mutex::new(None),
+            unauthorized: Mutex::default(),
+            authorized: Mutex::new(0),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -104,6 +118,23 @@ impl FaultProxy {
         *self.inner.failed.lock().unwrap()
     }
 
+    /// From now on, every request must carry `Authorization: Bearer <t>`
+    /// with a `t` that `check` accepts; others are answered 401, as GCS
+    /// answers a missing or expired token.
+    pub fn require_bearer(&self, check: BearerCheck) {
+        *self.inner.bearer.lock().unwrap() = Some(check);
+    }
+
+    /// Requests refused by the bearer check (`METHOD path`).
+    pub fn unauthorized(&self) -> Vec<String> {
+        self.inner.unauthorized.lock().unwrap().clone()
+    }
+
+    /// Requests that passed the bearer check.
+    pub fn authorized(&self) -> u64 {
+        *self.inner.authorized.lock().unwrap()
+    }
+
     /// Object downloads (`alt=media` requests) that went through so far.
     pub fn downloads(&self) -> u64 {
         *self.inner.downloads.lock().unwrap()
@@ -132,6 +163,27 @@ fn url_params(query: &str) -> Vec<(String, String)> {
 }
 
 async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let check = inner.bearer.lock().unwrap().clone();
+    // A signed URL carries its own authorization, as GCS accepts it.
+    let signed_url = req.uri().query().is_some_and(|q| q.contains("X-Goog-Signature="));
+    if let Some(check) = check.filter(|_| !signed_url) {
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if token.is_some_and(|t| check(t)) {
+            *inner.authorized.lock().unwrap() += 1;
+        } else {
+            inner
+                .unauthorized
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), req.uri().path()));
+            let body = r#"{"error":{"code":401,"message":"Invalid Credentials","status":"UNAUTHENTICATED"}}"#;
+            return Response::builder().status(401).body(Body::from(body)).unwrap();
+        }
+    }
     if let Some(name) = upload_name(&req) {
         let mut rule = inner.rule.lock().unwrap();
         if let Some(r) = rule.as_mut() {

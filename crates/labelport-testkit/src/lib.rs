@@ -7,6 +7,7 @@
 
 mod fake_gcs;
 mod fake_google;
+mod fake_wif;
 mod fault_proxy;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use labelport_api::AppState;
 use labelport_db::secrets::SecretKeys;
 use labelport_db::Db;
 use labelport_domain::access::Role;
+pub use labelport_storage::StorageEnv;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -43,6 +45,7 @@ pub fn private_key_piece(key_json: &str) -> String {
     let line = lines[lines.len() / 2];
     line[line.len() / 2 - 12..line.len() / 2 + 12].to_owned()
 }
+pub use fake_wif::{FakeWif, WifExpectations};
 pub use fault_proxy::FaultProxy;
 
 /// Env var naming a PostgreSQL server for tests (any database on it).
@@ -158,6 +161,14 @@ mod sqlx_pg {
     pub use labelport_db::sqlx_reexport::query;
 }
 
+/// Storage settings that reach GCS at `emulator` without credentials.
+pub fn emulator_env(emulator: Option<String>) -> StorageEnv {
+    StorageEnv {
+        emulator,
+        ..StorageEnv::default()
+    }
+}
+
 /// A running server with one user, and a client that sends its token.
 pub struct TestApp {
     pub base_url: String,
@@ -197,35 +208,38 @@ impl TestApp {
     /// As [`TestApp::spawn_with_gcs`], signing media URLs without a key
     /// through the IAM endpoint `iam_endpoint` (a local fake).
     pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
-        Self::try_spawn_with(
-            backend,
-            Some(gcs.endpoint.clone()),
-            1,
-            Some(iam_endpoint.to_owned()),
-            false,
-        )
-        .await
-        .expect("starting the test app")
+        let mut env = emulator_env(Some(gcs.endpoint.clone()));
+        env.wif.iam_endpoint = iam_endpoint.to_owned();
+        Self::try_spawn_with(backend, env, 1, false)
+            .await
+            .expect("starting the test app")
+    }
+
+    /// A server whose storage connectors use `env` as given (GCS endpoint
+    /// with credentials, WIF endpoints), with `workers` job workers.
+    pub async fn spawn_with_env(backend: Backend, env: StorageEnv, workers: usize) -> TestApp {
+        Self::try_spawn_with(backend, env, workers, false)
+            .await
+            .expect("starting the test app")
     }
 
     async fn try_spawn(backend: Backend, gcs_endpoint: Option<String>, worker_count: usize) -> anyhow::Result<TestApp> {
-        Self::try_spawn_with(backend, gcs_endpoint, worker_count, None, false).await
+        Self::try_spawn_with(backend, emulator_env(gcs_endpoint), worker_count, false).await
     }
 
     /// As [`TestApp::spawn_with_gcs`], with a media origin
     /// (`LABELPORT_MEDIA_URL`) at `http://localhost:<port>`: the same server
     /// under another host name.
     pub async fn spawn_with_media_origin(backend: Backend, gcs: &FakeGcs) -> TestApp {
-        Self::try_spawn_with(backend, Some(gcs.endpoint.clone()), 1, None, true)
+        Self::try_spawn_with(backend, emulator_env(Some(gcs.endpoint.clone())), 1, true)
             .await
             .expect("starting the test app")
     }
 
     async fn try_spawn_with(
         backend: Backend,
-        gcs_endpoint: Option<String>,
+        storage_env: StorageEnv,
         worker_count: usize,
-        iam_endpoint: Option<String>,
         media_origin: bool,
     ) -> anyhow::Result<TestApp> {
         let test_db = TestDb::new(backend).await?;
@@ -245,10 +259,7 @@ impl TestApp {
                     .map_err(anyhow::Error::msg)?,
             );
         }
-        state.storage_env.gcs_endpoint = gcs_endpoint;
-        if let Some(iam) = iam_endpoint {
-            state.iam_endpoint = iam;
-        }
+        state.storage_env = storage_env;
         let env = state.storage_env.clone();
         let config = labelport_jobs::WorkerConfig {
             lease: Duration::from_secs(5),

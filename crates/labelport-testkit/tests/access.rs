@@ -299,6 +299,20 @@ async fn no_route_answers_more_than_its_role_and_membership_allow() {
                 "{r}"
             );
         }
+        // So is a gcswif storage (the server's identity, traded through a
+        // pool), whatever its fields.
+        let wif = json!({"project": project, "bucket": "media", "google_wif_pool_id": "pool-1",
+            "google_wif_provider_id": "provider-1", "google_project_number": "1",
+            "google_service_account_email": "sa@p.iam.gserviceaccount.com"});
+        for path in [
+            "/api/storages/gcswif",
+            "/api/storages/export/gcswif",
+            "/api/storages/gcswif/validate",
+        ] {
+            let (s, r) = app.call_as(&tokens[0], Method::POST, path, Some(wif.clone())).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {r}");
+            assert!(r["detail"].as_str().unwrap().contains("server's own identity"), "{r}");
+        }
         // Without credentials: 401 everywhere but the public routes.
         let anon = reqwest::Client::new();
         let r = anon

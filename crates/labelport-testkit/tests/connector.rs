@@ -7,13 +7,9 @@ use labelport_storage::{ObjectStore, StorageError};
 use labelport_testkit::FakeGcs;
 
 async fn store(gcs: &FakeGcs, bucket: &str) -> GcsStore {
-    GcsStore::connect(GcsConfig {
-        bucket: bucket.into(),
-        service_account_json: None,
-        endpoint: Some(gcs.endpoint.clone()),
-    })
-    .await
-    .unwrap()
+    GcsStore::connect(GcsConfig::emulator(bucket, gcs.endpoint.clone()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -127,8 +123,8 @@ async fn emulator_host_env_and_credentials_are_checked() {
     // Without an emulator, a pasted key must be a service-account key.
     let err = GcsStore::connect(GcsConfig {
         bucket: "b".into(),
-        service_account_json: Some("{\"type\": \"authorized_user\"}".into()),
-        endpoint: None,
+        auth: labelport_storage::gcs::GcsAuth::ServiceAccountKey("{\"type\": \"authorized_user\"}".into()),
+        ..Default::default()
     })
     .await
     .err()

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use labelport_db::{AnnotationRow, PredictionRow, ProjectCounts, ProjectRow, StorageRow, TaskRow, UserRow};
-use labelport_domain::storage::{DirectionOptions, SyncState};
+use labelport_domain::storage::{DirectionOptions, StorageKind, SyncState};
 use labelport_domain::task_data::show_undefined_under;
 use labelport_domain::LabelConfig;
 use serde_json::{json, Map, Value};
@@ -343,6 +343,19 @@ pub fn storage_json(row: &StorageRow, state: &SyncState) -> Result<Value, ViewEr
     };
     if let (Value::Object(out), Value::Object(own)) = (&mut out, own) {
         out.extend(own);
+    }
+    if row.kind == StorageKind::GcsWif {
+        if let Value::Object(out) = &mut out {
+            out.extend([
+                ("google_wif_pool_id".to_owned(), json!(s.wif.pool_id)),
+                ("google_wif_provider_id".to_owned(), json!(s.wif.provider_id)),
+                (
+                    "google_service_account_email".to_owned(),
+                    json!(s.wif.service_account_email),
+                ),
+                ("google_project_number".to_owned(), json!(s.wif.project_number)),
+            ]);
+        }
     }
     Ok(out)
 }

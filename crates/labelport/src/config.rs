@@ -139,3 +139,63 @@ impl DbArgs {
         parse_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
+
+/// Where Google (and, for Workload Identity Federation, AWS) is reached:
+/// every endpoint is a setting, so the whole chain can run against local
+/// fakes and the GCS emulator.
+#[derive(clap::Args, Clone)]
+pub struct GoogleArgs {
+    /// A GCS JSON API base URL used with each storage's real credentials
+    /// (unlike STORAGE_EMULATOR_HOST, which means no credentials). Signed
+    /// URLs point at it too.
+    #[arg(long, env = "LABELPORT_GCS_ENDPOINT")]
+    pub gcs_endpoint: Option<String>,
+    /// IAM Credentials: generateAccessToken (WIF) and signBlob (signing
+    /// media URLs without a private key).
+    #[arg(long, env = "LABELPORT_IAM_ENDPOINT", default_value = labelport_storage::wif::DEFAULT_IAM_ENDPOINT)]
+    pub iam_endpoint: String,
+    /// Google's Security Token Service (WIF token exchange).
+    #[arg(long, env = "LABELPORT_GCP_STS_ENDPOINT", default_value = labelport_storage::wif::DEFAULT_STS_ENDPOINT)]
+    pub sts_endpoint: String,
+    /// Where gcswif storages get the server's subject token: Google's
+    /// `credential_source` JSON (with `subject_token_type`), or the path of
+    /// a file holding it. Unset: the server's AWS identity.
+    #[arg(long, env = "LABELPORT_WIF_CREDENTIAL_SOURCE")]
+    pub wif_credential_source: Option<String>,
+    /// The EC2 metadata service (the AWS SDKs' own variable).
+    #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT")]
+    pub aws_ec2_metadata_service_endpoint: Option<String>,
+}
+
+impl GoogleArgs {
+    /// The storage connectors' settings; an unusable value is an error
+    /// at start, not at the first sync.
+    pub fn storage_env(&self) -> anyhow::Result<labelport_storage::StorageEnv> {
+        let mut env = labelport_storage::StorageEnv::default();
+        let url = |name: &str, value: &str| -> anyhow::Result<String> {
+            let value = value.trim().trim_end_matches('/');
+            anyhow::ensure!(
+                value.starts_with("http://") || value.starts_with("https://"),
+                "{name} must be an http(s) URL, not {value:?}"
+            );
+            Ok(value.to_owned())
+        };
+        if let Some(endpoint) = self.gcs_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+            env.gcs_endpoint = Some(url("LABELPORT_GCS_ENDPOINT", endpoint)?);
+        }
+        env.wif.iam_endpoint = url("LABELPORT_IAM_ENDPOINT", &self.iam_endpoint)?;
+        env.wif.sts_endpoint = url("LABELPORT_GCP_STS_ENDPOINT", &self.sts_endpoint)?;
+        if let Some(source) = self.wif_credential_source.as_deref().filter(|s| !s.trim().is_empty()) {
+            env.wif.subject = labelport_storage::wif::SubjectConfig::from_setting(source)
+                .map_err(|e| anyhow::anyhow!("LABELPORT_WIF_CREDENTIAL_SOURCE: {e}"))?;
+        }
+        if let Some(endpoint) = self
+            .aws_ec2_metadata_service_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        {
+            env.wif.imds_endpoint = Some(url("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)?);
+        }
+        Ok(env)
+    }
+}

@@ -13,7 +13,7 @@ use labelport_db::users::generate_token;
 use labelport_db::Db;
 use labelport_domain::access::Role;
 
-use crate::config::DbArgs;
+use crate::config::{DbArgs, GoogleArgs};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,8 @@ struct ServeArgs {
     port: u16,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    google: GoogleArgs,
     /// Make sure this user exists (with --password and --user-token).
     #[arg(long, env = "LABELPORT_USERNAME")]
     username: Option<String>,
@@ -70,13 +72,6 @@ struct ServeArgs {
     /// absolute media resolve URLs; relative when empty.
     #[arg(long, env = "LABELPORT_PUBLIC_URL", default_value = "")]
     public_url: String,
-    /// IAM Credentials endpoint used to sign media URLs without a private key.
-    #[arg(
-        long,
-        env = "LABELPORT_IAM_ENDPOINT",
-        default_value = "https://iamcredentials.googleapis.com"
-    )]
-    iam_endpoint: String,
     /// Buckets that managers may reach with the server's own Google
     /// identity (storages without a key), comma-separated, or `*` for any.
     /// Empty: only admins may create such storages.
@@ -102,6 +97,8 @@ struct ServeArgs {
 struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    google: GoogleArgs,
     #[arg(long, env = "LABELPORT_WORKERS", default_value_t = 2)]
     workers: usize,
 }
@@ -246,7 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     state.public_url = public_url.to_owned();
     state.secure_cookies = public_url.starts_with("https://");
-    state.iam_endpoint = args.iam_endpoint.trim_end_matches('/').to_owned();
+    state.storage_env = args.google.storage_env()?;
     state.ambient_buckets = args
         .ambient_credentials_buckets
         .iter()
@@ -338,7 +335,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => {
             let db = args.db.open_migrated().await?;
-            let state = AppState::new(db.clone());
+            let mut state = AppState::new(db.clone());
+            state.storage_env = args.google.storage_env()?;
             let workers = workers(&state);
             let handles = workers.spawn(args.workers.max(1));
             let requeuer = labelport_sync::export_job::spawn_export_requeuer(

@@ -202,7 +202,7 @@ pub(super) fn prepare(req: &SignedUrlRequest, client_email: &str) -> Result<Prep
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (and `/`
 /// when `keep_slash`), upper-case hex, as Google's canonical form wants.
-pub(super) fn encode(s: &str, keep_slash: bool) -> String {
+pub(crate) fn encode(s: &str, keep_slash: bool) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {

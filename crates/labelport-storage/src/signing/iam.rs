@@ -159,7 +159,7 @@ struct SignBlobResponse {
 }
 
 /// Google's `{"error": {"message": ...}}`, or the start of whatever else came.
-fn google_error_message(body: &[u8]) -> String {
+pub(crate) fn google_error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {
         error: Detail,

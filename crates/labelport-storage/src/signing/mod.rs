@@ -24,8 +24,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-mod canonical;
-mod iam;
+pub(crate) mod canonical;
+pub(crate) mod iam;
 mod key;
 #[cfg(test)]
 mod tests;
