@@ -140,12 +140,41 @@ async fn a_gcswif_storage_imports_serves_media_and_exports_through_the_whole_cha
         assert_eq!(done["last_sync_count"], 2, "{done}");
         let (_, all) = app.get(&format!("/api/storages/?project={pid}")).await;
         assert!(all.as_array().unwrap().iter().any(|s| s["type"] == "gcswif"), "{all}");
+        // Task files (tasks mode) come through the same engine.
+        w.gcs
+            .upload(
+                &bucket,
+                "tasks/batch.jsonl",
+                b"{\"image\": \"gs://elsewhere/x.jpg\"}\n{\"data\": {\"image\": \"gs://elsewhere/y.jpg\"}}\n".to_vec(),
+                "application/json",
+            )
+            .await
+            .unwrap();
+        let files = with(
+            json!({"project": pid, "bucket": bucket, "prefix": "tasks", "use_blob_urls": false, "presign": false}),
+            wif_fields(),
+        );
+        let (s, tf) = app.post("/api/storages/gcswif", files).await;
+        assert_eq!(s, StatusCode::CREATED, "{tf}");
+        let tf_id = tf["id"].as_i64().unwrap();
+        app.post(&format!("/api/storages/gcswif/{tf_id}/sync"), json!({})).await;
+        let done = app.wait_for_sync(&format!("/api/storages/gcswif/{tf_id}")).await;
+        assert_eq!(
+            (done["status"].as_str(), done["last_sync_count"].as_i64()),
+            (Some("completed"), Some(2)),
+            "{done}"
+        );
         let (_, list) = app.get(&format!("/api/storages/gcswif?project={pid}")).await;
-        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(list.as_array().unwrap().len(), 2);
 
         // Media: presigned through IAM signBlob as the service account.
         let (_, tasks) = app.get(&format!("/api/tasks?project={pid}")).await;
-        let task = &tasks["tasks"][0];
+        let task = tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["data"]["image"].as_str().unwrap().contains("/resolve/"))
+            .expect("a task of the bucket");
         let tid = task["id"].as_i64().unwrap();
         // Task data shows the object as its resolve URL.
         let resolve = task["data"]["image"].as_str().unwrap().to_owned();
@@ -435,6 +464,49 @@ async fn each_refusal_is_named_at_test_connection() {
         v.to_string()
             .contains("the file /nonexistent/labelport/token: cannot read it"),
         "{v}"
+    );
+    app.stop().await;
+}
+
+/// A sync whose tokens can no longer be had fails with the step's reason.
+#[tokio::test]
+async fn a_failed_sync_names_the_step_that_failed() {
+    let w = world(&["failing"]).await;
+    w.gcs
+        .upload("failing", "a.jpg", b"a".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    w.wif.configure(|e| e.token_lifetime = Duration::from_secs(2));
+    let app = TestApp::spawn_with_env(labelport_testkit::Backend::Sqlite, w.env.clone(), 1).await;
+    let pid = project(&app).await;
+    let body = with(
+        json!({"project": pid, "bucket": "failing", "use_blob_urls": true, "presign": false}),
+        wif_fields(),
+    );
+    let (s, st) = app.post("/api/storages/gcswif", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let sid = st["id"].as_i64().unwrap();
+    // The provider's attribute condition now refuses the server, and the
+    // cached token runs out.
+    w.wif.configure(|e| {
+        e.refuse_sts = Some((
+            403,
+            "unauthorized_client".into(),
+            "The given credential is rejected by the attribute condition.".into(),
+        ))
+    });
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.post(&format!("/api/storages/gcswif/{sid}/sync"), json!({})).await;
+    let done = app.wait_for_sync(&format!("/api/storages/gcswif/{sid}")).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let traceback = done["traceback"].as_str().unwrap_or_default();
+    assert!(
+        traceback.contains("Google STS refused") && traceback.contains("rejected by the attribute condition"),
+        "{done}"
+    );
+    assert!(
+        !traceback.contains("sa-token-") && !traceback.contains("federated-"),
+        "{traceback}"
     );
     app.stop().await;
 }
