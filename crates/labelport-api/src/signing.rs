@@ -128,11 +128,17 @@ pub async fn signed_url(
             signing::signed_url(&req, &signer).await.map_err(|e| e.to_string())
         }
         Credentials::Federated(tokens) => {
-            let email = tokens.service_account_email().map(str::to_owned).ok_or(
-                "the external_account configuration impersonates no service account \
-                 (service_account_impersonation_url), so there is no account to sign URLs as; \
-                 add one, or turn presign off to serve media through the proxy",
-            )?;
+            // The impersonated account; without one (a federated token used
+            // as is), the account the operator names.
+            let email = tokens
+                .service_account_email()
+                .map(str::to_owned)
+                .or_else(|| std::env::var(SIGNING_ACCOUNT_ENV).ok().filter(|e| !e.is_empty()))
+                .ok_or(format!(
+                    "the external_account configuration impersonates no service account \
+                     (service_account_impersonation_url), so there is no account to sign URLs as; \
+                     add one, set {SIGNING_ACCOUNT_ENV}, or turn presign off to serve media through the proxy"
+                ))?;
             let signer = IamSigner::new(email, WifTokenProvider(tokens))
                 .map_err(|e| e.to_string())?
                 .with_endpoint(iam_endpoint);

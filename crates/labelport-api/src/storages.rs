@@ -253,12 +253,14 @@ async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettin
         store.check().await?;
         match &s.options {
             DirectionOptions::Import(o) => {
-                if !s.prefix.is_empty() {
-                    let page = store.list_page(&s.prefix, true, None, 1).await?;
+                // The prefix as a sync lists it (`/images/` is `images/`).
+                let prefix = normalize_prefix(&s.prefix);
+                if !prefix.is_empty() {
+                    let page = store.list_page(&prefix, true, None, 1).await?;
                     if page.objects.is_empty() {
                         return Ok(Some(format!(
-                            "No objects found in gs://{}/{} or the prefix does not exist",
-                            s.bucket, s.prefix
+                            "No objects found in gs://{}/{prefix} or the prefix does not exist",
+                            s.bucket
                         )));
                     }
                 }
@@ -466,8 +468,16 @@ async fn request_sync(state: &AppState, row: &StorageRow) -> ApiResult<()> {
     Ok(())
 }
 
-async fn sync(state: &AppState, direction: Direction, kind: StorageKind, id: i64) -> ApiResult<Json<Value>> {
+async fn sync(
+    state: &AppState,
+    user: &UserRow,
+    direction: Direction,
+    kind: StorageKind,
+    id: i64,
+) -> ApiResult<Json<Value>> {
     let row = stored(state, direction, kind, id).await?;
+    // A sync acts as the storage's identity, as a test does.
+    check_ambient(state, user, kind, &row.settings)?;
     request_sync(state, &row).await?;
     let row = state.db.get_storage(direction, id).await?;
     Ok(Json(storage_view(state, &row).await?))
@@ -579,10 +589,10 @@ macro_rules! storage_routes {
             responses((status = 200, description = "The storage, queued: at most one sync per storage runs; a target storage's sync writes what is new or changed")))]
         pub async fn $sync(
             State(state): State<AppState>,
-            _user: AuthUser,
+            AuthUser(user): AuthUser,
             KindIdPath(kind, id): KindIdPath,
         ) -> ApiResult<Json<Value>> {
-            sync(&state, $direction, kind, id).await
+            sync(&state, &user, $direction, kind, id).await
         }
     };
 }

@@ -359,6 +359,18 @@ impl WifSettings {
     }
 }
 
+/// A project id as Google allows it: 6–30 of `a-z 0-9 -`, a letter first,
+/// no hyphen last; older ones may carry a domain (`example.com:my-project`).
+fn is_project_id(s: &str) -> bool {
+    let id = s.rsplit_once(':').map_or(s, |(_, id)| id);
+    (6..=30).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && !id.ends_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// `local@domain.tld`, one `@`, no spaces or characters that would end a
 /// URL path segment; the shape, not deliverability.
 fn is_email(s: &str) -> bool {
@@ -411,7 +423,10 @@ pub struct StorageInput {
     /// Import: true, one task per object; false, objects are task files
     /// (JSON, JSONL, Parquet). Export: stored, unused.
     pub use_blob_urls: Option<bool>,
-    /// Service-account key JSON; empty means Application Default Credentials.
+    /// Service-account key JSON (or an `external_account` configuration),
+    /// as a string or as the JSON object itself; empty means Application
+    /// Default Credentials.
+    #[serde(default, deserialize_with = "string_or_object")]
     pub google_application_credentials: Option<String>,
     pub google_project_id: Option<String>,
     /// `gcswif`: the workload identity pool id.
@@ -443,6 +458,19 @@ pub struct StorageInput {
     pub synchronizable: Option<bool>,
     /// files: how many objects to preview (1–10000, default 100).
     pub limit: Option<i64>,
+}
+
+/// A string, or a JSON object given as is (a key file pasted unquoted), as
+/// its JSON text.
+fn string_or_object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(object @ serde_json::Value::Object(_)) => Ok(Some(object.to_string())),
+        Some(_) => Err(serde::de::Error::custom(
+            "google_application_credentials must be the key file's JSON, as a string or an object",
+        )),
+    }
 }
 
 impl StorageSettings {
@@ -585,6 +613,16 @@ impl StorageSettings {
             StorageKind::Gcs => {}
             StorageKind::GcsWif => {
                 self.wif.check(errors);
+                if !self.google_project_id.is_empty() && !is_project_id(&self.google_project_id) {
+                    errors.add(
+                        "google_project_id",
+                        format!(
+                            "{:?} is not a Google project id: 6 to 30 lowercase letters, digits and hyphens, \
+                             starting with a letter (IAM & Admin > Settings; the number is google_project_number).",
+                            self.google_project_id
+                        ),
+                    );
+                }
                 if self.credentials.is_some() {
                     errors.add(
                         "google_application_credentials",
@@ -780,7 +818,7 @@ mod tests {
 
     #[test]
     fn wif_fields_are_checked_for_googles_shapes_and_named() {
-        let good = r#"{"bucket": "b", "google_wif_pool_id": "label-studio-pool-abc123",
+        let good = r#"{"bucket": "b", "google_project_id": "my-project-1", "google_wif_pool_id": "label-studio-pool-abc123",
             "google_wif_provider_id": "aws-provider", "google_service_account_email":
             "labelport@my-project.iam.gserviceaccount.com", "google_project_number": "123456789012"}"#;
         let settings = StorageSettings::defaults(Direction::Import)
@@ -803,6 +841,8 @@ mod tests {
             ("google_service_account_email", "a@b/c.com", "e-mail"),
             ("google_project_number", "my-project", "digits only"),
             ("google_project_number", "", "required"),
+            ("google_project_id", "My Project", "project id"),
+            ("google_project_id", "abc", "project id"),
         ] {
             let mut body: serde_json::Value = serde_json::from_str(good).unwrap();
             body[field] = value.into();
@@ -827,6 +867,28 @@ mod tests {
         let mut errors = ValidationErrors::default();
         keyed.check_kind(StorageKind::GcsWif, &mut errors);
         assert_eq!(errors.0.keys().collect::<Vec<_>>(), ["google_application_credentials"]);
+    }
+
+    #[test]
+    fn credentials_may_be_pasted_as_a_string_or_as_the_object() {
+        let object = input(r#"{"google_application_credentials": {"type": "service_account", "x": 1}}"#);
+        let text = object.google_application_credentials.unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["type"],
+            "service_account"
+        );
+        let string = input(r#"{"google_application_credentials": "{\"type\": \"x\"}"}"#);
+        assert_eq!(
+            string.google_application_credentials.as_deref(),
+            Some(r#"{"type": "x"}"#)
+        );
+        assert!(input(r#"{"google_application_credentials": null}"#)
+            .google_application_credentials
+            .is_none());
+        let e = serde_json::from_str::<StorageInput>(r#"{"google_application_credentials": 5}"#)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("google_application_credentials"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct StorageEnv {
     /// Workload Identity Federation: STS and IAM endpoints, the server's
     /// subject token source, and the token caches.
     pub wif: WifEnv,
+    /// Application Default Credentials when they are an `external_account`
+    /// configuration this server runs itself (read once at start by
+    /// [`StorageEnv::read_adc`]); None: `gcloud-auth`'s ADC.
+    pub adc_external_account: Option<ExternalAccount>,
 }
 
 /// The credentials a storage of `kind` with `settings` uses.
@@ -39,33 +43,37 @@ pub enum Credentials {
     Federated(Arc<WifTokens>),
 }
 
-/// Application Default Credentials, when they are an `external_account`
-/// configuration (`GOOGLE_APPLICATION_CREDENTIALS`).
-fn adc_external_account(env: &WifEnv) -> Result<Option<ExternalAccount>, StorageError> {
-    let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) else {
-        return Ok(None);
-    };
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        // gcloud-auth reports an unreadable file in its own words.
-        return Ok(None);
-    };
-    if !is_external_account(&text) {
-        return Ok(None);
-    }
-    ExternalAccount::parse(&text, env, false).map(Some).map_err(|e| {
-        StorageError::Auth(format!(
-            "GOOGLE_APPLICATION_CREDENTIALS ({}): {e}",
-            path.to_string_lossy()
-        ))
-    })
-}
-
 impl StorageEnv {
+    /// Reads `GOOGLE_APPLICATION_CREDENTIALS` once: an `external_account`
+    /// file is run by this server's own chain (so its endpoints are the
+    /// configured ones and it can sign); one this chain does not take
+    /// (executable source, workforce pool, another token URL) is left to
+    /// `gcloud-auth`, with a warning. Call after setting `wif`.
+    pub fn read_adc(&mut self) {
+        let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            // gcloud-auth reports an unreadable file in its own words.
+            return;
+        };
+        if !is_external_account(&text) {
+            return;
+        }
+        match ExternalAccount::parse(&text, &self.wif, false) {
+            Ok(account) => self.adc_external_account = Some(account),
+            Err(e) => tracing::warn!(
+                "GOOGLE_APPLICATION_CREDENTIALS ({}): {e}; left to the Google auth library, which cannot sign URLs with it",
+                path.to_string_lossy()
+            ),
+        }
+    }
+
     /// The credentials of a storage: which identity it acts as. No request
     /// is made.
     ///
     /// Errors: [`StorageError::Invalid`] for a pasted configuration that is
-    /// refused, [`StorageError::Auth`] for an ADC file that is.
+    /// refused.
     pub fn credentials(&self, kind: StorageKind, settings: &StorageSettings) -> Result<Credentials, StorageError> {
         match kind {
             StorageKind::GcsWif => Ok(Credentials::Federated(
@@ -77,8 +85,8 @@ impl StorageEnv {
                     Ok(Credentials::Federated(self.wif.tokens(account.exchange)))
                 }
                 Some(json) => Ok(Credentials::ServiceAccountKey(json.to_owned())),
-                None => match adc_external_account(&self.wif)? {
-                    Some(account) => Ok(Credentials::Federated(self.wif.tokens(account.exchange))),
+                None => match &self.adc_external_account {
+                    Some(account) => Ok(Credentials::Federated(self.wif.tokens(account.exchange.clone()))),
                     None => Ok(Credentials::Adc),
                 },
             },

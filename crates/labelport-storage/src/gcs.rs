@@ -123,15 +123,17 @@ pub fn summarise(text: &str) -> String {
     format!("{cut}…")
 }
 
-/// Sorts a Google error into what a caller can act on.
-fn classify(err: GcsError, what: &str) -> StorageError {
+/// Sorts a Google error into what a caller can act on; a refusal of the
+/// credentials (401, 403) gets `hint` (which role to grant).
+fn classify(err: GcsError, what: &str, hint: Option<&str>) -> StorageError {
+    let hint = hint.map(|h| format!(". {h}")).unwrap_or_default();
     match err {
         GcsError::Response(r) => {
             let message = summarise(&r.message);
             match r.code {
                 404 => StorageError::NotFound(format!("{what}: {message}")),
-                401 => StorageError::Auth(format!("{what}: {message}")),
-                403 => StorageError::PermissionDenied(format!("{what}: {message}")),
+                401 => StorageError::Auth(format!("{what}: {message}{hint}")),
+                403 => StorageError::PermissionDenied(format!("{what}: {message}{hint}")),
                 408 | 429 | 500..=599 => StorageError::Transient(format!("{what}: HTTP {} {message}", r.code)),
                 code => StorageError::Other(format!("{what}: HTTP {code} {message}")),
             }
@@ -141,8 +143,8 @@ fn classify(err: GcsError, what: &str) -> StorageError {
         }
         GcsError::HttpClient(e) => match e.status().map(|s| s.as_u16()) {
             Some(404) => StorageError::NotFound(format!("{what}: {e}")),
-            Some(401) => StorageError::Auth(format!("{what}: {e}")),
-            Some(403) => StorageError::PermissionDenied(format!("{what}: {e}")),
+            Some(401) => StorageError::Auth(format!("{what}: {e}{hint}")),
+            Some(403) => StorageError::PermissionDenied(format!("{what}: {e}{hint}")),
             Some(408 | 429 | 500..=599) => StorageError::Transient(format!("{what}: {e}")),
             _ => StorageError::Other(format!("{what}: {e}")),
         },
@@ -222,12 +224,8 @@ impl GcsStore {
         })
     }
 
-    /// `e` with the hint of which role is missing, when it is a refusal.
-    fn hinted(&self, e: StorageError) -> StorageError {
-        match (e, &self.permission_hint) {
-            (StorageError::PermissionDenied(m), Some(hint)) => StorageError::PermissionDenied(format!("{m}. {hint}")),
-            (e, _) => e,
-        }
+    fn classify(&self, e: GcsError, what: &str) -> StorageError {
+        classify(e, what, self.permission_hint.as_deref())
     }
 
     fn get_request(&self, key: &str, generation: Option<i64>) -> GetObjectRequest {
@@ -242,7 +240,7 @@ impl GcsStore {
     fn bucket_error(&self, e: StorageError) -> StorageError {
         match e {
             StorageError::NotFound(_) => StorageError::BucketNotFound(self.bucket.clone()),
-            other => self.hinted(other),
+            other => other,
         }
     }
 }
@@ -273,7 +271,10 @@ impl ObjectStore for GcsStore {
         };
         let what = format!("listing gs://{}/{prefix}", self.bucket);
         let resp = with_retries(&what, || async {
-            self.client.list_objects(&req).await.map_err(|e| classify(e, &what))
+            self.client
+                .list_objects(&req)
+                .await
+                .map_err(|e| self.classify(e, &what))
         })
         .await
         .map_err(|e| self.bucket_error(e))?;
@@ -292,7 +293,7 @@ impl ObjectStore for GcsStore {
                 .get_object(&req)
                 .await
                 .map(meta)
-                .map_err(|e| self.hinted(classify(e, &what)))
+                .map_err(|e| self.classify(e, &what))
         })
         .await
     }
@@ -315,11 +316,12 @@ impl ObjectStore for GcsStore {
             self.client
                 .download_streamed_object(&req, &range)
                 .await
-                .map_err(|e| self.hinted(classify(e, &what)))
+                .map_err(|e| self.classify(e, &what))
         })
         .await?;
         let what2 = what.clone();
-        Ok(Box::pin(stream.map_err(move |e| classify(e, &what2))))
+        let hint = self.permission_hint.clone();
+        Ok(Box::pin(stream.map_err(move |e| classify(e, &what2, hint.as_deref()))))
     }
 
     async fn write(&self, key: &str, body: Bytes, content_type: &str) -> StorageResult<ObjectMeta> {
@@ -338,7 +340,7 @@ impl ObjectStore for GcsStore {
                 .await
                 .map(meta)
                 // An upload's 404 can only mean the bucket is gone.
-                .map_err(|e| self.bucket_error(classify(e, &what)))
+                .map_err(|e| self.bucket_error(self.classify(e, &what)))
         })
         .await
     }
@@ -354,7 +356,7 @@ impl ObjectStore for GcsStore {
             self.client
                 .delete_object(&req)
                 .await
-                .map_err(|e| self.hinted(classify(e, &what)))
+                .map_err(|e| self.classify(e, &what))
         })
         .await
     }

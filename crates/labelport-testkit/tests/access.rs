@@ -299,6 +299,14 @@ async fn no_route_answers_more_than_its_role_and_membership_allow() {
                 "{r}"
             );
         }
+        // Syncing an admin's keyless storage acts as that identity too.
+        for path in [
+            format!("/api/storages/gcs/{import_storage}/sync"),
+            format!("/api/storages/export/gcs/{export_storage}/sync"),
+        ] {
+            let (s, r) = app.call_as(&tokens[0], Method::POST, &path, None).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {r}");
+        }
         // So is a gcswif storage (the server's identity, traded through a
         // pool), whatever its fields.
         let wif = json!({"project": project, "bucket": "media", "google_wif_pool_id": "pool-1",

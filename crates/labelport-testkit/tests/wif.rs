@@ -317,6 +317,22 @@ async fn tokens_are_refreshed_before_they_expire_and_once_for_many_callers() {
     store.stat("x.txt").await.unwrap();
     assert_eq!(tokens.refreshes(), 3);
     assert_eq!(w.proxy.unauthorized(), Vec::<String>::new());
+    // When the exchange fails, callers waiting on it get its error; they do
+    // not each try the chain again in turn.
+    w.wif
+        .configure(|e| e.refuse_sts = Some((400, "invalid_grant".into(), "pool disabled".into())));
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let stats: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.stat("x.txt").await })
+        })
+        .collect();
+    for s in stats {
+        let e = s.await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("Google STS refused") && e.contains("pool disabled"), "{e}");
+    }
+    assert_eq!(w.wif.count("sts-refused"), 1, "{:?}", w.wif.seen());
     assert_eq!(w.wif.violations(), Vec::<String>::new());
 }
 
@@ -689,9 +705,13 @@ async fn adc_that_is_an_external_account_signs_as_the_impersonated_account() {
         json!({"environment_id": "aws1"}),
     );
     std::fs::write(&path, config).unwrap();
-    // This test's process alone reads it (nextest runs each test apart).
-    std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &path);
-    let app = TestApp::spawn_with_env(labelport_testkit::Backend::Sqlite, w.env.clone(), 0).await;
+    // As the server reads GOOGLE_APPLICATION_CREDENTIALS at start.
+    let mut env = w.env.clone();
+    env.adc_external_account = Some(
+        labelport_storage::wif::ExternalAccount::parse(&std::fs::read_to_string(&path).unwrap(), &env.wif, false)
+            .unwrap(),
+    );
+    let app = TestApp::spawn_with_env(labelport_testkit::Backend::Sqlite, env, 0).await;
     let (pid, tid, resolve) = app.keyless_presign_task("adc", 2, "gs://adc/a.jpg").await;
     let _ = (pid, tid);
     let r = app.get_raw(&resolve).await;
@@ -701,6 +721,5 @@ async fn adc_that_is_an_external_account_signs_as_the_impersonated_account() {
     assert_eq!(bytes, b"adc");
     assert_eq!(w.wif.violations(), Vec::<String>::new());
     assert_eq!(w.wif.count("generateAccessToken"), 1);
-    std::env::remove_var("GOOGLE_APPLICATION_CREDENTIALS");
     app.stop().await;
 }

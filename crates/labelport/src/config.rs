@@ -196,6 +196,7 @@ impl GoogleArgs {
         {
             env.wif.imds_endpoint = Some(url("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)?);
         }
+        env.read_adc();
         Ok(env)
     }
 }

@@ -227,14 +227,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("invalid --host/--port {}:{}", args.host, args.port))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(
-        backend = db.backend_name(),
-        "Labelport listening on http://{}",
-        listener.local_addr()?
-    );
     let mut state = AppState::new(db.clone());
     let public_url = args.public_url.trim().trim_end_matches('/');
     anyhow::ensure!(
@@ -259,6 +251,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--media-url: {e}"))?,
         );
     }
+    // Every setting is checked before the port is taken, so "listening"
+    // means the server is ready.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(
+        backend = db.backend_name(),
+        "Labelport listening on http://{}",
+        listener.local_addr()?
+    );
     let workers = workers(&state);
     let handles = workers.spawn(args.workers);
     let requeuer = (args.workers > 0).then(|| {

@@ -43,6 +43,16 @@ impl std::fmt::Debug for AwsIdentity {
     }
 }
 
+/// Why there is no AWS subject token.
+#[derive(Debug)]
+pub enum AwsError {
+    /// A provider did not answer in time or answered with an error: may
+    /// work on a later try.
+    Transient(String),
+    /// No credentials or no region where they were looked for.
+    Missing(String),
+}
+
 /// An error and its causes on one line (the SDK's errors keep the reason
 /// in their sources).
 fn chain(e: &dyn std::error::Error) -> String {
@@ -96,19 +106,28 @@ impl AwsIdentity {
 
     /// A fresh subject token for the pool provider `audience`. The error
     /// says what was missing.
-    pub async fn subject_token(&self, audience: &str) -> Result<String, String> {
-        let chain_of = self.credentials.as_ref().map_err(Clone::clone)?;
+    pub async fn subject_token(&self, audience: &str) -> Result<String, AwsError> {
+        use aws_credential_types::provider::error::CredentialsError;
+        let chain_of = self.credentials.as_ref().map_err(|e| AwsError::Missing(e.clone()))?;
         let credentials = chain_of.provide_credentials().await.map_err(|e| {
-            format!(
+            let message = format!(
                 "no AWS credentials (tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile, web identity, \
                  ECS and the EC2 metadata service with IMDSv2): {}",
                 chain(&e)
+            );
+            match e {
+                CredentialsError::ProviderTimedOut(_) => AwsError::Transient(message),
+                _ => AwsError::Missing(message),
+            }
+        })?;
+        let region = self.region.region().await.ok_or_else(|| {
+            AwsError::Missing(
+                "no AWS region (set AWS_REGION or AWS_DEFAULT_REGION, or run on EC2 where the metadata service tells it)"
+                    .into(),
             )
         })?;
-        let region = self.region.region().await.ok_or(
-            "no AWS region (set AWS_REGION or AWS_DEFAULT_REGION, or run on EC2 where the metadata service tells it)",
-        )?;
         signed_get_caller_identity(&credentials, region.as_ref(), audience, SystemTime::now())
+            .map_err(AwsError::Missing)
     }
 }
 

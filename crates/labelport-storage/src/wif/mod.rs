@@ -58,6 +58,10 @@ const TOKEN_LIFETIME: &str = "3600s";
 /// A token is refreshed this long before it expires, or a quarter of its
 /// lifetime when that is shorter (tokens of a few seconds in tests).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Token caches kept before unused ones are dropped.
+pub const MAX_CACHED_EXCHANGES: usize = 256;
+/// A token closer than this to its expiry is not handed out.
+const MIN_REMAINING: Duration = Duration::from_secs(30);
 /// Each request of the chain gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -66,7 +70,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// `{"file": path, "format": …}` or `{"url": …, "headers": {…}, "format":
 /// …}`, with `format` `{"type": "text"}` (default) or `{"type": "json",
 /// "subject_token_field_name": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum SubjectSource {
     /// The AWS identity of the server (environment variables, profile, web
     /// identity, ECS, or the EC2 metadata service with IMDSv2), proved by a
@@ -81,6 +85,26 @@ pub enum SubjectSource {
         headers: BTreeMap<String, String>,
         format: TokenFormat,
     },
+}
+
+impl std::fmt::Debug for SubjectSource {
+    /// Header values may be credentials: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubjectSource::Aws => f.write_str("Aws"),
+            SubjectSource::File { path, format } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("format", format)
+                .finish(),
+            SubjectSource::Url { url, headers, format } => f
+                .debug_struct("Url")
+                .field("url", url)
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .field("format", format)
+                .finish(),
+        }
+    }
 }
 
 /// How a file or URL holds its token.
@@ -178,7 +202,7 @@ fn parse_source(source: &Value) -> Result<SubjectSource, String> {
     let obj = source.as_object().ok_or("credential_source must be a JSON object")?;
     if let Some(env) = obj.get("environment_id") {
         let env = env.as_str().unwrap_or_default();
-        if !env.starts_with("aws") {
+        if env != "aws1" {
             return Err(format!(
                 "credential_source.environment_id {env:?} is not supported (only aws1)"
             ));
@@ -238,8 +262,10 @@ pub enum WifError {
     SubjectToken { origin: String, message: String },
     #[error(
         "Google STS refused the token exchange for {audience} with HTTP {status}: {reason}. \
-         Check google_project_number, google_wif_pool_id and google_wif_provider_id, and that the \
-         provider's attribute condition admits this server's identity"
+         Check the pool's project number, pool id and provider id (google_project_number, \
+         google_wif_pool_id and google_wif_provider_id of a gcswif storage; the audience of an \
+         external_account configuration), and that the provider's attribute condition admits this \
+         server's identity"
     )]
     StsRefused {
         audience: String,
@@ -280,6 +306,7 @@ pub struct WifEnv {
     pub imds_endpoint: Option<String>,
     cache: Arc<Mutex<HashMap<Exchange, Arc<WifTokens>>>>,
     aws: Arc<tokio::sync::OnceCell<aws::AwsIdentity>>,
+    http: reqwest::Client,
 }
 
 impl Default for WifEnv {
@@ -291,6 +318,7 @@ impl Default for WifEnv {
             imds_endpoint: None,
             cache: Default::default(),
             aws: Default::default(),
+            http: http(),
         }
     }
 }
@@ -306,16 +334,21 @@ impl WifEnv {
         }
     }
 
-    /// The shared token cache of `exchange` (made on first use).
+    /// The shared token cache of `exchange` (made on first use). Past
+    /// [`MAX_CACHED_EXCHANGES`] entries, those no client holds are dropped
+    /// (settings tried once at Test connection and never saved).
     pub fn tokens(&self, exchange: Exchange) -> Arc<WifTokens> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_EXCHANGES && !cache.contains_key(&exchange) {
+            cache.retain(|_, tokens| Arc::strong_count(tokens) > 1);
+        }
         cache
             .entry(exchange.clone())
             .or_insert_with(|| {
                 Arc::new(WifTokens {
                     exchange,
                     env: self.clone_without_cache(),
-                    cached: tokio::sync::Mutex::new(None),
+                    cached: tokio::sync::Mutex::default(),
                     refreshes: AtomicU64::new(0),
                 })
             })
@@ -330,9 +363,19 @@ impl WifEnv {
     }
 }
 
-struct Cached {
+struct CachedToken {
     token: String,
+    /// When to fetch a new one.
     refresh_at: Instant,
+    /// When Google stops accepting it.
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct Cached {
+    token: Option<CachedToken>,
+    /// The last fetch's error and when it ended.
+    failure: Option<(WifError, Instant)>,
 }
 
 /// The access tokens of one [`Exchange`]: fetched on first use, reused
@@ -341,7 +384,7 @@ struct Cached {
 pub struct WifTokens {
     exchange: Exchange,
     env: WifEnv,
-    cached: tokio::sync::Mutex<Option<Cached>>,
+    cached: tokio::sync::Mutex<Cached>,
     refreshes: AtomicU64,
 }
 
@@ -368,10 +411,14 @@ struct GenerateAccessTokenAnswer {
     expire_time: String,
 }
 
+/// The chain's HTTP client: short timeouts, and no redirects: a redirect
+/// would re-send the subject token (or a token source's headers) to
+/// wherever `Location` says.
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
@@ -393,10 +440,23 @@ fn sts_reason(body: &[u8]) -> String {
     }
 }
 
+/// 408, 429 and 5xx: worth trying again.
+fn is_transient_status(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429) || status.is_server_error()
+}
+
 fn unavailable(step: &'static str, e: impl std::fmt::Display) -> WifError {
     WifError::Unavailable {
         step,
         message: e.to_string(),
+    }
+}
+
+/// A subject token source that may answer on a later try.
+fn unavailable_subject(subject: &SubjectConfig, message: String) -> WifError {
+    WifError::Unavailable {
+        step: "getting the subject token",
+        message: format!("from {}: {message}", subject.describe()),
     }
 }
 
@@ -407,19 +467,49 @@ fn refresh_at(lifetime: Duration) -> Instant {
 
 impl WifTokens {
     /// A valid access token (without `Bearer `).
+    ///
+    /// Errors: the step that failed ([`WifError`]). Callers that waited on
+    /// a fetch that failed get its error without a new try (a queue of
+    /// callers behind an unreachable endpoint would otherwise each wait out
+    /// its timeout in turn); callers that come later try again.
     pub async fn token(&self) -> Result<String, WifError> {
+        let arrived = Instant::now();
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+        let now = Instant::now();
+        if let Some(c) = cached.token.as_ref().filter(|c| now < c.refresh_at) {
             return Ok(c.token.clone());
         }
-        let (token, lifetime) = self.fetch().await?;
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(audience = %self.exchange.audience, ?lifetime, "workload identity token refreshed");
-        *cached = Some(Cached {
-            token: token.clone(),
-            refresh_at: refresh_at(lifetime),
-        });
-        Ok(token)
+        // A token past its refresh time but still accepted carries on
+        // through a failed refresh (tried again by the next caller).
+        let still_valid = |c: &Cached| {
+            c.token
+                .as_ref()
+                .filter(|t| Instant::now() + MIN_REMAINING < t.expires_at)
+                .map(|t| t.token.clone())
+        };
+        if let Some((error, _)) = cached.failure.as_ref().filter(|(_, at)| *at >= arrived) {
+            return still_valid(&cached).ok_or_else(|| error.clone());
+        }
+        match self.fetch().await {
+            Ok((token, lifetime)) => {
+                self.refreshes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(audience = %self.exchange.audience, ?lifetime, "workload identity token refreshed");
+                *cached = Cached {
+                    token: Some(CachedToken {
+                        token: token.clone(),
+                        refresh_at: refresh_at(lifetime),
+                        expires_at: Instant::now() + lifetime,
+                    }),
+                    failure: None,
+                };
+                Ok(token)
+            }
+            Err(error) => {
+                tracing::warn!(audience = %self.exchange.audience, "{error}");
+                cached.failure = Some((error.clone(), Instant::now()));
+                still_valid(&cached).ok_or(error)
+            }
+        }
     }
 
     /// How many times tokens were fetched (for tests and metrics).
@@ -434,12 +524,12 @@ impl WifTokens {
 
     /// The whole chain once: subject token, STS, then impersonation.
     async fn fetch(&self) -> Result<(String, Duration), WifError> {
-        let http = http();
-        let subject = self.subject_token(&http).await?;
-        let (federated, sts_lifetime) = self.sts_exchange(&http, &subject).await?;
+        let http = &self.env.http;
+        let subject = self.subject_token(http).await?;
+        let (federated, sts_lifetime) = self.sts_exchange(http, &subject).await?;
         match &self.exchange.service_account_email {
             None => Ok((federated, sts_lifetime)),
-            Some(email) => self.generate_access_token(&http, email, &federated).await,
+            Some(email) => self.generate_access_token(http, email, &federated).await,
         }
     }
 
@@ -456,7 +546,13 @@ impl WifTokens {
                     .aws
                     .get_or_init(|| aws::AwsIdentity::load(self.env.imds_endpoint.clone()))
                     .await;
-                return identity.subject_token(&self.exchange.audience).await.map_err(failed);
+                return identity
+                    .subject_token(&self.exchange.audience)
+                    .await
+                    .map_err(|e| match e {
+                        aws::AwsError::Transient(m) => unavailable_subject(subject, m),
+                        aws::AwsError::Missing(m) => failed(m),
+                    });
             }
             SubjectSource::File { path, format } => {
                 let body = tokio::fs::read_to_string(path)
@@ -519,7 +615,7 @@ impl WifTokens {
             .map_err(|e| unavailable(STEP, format!("cannot reach {url}: {e}")))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| unavailable(STEP, e))?;
-        if status.as_u16() == 429 || status.is_server_error() {
+        if is_transient_status(status) {
             return Err(unavailable(
                 STEP,
                 format!("HTTP {}: {}", status.as_u16(), sts_reason(&body)),
@@ -563,7 +659,7 @@ impl WifTokens {
             .map_err(|e| unavailable(STEP, format!("cannot reach {url}: {e}")))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| unavailable(STEP, e))?;
-        if status.as_u16() == 429 || status.is_server_error() {
+        if is_transient_status(status) {
             return Err(unavailable(
                 STEP,
                 format!("HTTP {}: {}", status.as_u16(), google_error_message(&body)),
@@ -581,9 +677,18 @@ impl WifTokens {
             serde_json::from_slice(&body).map_err(|e| invalid(format!("not a token answer: {e}")))?;
         let expires = chrono::DateTime::parse_from_rfc3339(&answer.expire_time)
             .map_err(|e| invalid(format!("expireTime {:?}: {e}", answer.expire_time)))?;
-        let lifetime = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default();
+        let lifetime = match (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std() {
+            Ok(lifetime) if !lifetime.is_zero() => lifetime,
+            // Already past by this server's clock: the clock is wrong, not
+            // the token (Google just issued it for the lifetime asked).
+            _ => {
+                tracing::warn!(
+                    expire_time = %answer.expire_time,
+                    "generateAccessToken's expireTime is in the past by this server's clock; is the clock right?"
+                );
+                Duration::from_secs(3600)
+            }
+        };
         Ok((answer.access_token, lifetime))
     }
 }
