@@ -14,7 +14,78 @@ pub struct LinkState {
     pub object_exists: bool,
 }
 
+/// In a transaction, before an import storage is deleted or its bucket
+/// changes: its links become orphans of its project and (current) bucket,
+/// so the tasks they made can be adopted by a storage of that bucket later
+/// (`adopt_import_links!`), not imported again. Label Studio keeps the
+/// tasks of a deleted storage too, but a new storage duplicates them.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! orphan_import_links {
+    ($tx:ident, $storage_id:expr) => {{
+        sqlx::query(
+            "INSERT INTO import_orphan_links
+                 (project_id, bucket, object_key, row_index, generation, etag, object_exists, task_id, created_at)
+             SELECT s.project_id, s.bucket, l.object_key, l.row_index, l.generation, l.etag, l.object_exists,
+                    l.task_id, l.created_at
+             FROM import_storage_links l JOIN import_storages s ON s.id = l.storage_id
+             WHERE l.storage_id = $1
+             ON CONFLICT (project_id, bucket, object_key, row_index) DO NOTHING",
+        )
+        .bind($storage_id)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("DELETE FROM import_storage_links WHERE storage_id = $1")
+            .bind($storage_id)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+/// In a transaction, after an import storage is created or changed: the
+/// orphan links of its project and bucket under its prefix (`$prefix`,
+/// normalised) become its own.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! adopt_import_links {
+    ($tx:ident, $storage_id:expr, $prefix:expr) => {{
+        let prefix: String = $prefix;
+        let scope = "o.project_id = s.project_id AND o.bucket = s.bucket
+                     AND substr(o.object_key, 1, length($2)) = $2";
+        sqlx::query(&format!(
+            "INSERT INTO import_storage_links
+                 (storage_id, task_id, object_key, row_index, generation, etag, object_exists, created_at)
+             SELECT s.id, o.task_id, o.object_key, o.row_index, o.generation, o.etag, o.object_exists, o.created_at
+             FROM import_orphan_links o JOIN import_storages s ON {scope}
+             WHERE s.id = $1
+             ON CONFLICT (storage_id, object_key, row_index) DO NOTHING"
+        ))
+        .bind($storage_id)
+        .bind(&prefix)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM import_orphan_links WHERE EXISTS (
+                 SELECT 1 FROM import_storages s, import_orphan_links o
+                 WHERE s.id = $1 AND {scope}
+                   AND o.project_id = import_orphan_links.project_id AND o.bucket = import_orphan_links.bucket
+                   AND o.object_key = import_orphan_links.object_key AND o.row_index = import_orphan_links.row_index)"
+        ))
+        .bind($storage_id)
+        .bind(&prefix)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 impl Db {
+    /// Orphan links kept for `project_id` (deleted storages, changed
+    /// buckets), for tests and diagnostics.
+    pub async fn count_orphan_links(&self, project_id: i64) -> DbResult<i64> {
+        let sql = "SELECT COUNT(*) FROM import_orphan_links WHERE project_id = $1";
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(project_id).fetch_one(p).await)?)
+    }
+
     /// Links of a storage with `after < object_key <= upto` (None: open end),
     /// in key order: what a listing page is compared with.
     pub async fn links_in_range(

@@ -6,6 +6,11 @@
 //! so many processes can poll at once; SQLite has one writer anyway.
 //! A partial unique index keeps at most one queued-or-running job per
 //! `dedup_key`.
+//!
+//! Lease and due times are compared and computed with the **database's**
+//! clock (`db_now`), so processes on machines whose clocks differ agree on
+//! when a lease ran out. A takeover (the lease ran out) and a release (the
+//! process shut down) count as an interruption, not as an attempt.
 
 use chrono::{Duration, Utc};
 
@@ -25,10 +30,12 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Attempts that ended without the job's doing (takeover, shutdown).
+    pub interruptions: i64,
 }
 
-const JOB_COLUMNS: &str =
-    "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, last_error, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, \
+     last_error, created_at, updated_at, interruptions";
 
 /// Binds: kind, dedup_key, payload, now. Usable inside a transaction (an
 /// annotation save queues its export in the same commit). A job waiting
@@ -51,6 +58,22 @@ pub(crate) const ENQUEUE_COALESCED_NOW: &str =
 
 pub(crate) fn ts(t: chrono::DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The database's clock plus `secs` (a bound parameter `$n`, seconds as a
+/// float), in the format of [`ts`] (microseconds, `Z`), so it compares as
+/// text with stored times.
+fn db_now_plus(pool: &Pool, n: usize) -> String {
+    match pool {
+        Pool::Postgres(_) => format!(
+            "to_char((clock_timestamp() + make_interval(secs => ${n})) AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ),
+        // SQLite keeps milliseconds: padded to six digits.
+        Pool::Sqlite { .. } => {
+            format!("(strftime('%Y-%m-%dT%H:%M:%f', 'now', ${n} || ' seconds') || '000Z')")
+        }
+    }
 }
 
 impl Db {
@@ -77,33 +100,70 @@ impl Db {
     }
 
     /// Takes the oldest runnable job (queued and due, or running with an
-    /// expired lease) for `worker`, leased for `lease`.
+    /// expired lease) for `worker`, leased for `lease` by the database's
+    /// clock. Taking over an expired lease counts an interruption, not an
+    /// attempt.
     pub async fn claim_job(&self, worker: &str, lease: std::time::Duration) -> DbResult<Option<JobRow>> {
-        let now = Utc::now();
-        let until = ts(now + Duration::from_std(lease).unwrap_or(Duration::seconds(30)));
-        let now = ts(now);
-        let lock = match self.pool {
-            Pool::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-            Pool::Sqlite { .. } => "",
+        let (lock, latest) = match self.pool {
+            Pool::Postgres(_) => ("FOR UPDATE SKIP LOCKED", "GREATEST"),
+            Pool::Sqlite { .. } => ("", "max"),
         };
+        let (now, until) = (db_now_plus(&self.pool, 3), db_now_plus(&self.pool, 2));
+        // Due times are written by the clocks of the processes that queue
+        // jobs: a job is due once either clock has passed its time. Leases
+        // are the database's alone.
+        let due = format!("{latest}({now}, $4)");
         let sql = format!(
-            "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3
+            "UPDATE jobs SET locked_by = $1, locked_until = {until},
+                 attempts = attempts + CASE WHEN status = 'running' THEN 0 ELSE 1 END,
+                 interruptions = interruptions + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+                 status = 'running', updated_at = {now}
              WHERE id = (SELECT id FROM jobs
-                         WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND locked_until < $3)
+                         WHERE (status = 'queued' AND run_after <= {due}) OR (status = 'running' AND locked_until < {now})
                          ORDER BY id LIMIT 1 {lock})
              RETURNING {JOB_COLUMNS}"
         );
+        let lease = lease.as_secs_f64();
+        let app_now = ts(Utc::now());
         Ok(
-            on_write!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(worker).bind(&until).bind(&now).fetch_optional(p).await)?,
+            on_write!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(worker).bind(lease).bind(0.0f64).bind(&app_now)
+                .fetch_optional(p).await)?,
         )
     }
 
-    /// Extends the lease; false when the job is no longer this worker's.
+    /// Extends the lease (database clock); false when the job is no longer
+    /// this worker's.
     pub async fn heartbeat_job(&self, id: i64, worker: &str, lease: std::time::Duration) -> DbResult<bool> {
-        let until = ts(Utc::now() + Duration::from_std(lease).unwrap_or(Duration::seconds(30)));
-        let sql = "UPDATE jobs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'";
-        let n = on_write!(self, p => sqlx::query(sql).bind(&until).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
+        let sql = format!(
+            "UPDATE jobs SET locked_until = {} WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+            db_now_plus(&self.pool, 1)
+        );
+        let lease = lease.as_secs_f64();
+        let n = on_write!(self, p => sqlx::query(&sql).bind(lease).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    /// Gives a job back at once, due now, because this process is shutting
+    /// down (or its handler was stopped): the attempt becomes an
+    /// interruption, so restarts never use up a job's attempts.
+    pub async fn release_job(&self, id: i64, worker: &str) -> DbResult<bool> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+                 interruptions = interruptions + 1, run_after = {now}, run_again = FALSE,
+                 locked_by = NULL, locked_until = NULL, updated_at = {now}
+             WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+            now = db_now_plus(&self.pool, 1)
+        );
+        let n = on_write!(self, p => sqlx::query(&sql).bind(0.0f64).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Deletes jobs that ended (`done`, `failed`) more than `age` ago;
+    /// returns how many.
+    pub async fn prune_jobs(&self, age: std::time::Duration) -> DbResult<u64> {
+        let cutoff = ts(Utc::now() - Duration::from_std(age).unwrap_or(Duration::days(7)));
+        let sql = "DELETE FROM jobs WHERE status IN ('done', 'failed') AND updated_at < $1";
+        Ok(on_write!(self, p => sqlx::query(sql).bind(&cutoff).execute(p).await.map(|r| r.rows_affected()))?)
     }
 
     /// Ends a job: `done`, or `failed` with the error — or queued again at
@@ -121,11 +181,13 @@ impl Db {
 
     /// Puts a job back in the queue to run after `delay` (a retry).
     pub async fn retry_job(&self, id: i64, worker: &str, error: &str, delay: std::time::Duration) -> DbResult<()> {
-        let after = ts(Utc::now() + Duration::from_std(delay).unwrap_or(Duration::seconds(5)));
-        let sql =
-            "UPDATE jobs SET status = 'queued', last_error = $1, run_after = $2, locked_by = NULL, locked_until = NULL,
-                   run_again = FALSE, updated_at = $2 WHERE id = $3 AND locked_by = $4";
-        on_write!(self, p => sqlx::query(sql).bind(error).bind(&after).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
+        let sql = format!(
+            "UPDATE jobs SET status = 'queued', last_error = $1, run_after = {after}, locked_by = NULL,
+                   locked_until = NULL, run_again = FALSE, updated_at = {after} WHERE id = $3 AND locked_by = $4",
+            after = db_now_plus(&self.pool, 2)
+        );
+        let delay = delay.as_secs_f64();
+        on_write!(self, p => sqlx::query(&sql).bind(error).bind(delay).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 

@@ -8,8 +8,8 @@
 //! from objects) and `export_storages` (links, deletions, requeue).
 
 use labelport_domain::storage::{
-    DeletionPolicy, Direction, DirectionOptions, ExportFormat, ExportOptions, ImportOptions, StorageKind,
-    StorageSettings, SyncState, WifSettings,
+    normalize_prefix, DeletionPolicy, Direction, DirectionOptions, ExportFormat, ExportOptions, ImportOptions,
+    StorageKind, StorageSettings, SyncState, WifSettings,
 };
 
 use labelport_domain::secret::Secret;
@@ -281,8 +281,21 @@ impl Db {
         let at = now();
         let keys = self.keys()?;
         let sealed = sealed(keys, settings);
-        let record = on_write!(self, p => bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
-            .bind(project_id).bind(kind.name()).bind(&at).fetch_one(p).await)?;
+        let prefix = normalize_prefix(&settings.prefix);
+        let record = on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
+                .bind(project_id)
+                .bind(kind.name())
+                .bind(&at)
+                .fetch_one(&mut *tx)
+                .await?;
+            if direction == Direction::Import {
+                crate::adopt_import_links!(tx, record.id, prefix.clone());
+            }
+            tx.commit().await?;
+            Ok::<_, DbError>(record)
+        })?;
         record.into_row(direction, keys)
     }
 
@@ -355,18 +368,30 @@ impl Db {
             names.len() + 1,
             columns(direction)
         );
-        let moved = direction == Direction::Export
-            && settings.moves_objects_from(&self.get_storage(direction, id).await?.settings);
+        let before = self.get_storage(direction, id).await?.settings;
+        let moved = direction == Direction::Export && settings.moves_objects_from(&before);
+        // A source storage that moves to another bucket leaves its tasks
+        // as they are (Label Studio does not delete them either) and keeps
+        // their links for a storage of that bucket; under its new bucket
+        // and prefix it adopts what another storage left.
+        let rebucketed = direction == Direction::Import && settings.bucket != before.bucket;
+        let prefix = normalize_prefix(&settings.prefix);
         let keys = self.keys()?;
         let sealed = sealed(keys, settings);
         let record = on_write!(self, p => {
             let mut tx = p.begin().await?;
+            if rebucketed {
+                crate::orphan_import_links!(tx, id);
+            }
             let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
             if record.is_some() && moved {
                 crate::repoint_export_links!(tx, id);
+            }
+            if record.is_some() && direction == Direction::Import {
+                crate::adopt_import_links!(tx, id, prefix.clone());
             }
             tx.commit().await?;
             Ok::<_, DbError>(record)
@@ -375,10 +400,20 @@ impl Db {
     }
 
     /// Deletes a storage and its bookkeeping (links, queued deletions).
-    /// Import: its tasks stay (as Label Studio). Export: its objects stay.
+    /// Import: its tasks stay (as Label Studio), and its links are kept as
+    /// orphans of the project and bucket, for a storage of that bucket to
+    /// adopt. Export: its objects stay.
     pub async fn delete_storage(&self, direction: Direction, id: i64) -> DbResult<()> {
         let sql = format!("DELETE FROM {} WHERE id = $1", table(direction));
-        let n = on_write!(self, p => sqlx::query(&sql).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let n = on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            if direction == Direction::Import {
+                crate::orphan_import_links!(tx, id);
+            }
+            let n = sqlx::query(&sql).bind(id).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<_, DbError>(n)
+        })?;
         if n == 0 {
             return Err(DbError::NotFound);
         }

@@ -2,6 +2,15 @@
 //! run its handler while a heartbeat extends the lease, then finish or
 //! retry it. Handlers must be idempotent: a job whose worker died is run
 //! again by another worker once its lease expires.
+//!
+//! A handler runs in a task of its own: if it panics, its attempt ends (the
+//! heartbeat stops with it) and the job is retried with backoff, and the
+//! worker goes on. Retry delays get ±50 % jitter, so jobs that failed
+//! together do not come back together. On shutdown a worker takes no new
+//! job, tells the running one to stop, gives it [`WorkerConfig::grace`] to
+//! save its progress, then hands the job back at once (an interruption,
+//! not an attempt), so another process continues without waiting for the
+//! lease to run out.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +34,10 @@ pub enum JobOutcome {
     },
     /// Give up: the handler has recorded what the user needs to know.
     Failed(String),
+    /// The handler stopped because it was told to (shutdown, lost lease),
+    /// having saved its progress: the job is handed back, due now, and the
+    /// attempt does not count.
+    Interrupted,
 }
 
 /// Given to a running handler.
@@ -45,6 +58,11 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     pub poll: Duration,
     pub max_attempts: i64,
+    /// A job interrupted this many times (its process died or shut down
+    /// under it) fails, so a job that kills its process cannot loop.
+    pub max_interruptions: i64,
+    /// How long a running job may take to stop at shutdown.
+    pub grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -54,8 +72,22 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_millis(500),
             max_attempts: 5,
+            max_interruptions: 20,
+            grace: Duration::from_secs(10),
         }
     }
+}
+
+/// `delay` with ±50 % jitter (uniform).
+pub fn jittered(delay: Duration) -> Duration {
+    use rand::Rng;
+    delay.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+}
+
+/// The delay before retrying a job whose handler panicked on its
+/// `attempts`-th attempt: 2, 4, … 64 s.
+fn panic_backoff(attempts: i64) -> Duration {
+    Duration::from_secs(2u64.pow(attempts.clamp(1, 6) as u32))
 }
 
 /// A pool of workers sharing handlers; `notify` wakes them when a job is
@@ -67,6 +99,8 @@ pub struct Workers {
     config: WorkerConfig,
     pub notify: Arc<Notify>,
     shutdown: Arc<AtomicBool>,
+    /// Wakes running jobs' watchers when shutdown begins.
+    shutting_down: Arc<Notify>,
 }
 
 impl Workers {
@@ -77,6 +111,7 @@ impl Workers {
             config,
             notify: Arc::new(Notify::new()),
             shutdown: Arc::new(AtomicBool::new(false)),
+            shutting_down: Arc::new(Notify::new()),
         }
     }
 
@@ -102,9 +137,13 @@ impl Workers {
             .collect()
     }
 
+    /// Stops taking jobs and tells running ones to stop (each gets
+    /// [`WorkerConfig::grace`], then is handed back); await the handles of
+    /// [`Workers::spawn`] to wait for that.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
         self.notify.notify_waiters();
+        self.shutting_down.notify_waiters();
     }
 
     async fn run(self, index: usize) {
@@ -134,7 +173,25 @@ impl Workers {
                 .await?;
             return Ok(true);
         };
-        tracing::info!(job.id = job.id, job.kind = %job.kind, attempt = job.attempts, "running job");
+        if job.interruptions > self.config.max_interruptions {
+            let error = format!(
+                "interrupted {} times (its worker died or shut down each time); not tried again",
+                job.interruptions
+            );
+            tracing::error!(job.id = job.id, job.kind = %job.kind, "{error}");
+            self.db.finish_job(job.id, worker_id, Some(&error)).await?;
+            return Ok(true);
+        }
+        tracing::info!(
+            job.id = job.id,
+            job.kind = %job.kind,
+            attempt = job.attempts,
+            interruptions = job.interruptions,
+            "job started"
+        );
+        if job.interruptions > 0 {
+            tracing::warn!(job.id = job.id, job.kind = %job.kind, "job taken over after an interruption");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = JobContext {
             db: self.db.clone(),
@@ -142,20 +199,16 @@ impl Workers {
             stop: stop.clone(),
         };
         let beat = {
-            let (db, id, worker, config, stop, shutdown) = (
+            let (db, id, worker, config, stop) = (
                 self.db.clone(),
                 job.id,
                 worker_id.to_owned(),
                 self.config.clone(),
                 stop.clone(),
-                self.shutdown.clone(),
             );
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(config.heartbeat).await;
-                    if shutdown.load(Ordering::Relaxed) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
                     match db.heartbeat_job(id, &worker, config.lease).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -168,16 +221,119 @@ impl Workers {
                 }
             })
         };
-        let outcome = handler(ctx).await;
+        // The handler in a task of its own: a panic ends this attempt only.
+        let mut running = tokio::spawn(handler(ctx));
+        let shutting_down = self.shutting_down.notified();
+        tokio::pin!(shutting_down);
+        let result = if self.shutdown.load(Ordering::Relaxed) {
+            None
+        } else {
+            tokio::select! {
+                r = &mut running => Some(r),
+                _ = &mut shutting_down => None,
+            }
+        };
+        let result = match result {
+            Some(r) => r,
+            None => {
+                // Shutdown: ask the handler to stop and save its progress.
+                stop.store(true, Ordering::Relaxed);
+                match tokio::time::timeout(self.config.grace, &mut running).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        running.abort();
+                        tracing::warn!(
+                            job.id = job.id,
+                            "the job did not stop within {:?}; handed back",
+                            self.config.grace
+                        );
+                        Ok(JobOutcome::Interrupted)
+                    }
+                }
+            }
+        };
         beat.abort();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let why = if e.is_panic() {
+                    let payload = e.into_panic();
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "no message".into());
+                    format!("the job's handler panicked: {message}")
+                } else {
+                    "the job's handler was cancelled".to_owned()
+                };
+                tracing::error!(job.id = job.id, job.kind = %job.kind, "{why}");
+                JobOutcome::Retry {
+                    error: why,
+                    after: panic_backoff(job.attempts),
+                }
+            }
+        };
+        // An interruption by shutdown is handed back even if the handler
+        // answered otherwise while stopping.
+        let outcome = match outcome {
+            JobOutcome::Retry { .. } if stop.load(Ordering::Relaxed) && self.shutdown.load(Ordering::Relaxed) => {
+                JobOutcome::Interrupted
+            }
+            other => other,
+        };
+        match &outcome {
+            JobOutcome::Done => tracing::info!(job.id = job.id, job.kind = %job.kind, "job done"),
+            JobOutcome::Retry { error, after } => {
+                tracing::warn!(job.id = job.id, job.kind = %job.kind, ?after, "job will be retried: {error}")
+            }
+            JobOutcome::Failed(error) => tracing::warn!(job.id = job.id, job.kind = %job.kind, "job failed: {error}"),
+            JobOutcome::Interrupted => tracing::info!(job.id = job.id, job.kind = %job.kind, "job handed back"),
+        }
         match outcome {
             JobOutcome::Done => self.db.finish_job(job.id, worker_id, None).await?,
             JobOutcome::Retry { error, .. } if job.attempts >= self.config.max_attempts => {
                 self.db.finish_job(job.id, worker_id, Some(&error)).await?
             }
-            JobOutcome::Retry { error, after } => self.db.retry_job(job.id, worker_id, &error, after).await?,
+            JobOutcome::Retry { error, after } => self.db.retry_job(job.id, worker_id, &error, jittered(after)).await?,
             JobOutcome::Failed(error) => self.db.finish_job(job.id, worker_id, Some(&error)).await?,
+            JobOutcome::Interrupted => {
+                self.db.release_job(job.id, worker_id).await?;
+            }
         }
         Ok(true)
+    }
+}
+
+/// Deletes, every `every`, expired sessions and jobs that ended more than
+/// `keep` ago, in the background (any process may do it; it is idempotent).
+pub fn spawn_pruner(db: Db, every: Duration, keep: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match (db.prune_jobs(keep).await, db.prune_sessions().await) {
+                (Ok(jobs), Ok(sessions)) if jobs + sessions > 0 => {
+                    tracing::info!(jobs, sessions, "pruned ended jobs and expired sessions")
+                }
+                (Ok(_), Ok(_)) => {}
+                (Err(e), _) | (_, Err(e)) => tracing::warn!("pruning: {e}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_are_spread() {
+        let delays: Vec<Duration> = (0..200).map(|_| jittered(Duration::from_secs(10))).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_secs(5) && *d < Duration::from_secs(15)));
+        let min = delays.iter().min().unwrap();
+        let max = delays.iter().max().unwrap();
+        assert!(*max - *min > Duration::from_secs(5), "{min:?}..{max:?}");
     }
 }

@@ -101,7 +101,7 @@ pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, stor
             );
             return retry(format!("{} objects not written", report.failed), ctx.job.attempts);
         }
-        Err((ExportError::Stopped, _)) => return retry("stopped; resumes on another run", 0),
+        Err((ExportError::Stopped, _)) => return JobOutcome::Interrupted,
         Err((e, report)) => {
             if let Some(outcome) = give_up_on_orphan(ctx, row, &e.to_string()).await {
                 return outcome;
@@ -137,7 +137,7 @@ fn progress(report: &ExportReport) -> (i64, Map<String, Value>) {
 pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store: &S) -> JobOutcome {
     let db = &ctx.db;
     let mut run = SyncRun::new(ctx, row);
-    if let Err(e) = run.start(ctx.job.attempts).await {
+    if let Err(e) = run.start(ctx.job.attempts, ctx.job.interruptions).await {
         return retry(e, ctx.job.attempts);
     }
     if let Err(e) = db.take_export_sync_request(row.id).await {
@@ -160,7 +160,7 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store
 
     let report = match result {
         Ok(report) => report,
-        Err((ExportError::Stopped, _)) => return retry("stopped; resumes on another run", 0),
+        Err((ExportError::Stopped, _)) => return JobOutcome::Interrupted,
         Err((ExportError::Fatal(e), report)) => {
             let mut message = format!("{e}. Written before it stopped: {}.", report.written);
             if !report.errors.is_empty() {

@@ -164,6 +164,16 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         !key.ends_with('/') && self.settings.regex.as_ref().is_none_or(|r| r.matches(key))
     }
 
+    /// Whether the storage, as configured now, would list `key`: under the
+    /// prefix, at the scanned depth, and matching the filter. Links of keys
+    /// outside (the storage's scope changed) are left alone: their tasks
+    /// stay and the deletion policy does not apply, as in Label Studio.
+    fn in_scope(&self, key: &str) -> bool {
+        key.strip_prefix(self.settings.prefix.as_str())
+            .is_some_and(|rest| self.settings.recursive || !rest.contains('/'))
+            && self.wanted(key)
+    }
+
     /// Runs the whole sync; returns its report (errors of single rows are
     /// in the report; an `Err` means the sync could not go on).
     pub async fn run(mut self) -> Result<SyncReport, SyncError> {
@@ -219,10 +229,13 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 }
                 self.publish(false);
             }
-            // Links in this key range whose object was not listed: gone.
+            // Links in this key range whose object was not listed: gone,
+            // if the storage still covers them.
             self.flush().await?;
             for (key, links) in by_key {
-                self.missing(&key, &links, None).await?;
+                if self.in_scope(&key) {
+                    self.missing(&key, &links, None).await?;
+                }
             }
             self.publish(false);
             match page.next_page_token {

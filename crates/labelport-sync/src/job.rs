@@ -43,7 +43,7 @@ pub async fn run_import_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         Err(outcome) => return outcome,
     };
     let mut run = SyncRun::new(&ctx, &row);
-    if let Err(e) = run.start(ctx.job.attempts).await {
+    if let Err(e) = run.start(ctx.job.attempts, ctx.job.interruptions).await {
         return retry(e, 1);
     }
     let project_id = row.project_id.unwrap_or_default();
@@ -94,10 +94,8 @@ pub async fn run_with_store<S: ObjectStore>(
             );
             run.complete(report.tasks_created as i64, errors, &summary).await
         }
-        Err(SyncError::Stopped) => JobOutcome::Retry {
-            error: "stopped; resumes on another run".into(),
-            after: Duration::from_millis(100),
-        },
+        // Progress is saved as it goes: the next run resumes from it.
+        Err(SyncError::Stopped) => JobOutcome::Interrupted,
         Err(SyncError::Storage(e)) if e.is_transient() => retry(e, ctx.job.attempts),
         Err(SyncError::Storage(e)) => run.fail(&e.to_string(), None).await,
         Err(SyncError::Db(e)) => JobOutcome::Retry {

@@ -121,9 +121,11 @@ impl SyncRun {
     }
 
     /// Marks the storage `in_progress` under this job (`attempts`,
+    /// `interruptions` — runs whose process died or shut down, taken over —,
     /// `time_in_progress`; the last sync's errors cleared).
-    pub async fn start(&mut self, attempts: i64) -> Result<(), DbError> {
+    pub async fn start(&mut self, attempts: i64, interruptions: i64) -> Result<(), DbError> {
         self.meta.insert("attempts".into(), attempts.into());
+        self.meta.insert("interruptions".into(), interruptions.into());
         self.meta.insert("time_in_progress".into(), meta_time().into());
         self.meta.insert("time_last_ping".into(), meta_time().into());
         self.state.status = "in_progress".into();

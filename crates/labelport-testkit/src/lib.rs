@@ -266,6 +266,7 @@ impl TestApp {
             heartbeat: Duration::from_millis(500),
             poll: Duration::from_millis(100),
             max_attempts: 5,
+            ..labelport_jobs::WorkerConfig::default()
         };
         let workers = labelport_sync::workers(test_db.db.clone(), env, state.jobs_notify.clone(), config);
         let worker_handles = workers.spawn(worker_count);

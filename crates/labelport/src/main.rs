@@ -103,6 +103,11 @@ struct WorkerArgs {
     workers: usize,
 }
 
+/// How often ended jobs and expired sessions are deleted.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long ended jobs are kept (a storage's last sync shows its job).
+const KEEP_ENDED_JOBS: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// The job workers with every job kind this binary runs.
 fn workers(state: &AppState) -> labelport_jobs::Workers {
     let env = state.storage_env.clone();
@@ -114,6 +119,14 @@ fn workers(state: &AppState) -> labelport_jobs::Workers {
     {
         config.lease = std::time::Duration::from_secs(secs.max(1));
         config.heartbeat = config.lease / 4;
+    }
+    // How long a running job may take to stop at shutdown before it is
+    // handed back.
+    if let Some(secs) = std::env::var("LABELPORT_JOB_GRACE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.grace = std::time::Duration::from_secs(secs);
     }
     labelport_sync::workers(state.db.clone(), env, state.jobs_notify.clone(), config)
 }
@@ -270,7 +283,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             labelport_sync::export_job::REQUEUE_EVERY,
         )
     });
+    let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
     labelport_api::serve(listener, state, shutdown_signal()).await?;
+    pruner.abort();
     if let Some(r) = requeuer {
         r.abort();
     }
@@ -346,8 +361,10 @@ async fn main() -> anyhow::Result<()> {
                 state.jobs_notify.clone(),
                 labelport_sync::export_job::REQUEUE_EVERY,
             );
+            let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
             tracing::info!("{} job workers running", args.workers.max(1));
             shutdown_signal().await;
+            pruner.abort();
             requeuer.abort();
             workers.shutdown();
             for h in handles {

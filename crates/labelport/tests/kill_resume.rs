@@ -10,7 +10,26 @@ use serde_json::{json, Value};
 const TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
 const LINES: usize = 300_000;
 
-fn start(data_dir: &std::path::Path, port: u16, gcs: &FakeGcs) -> Child {
+/// How the server is stopped mid-sync.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Interrupt {
+    /// kill -9: the job's lease must run out before another worker takes it.
+    Kill,
+    /// SIGTERM: the job is handed back at once, long before its lease ends.
+    Term,
+}
+
+impl Interrupt {
+    /// The job lease the server runs with.
+    fn lease_secs(self) -> &'static str {
+        match self {
+            Interrupt::Kill => "2",
+            Interrupt::Term => "300",
+        }
+    }
+}
+
+fn start(data_dir: &std::path::Path, port: u16, gcs: &FakeGcs, how: Interrupt) -> Child {
     Command::new(env!("CARGO_BIN_EXE_labelport"))
         .args([
             "serve",
@@ -24,7 +43,7 @@ fn start(data_dir: &std::path::Path, port: u16, gcs: &FakeGcs) -> Child {
         .args(["--user-token", TOKEN, "--workers", "1", "--data-dir"])
         .arg(data_dir)
         .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
-        .env("LABELPORT_JOB_LEASE_SECS", "2")
+        .env("LABELPORT_JOB_LEASE_SECS", how.lease_secs())
         .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -57,6 +76,18 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 
 #[tokio::test]
 async fn killed_mid_sync_resumes_without_duplicates_or_losses() {
+    interrupted_mid_sync(Interrupt::Kill).await;
+}
+
+/// SIGTERM: the running sync saves its progress and its job is handed back
+/// at once (an interruption, not an attempt): the next process resumes it
+/// without waiting out the 300 s lease.
+#[tokio::test]
+async fn terminated_mid_sync_hands_the_job_back_at_once() {
+    interrupted_mid_sync(Interrupt::Term).await;
+}
+
+async fn interrupted_mid_sync(how: Interrupt) {
     let gcs = FakeGcs::start().await.unwrap();
     gcs.create_bucket("kill").await.unwrap();
     let mut big = String::with_capacity(LINES * 30);
@@ -84,7 +115,7 @@ async fn killed_mid_sync_resumes_without_duplicates_or_losses() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut server = start(dir.path(), port, &gcs);
+    let mut server = start(dir.path(), port, &gcs, how);
     wait_up(&http, &base).await;
     let auth = format!("Token {TOKEN}");
     let project: Value = http.post(format!("{base}/api/projects"))
@@ -126,11 +157,31 @@ async fn killed_mid_sync_resumes_without_duplicates_or_losses() {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress: {st}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    match how {
+        Interrupt::Kill => {
+            server.kill().unwrap();
+            server.wait().unwrap();
+        }
+        Interrupt::Term => {
+            let sent = Command::new("kill")
+                .args(["-TERM", &server.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let stopping = Instant::now();
+            while server.try_wait().unwrap().is_none() {
+                assert!(
+                    stopping.elapsed() < Duration::from_secs(40),
+                    "SIGTERM did not stop the server"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 
-    // Start again on the same database: the job's lease runs out, a worker takes it over.
-    let mut server = start(dir.path(), port, &gcs);
+    // Start again on the same database: a worker takes the job over (kill:
+    // once its lease ran out; SIGTERM: at once).
+    let mut server = start(dir.path(), port, &gcs, how);
     wait_up(&http, &base).await;
     let before: Value = get(&http, &format!("{base}/api/projects/{pid}")).await.unwrap();
     let partial = before["task_number"].as_i64().unwrap();
@@ -146,9 +197,17 @@ async fn killed_mid_sync_resumes_without_duplicates_or_losses() {
         }
         assert_ne!(st["status"], "failed", "{st}");
         assert!(started.elapsed() < Duration::from_secs(180), "not resumed: {st}");
+        if how == Interrupt::Term {
+            assert!(
+                st["status"] != "queued" || started.elapsed() < Duration::from_secs(60),
+                "the job waited for its lease: {st}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(st["meta"]["attempts"].as_i64().unwrap() >= 2, "taken over: {st}");
+    // Taken over after the kill, which cost the job no attempt.
+    assert!(st["meta"]["interruptions"].as_i64().unwrap() >= 1, "taken over: {st}");
+    assert_eq!(st["meta"]["attempts"], 1, "{st}");
     let project: Value = get(&http, &format!("{base}/api/projects/{pid}")).await.unwrap();
     assert_eq!(project["task_number"], (LINES + 20) as i64);
     // Every row exactly once.
