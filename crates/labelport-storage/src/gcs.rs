@@ -138,7 +138,10 @@ fn classify(err: GcsError, what: &str, hint: Option<&str>) -> StorageError {
                 code => StorageError::Other(format!("{what}: HTTP {code} {message}")),
             }
         }
-        GcsError::HttpClient(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+        // A body cut short (connection reset mid-download) is worth another try.
+        GcsError::HttpClient(e)
+            if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode() =>
+        {
             StorageError::Transient(format!("{what}: {e}"))
         }
         GcsError::HttpClient(e) => match e.status().map(|s| s.as_u16()) {

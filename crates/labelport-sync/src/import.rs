@@ -28,7 +28,7 @@ use labelport_storage::{ObjectMeta, ObjectStore, StorageError};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::readers::{read_rows, FileFormat};
+use crate::readers::{read_rows, FileFormat, ReadError};
 
 pub use labelport_domain::storage::{compile_filter, normalize_prefix, DeletionPolicy, KeyFilter};
 
@@ -324,6 +324,17 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         while let Some(item) = rows.next().await {
             let row = match item {
                 Ok(row) => row,
+                // The connection broke half-way (reset, timeout, 5xx): not
+                // the file's fault. What was read is saved, the file stays
+                // marked unread, and the sync is retried; the next run reads
+                // on from the first row without a task.
+                Err(ReadError::Storage { source, .. }) if source.is_transient() => {
+                    self.flush().await?;
+                    self.db
+                        .update_linked_tasks(self.settings.storage_id, &key, Some((0, "")), &updates)
+                        .await?;
+                    return Err(SyncError::Storage(source));
+                }
                 Err(e) => {
                     self.report.error(format!("{key}: {e}"));
                     complete = false;

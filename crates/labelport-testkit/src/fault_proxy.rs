@@ -45,6 +45,9 @@ struct Inner {
     unauthorized: Mutex<Vec<String>>,
     /// Requests that passed the bearer check.
     authorized: Mutex<u64>,
+    /// Downloads of objects whose name contains `.0` are cut after `.2`
+    /// bytes, `.1` more times (the connection breaks mid-body).
+    cut: Mutex<Option<(String, u64, usize)>>,
 }
 
 /// Accepts or refuses a bearer token.
@@ -68,6 +71,7 @@ impl FaultProxy {
             bearer: Mutex::new(None),
             unauthorized: Mutex::default(),
             authorized: Mutex::new(0),
+            cut: Mutex::new(None),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -125,6 +129,13 @@ impl FaultProxy {
         *self.inner.bearer.lock().unwrap() = Some(check);
     }
 
+    /// Cuts the next `times` downloads of objects whose name contains
+    /// `name_contains` after `after_bytes` bytes of the body: the
+    /// connection breaks mid-download, as a reset would.
+    pub fn cut_downloads(&self, name_contains: &str, times: u64, after_bytes: usize) {
+        *self.inner.cut.lock().unwrap() = Some((name_contains.to_owned(), times, after_bytes));
+    }
+
     /// Requests refused by the bearer check (`METHOD path`).
     pub fn unauthorized(&self) -> Vec<String> {
         self.inner.unauthorized.lock().unwrap().clone()
@@ -154,6 +165,11 @@ fn upload_name(req: &Request) -> Option<String> {
     }
     let query = req.uri().query()?;
     url_params(query).into_iter().find(|(k, _)| k == "name").map(|(_, v)| v)
+}
+
+/// The path with encoded slashes of object names decoded.
+fn percent_decoded(path: &str) -> String {
+    path.replace("%2F", "/").replace("%2f", "/")
 }
 
 fn url_params(query: &str) -> Vec<(String, String)> {
@@ -202,12 +218,20 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     let is_upload = upload_name(&req).is_some();
+    let mut cut_after = None;
     if req
         .uri()
         .query()
         .is_some_and(|q| url_params(q).iter().any(|(k, v)| k == "alt" && v == "media"))
     {
         *inner.downloads.lock().unwrap() += 1;
+        let path = percent_decoded(req.uri().path());
+        if let Some((name, times, after)) = inner.cut.lock().unwrap().as_mut() {
+            if *times > 0 && path.contains(name.as_str()) {
+                *times -= 1;
+                cut_after = Some(*after);
+            }
+        }
     }
     let (parts, body) = req.into_parts();
     let mut path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
@@ -248,7 +272,25 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     out = out.header(k, v);
                 }
             }
-            out.body(Body::from(r.bytes().await.unwrap_or_default())).unwrap()
+            let bytes = r.bytes().await.unwrap_or_default();
+            match cut_after {
+                Some(after) if after < bytes.len() => {
+                    // The first bytes, then (once they are on their way)
+                    // the connection breaks.
+                    use futures::StreamExt;
+                    let head = bytes.slice(..after);
+                    let body =
+                        futures::stream::iter([Ok::<_, std::io::Error>(head)]).chain(futures::stream::once(async {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "injected reset",
+                            ))
+                        }));
+                    out.body(Body::from_stream(body)).unwrap()
+                }
+                _ => out.body(Body::from(bytes)).unwrap(),
+            }
         }
         Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
     }
