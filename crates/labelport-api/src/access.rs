@@ -78,6 +78,8 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
     let m = method.as_str();
     let need = match (m, path) {
         ("GET", "/health") | ("POST", "/api/auth/login") | ("POST", "/api/auth/logout") => Need::Public,
+        // Prometheus scrapes with an admin's token (`authorization: {type: Token}`).
+        ("GET", "/metrics") => Need::Role(Admin),
         // The caller and their own token.
         ("GET", "/api/current-user/whoami") => Need::Role(Annotator),
         ("POST", "/api/current-user/reset-token") => Need::Role(Annotator),

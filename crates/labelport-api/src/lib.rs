@@ -25,6 +25,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod media_origin;
+pub mod metrics;
 pub mod misc;
 pub mod predictions;
 pub mod projects;
@@ -81,6 +82,7 @@ impl utoipa::Modify for TokenAuth {
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(misc::health))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(misc::whoami))
         .merge(
             // Anonymous: a small body, so no one can make the server hold much.
@@ -172,6 +174,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(TraceLayer::new_for_http())

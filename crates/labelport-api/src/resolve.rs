@@ -331,7 +331,12 @@ async fn proxy(
             )
             .await
             .map_err(upstream)?;
-        Body::from_stream(rechunk(stream))
+        let sent = metrics::counter!(crate::metrics::PROXY_BYTES);
+        Body::from_stream(futures::StreamExt::inspect(rechunk(stream), move |chunk| {
+            if let Ok(chunk) = chunk {
+                sent.increment(chunk.len() as u64);
+            }
+        }))
     };
     builder
         .status(status)

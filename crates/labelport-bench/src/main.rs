@@ -5,11 +5,12 @@
 //! docs/benchmarks.md records them.
 //!
 //! ```text
-//! cargo run --release -p labelport-bench -- api|sync|media|export [flags]
+//! cargo run --release -p labelport-bench -- api|sync|media|export|load [flags]
 //! ```
 
 mod api;
 mod export;
+mod load;
 mod media;
 mod setup;
 mod stats;
@@ -37,6 +38,8 @@ enum Command {
     Media(media::BenchMediaArgs),
     /// Export storage speed and annotation save latency.
     Export(export::BenchExportArgs),
+    /// A large sync while clients import tasks and save annotations.
+    Load(load::BenchLoadArgs),
 }
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sync(args) => sync::run(args).await,
         Command::Media(args) => media::run(args).await,
         Command::Export(args) => export::run(args).await,
+        Command::Load(args) => load::run(args).await,
     }
 }
 

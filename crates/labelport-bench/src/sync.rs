@@ -45,8 +45,8 @@ pub struct BenchSyncArgs {
 
 /// A bucket whose listing is computed, not stored: `img/0000000.jpg` …,
 /// so the engine's memory is measured alone.
-struct GeneratedBucket {
-    count: usize,
+pub(crate) struct GeneratedBucket {
+    pub(crate) count: usize,
 }
 
 impl ObjectStore for GeneratedBucket {
@@ -95,7 +95,7 @@ impl ObjectStore for GeneratedBucket {
     }
 }
 
-async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<ImportSettings> {
+pub(crate) async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<ImportSettings> {
     crate::setup::bench_user(db).await?;
     let user = db
         .list_users()
@@ -141,7 +141,7 @@ async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow::Result<Imp
     })
 }
 
-async fn run_engine<S: ObjectStore>(
+pub(crate) async fn run_engine<S: ObjectStore>(
     db: &Db,
     store: &S,
     settings: &ImportSettings,

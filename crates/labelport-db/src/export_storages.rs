@@ -198,6 +198,15 @@ macro_rules! repoint_export_links {
 }
 
 impl Db {
+    /// Annotation saves not yet written to their export storages: how
+    /// many, and the oldest one's save time (RFC 3339) — the export lag of
+    /// `/metrics`.
+    pub async fn export_backlog(&self) -> DbResult<(i64, Option<String>)> {
+        let sql = "SELECT COUNT(*), MIN(a.updated_at) FROM export_storage_links l
+                   JOIN annotations a ON a.id = l.annotation_id WHERE l.dirty";
+        Ok(on_read!(self, p => sqlx::query_as::<_, (i64, Option<String>)>(sql).fetch_one(p).await)?)
+    }
+
     /// Asks for a full export sync: the storage becomes `queued` (unless a
     /// sync is already queued or running) and its job is queued or, if it
     /// is running, told to run again.

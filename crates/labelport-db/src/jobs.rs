@@ -32,10 +32,12 @@ pub struct JobRow {
     pub updated_at: String,
     /// Attempts that ended without the job's doing (takeover, shutdown).
     pub interruptions: i64,
+    /// This attempt began by taking over an expired lease.
+    pub taken_over: bool,
 }
 
 const JOB_COLUMNS: &str = "id, kind, dedup_key, payload, status, attempts, run_after, locked_by, locked_until, \
-     last_error, created_at, updated_at, interruptions";
+     last_error, created_at, updated_at, interruptions, taken_over";
 
 /// Binds: kind, dedup_key, payload, now. Usable inside a transaction (an
 /// annotation save queues its export in the same commit). A job waiting
@@ -117,6 +119,7 @@ impl Db {
             "UPDATE jobs SET locked_by = $1, locked_until = {until},
                  attempts = attempts + CASE WHEN status = 'running' THEN 0 ELSE 1 END,
                  interruptions = interruptions + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+                 taken_over = (status = 'running'),
                  status = 'running', updated_at = {now}
              WHERE id = (SELECT id FROM jobs
                          WHERE (status = 'queued' AND run_after <= {due}) OR (status = 'running' AND locked_until < {now})
@@ -202,6 +205,13 @@ impl Db {
     pub async fn active_job(&self, dedup_key: &str) -> DbResult<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE dedup_key = $1 AND status IN ('queued', 'running')");
         Ok(on_read!(self, p => sqlx::query_as::<_, JobRow>(&sql).bind(dedup_key).fetch_optional(p).await)?)
+    }
+
+    /// Jobs by kind and status (`queued`, `running`, `done`, `failed`):
+    /// the queue's depth for `/metrics`.
+    pub async fn count_jobs_by_kind(&self) -> DbResult<Vec<(String, String, i64)>> {
+        let sql = "SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status ORDER BY kind, status";
+        Ok(on_read!(self, p => sqlx::query_as::<_, (String, String, i64)>(sql).fetch_all(p).await)?)
     }
 
     /// Jobs waiting or running (queue depth).

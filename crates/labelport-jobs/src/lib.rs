@@ -78,6 +78,14 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Prometheus counter: attempts begun, by job `kind`.
+pub const JOBS_STARTED: &str = "labelport_jobs_started_total";
+/// Prometheus counter: attempts ended, by `kind` and `outcome` (`done`,
+/// `retried`, `failed`, `interrupted`).
+pub const JOBS_ENDED: &str = "labelport_jobs_ended_total";
+/// Prometheus counter: jobs taken over from a worker whose lease ran out.
+pub const JOB_TAKEOVERS: &str = "labelport_job_takeovers_total";
+
 /// `delay` with ±50 % jitter (uniform).
 pub fn jittered(delay: Duration) -> Duration {
     use rand::Rng;
@@ -189,8 +197,17 @@ impl Workers {
             interruptions = job.interruptions,
             "job started"
         );
-        if job.interruptions > 0 {
-            tracing::warn!(job.id = job.id, job.kind = %job.kind, "job taken over after an interruption");
+        metrics::counter!(JOBS_STARTED, "kind" => job.kind.clone()).increment(1);
+        if job.taken_over {
+            metrics::counter!(JOB_TAKEOVERS, "kind" => job.kind.clone()).increment(1);
+            tracing::warn!(
+                job.id = job.id,
+                job.kind = %job.kind,
+                worker = worker_id,
+                "job taken over: its previous worker's lease ran out"
+            );
+        } else if job.interruptions > 0 {
+            tracing::info!(job.id = job.id, job.kind = %job.kind, "job resumed after an interruption");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = JobContext {
@@ -282,6 +299,14 @@ impl Workers {
             }
             other => other,
         };
+        let label = match &outcome {
+            JobOutcome::Done => "done",
+            JobOutcome::Retry { .. } if job.attempts >= self.config.max_attempts => "failed",
+            JobOutcome::Retry { .. } => "retried",
+            JobOutcome::Failed(_) => "failed",
+            JobOutcome::Interrupted => "interrupted",
+        };
+        metrics::counter!(JOBS_ENDED, "kind" => job.kind.clone(), "outcome" => label).increment(1);
         match &outcome {
             JobOutcome::Done => tracing::info!(job.id = job.id, job.kind = %job.kind, "job done"),
             JobOutcome::Retry { error, after } => {

@@ -30,6 +30,9 @@ pub struct StorageEnv {
     /// configuration this server runs itself (read once at start by
     /// [`StorageEnv::read_adc`]); None: `gcloud-auth`'s ADC.
     pub adc_external_account: Option<ExternalAccount>,
+    /// How long a storage request may wait for an answer before it is
+    /// retried (`LABELPORT_STORAGE_TIMEOUT_SECS`); None: 60 s.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// The credentials a storage of `kind` with `settings` uses.
@@ -111,7 +114,11 @@ impl StorageEnv {
         let emulator = self.emulator.clone().or_else(emulator_from_env);
         if self.gcs_endpoint.is_none() {
             if let Some(endpoint) = emulator {
-                return GcsStore::connect(GcsConfig::emulator(bucket, endpoint)).await;
+                return GcsStore::connect(GcsConfig {
+                    timeout: self.request_timeout,
+                    ..GcsConfig::emulator(bucket, endpoint)
+                })
+                .await;
             }
         }
         let (auth, permission_hint) = match self.credentials(kind, settings)? {
@@ -136,6 +143,7 @@ impl StorageEnv {
             auth,
             endpoint: self.gcs_endpoint.clone(),
             permission_hint,
+            timeout: self.request_timeout,
         })
         .await
     }

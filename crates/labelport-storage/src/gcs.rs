@@ -48,7 +48,14 @@ pub struct GcsConfig {
     pub endpoint: Option<String>,
     /// Added to permission errors: which role the identity needs.
     pub permission_hint: Option<String>,
+    /// How long one request may go without an answer (headers, or the next
+    /// bytes of a download) before it is abandoned as transient and tried
+    /// again; None: [`DEFAULT_REQUEST_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
+
+/// The default of [`GcsConfig::timeout`] (`LABELPORT_STORAGE_TIMEOUT_SECS`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl GcsConfig {
     /// `bucket` on the emulator at `endpoint`, without credentials.
@@ -58,6 +65,7 @@ impl GcsConfig {
             auth: GcsAuth::Anonymous,
             endpoint: Some(endpoint.into()),
             permission_hint: None,
+            timeout: None,
         }
     }
 }
@@ -75,6 +83,7 @@ impl std::fmt::Debug for GcsConfig {
             .field("bucket", &self.bucket)
             .field("auth", &auth)
             .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -97,12 +106,15 @@ pub struct GcsStore {
     client: Client,
     bucket: String,
     permission_hint: Option<Arc<str>>,
+    timeout: Duration,
 }
 
-fn http_client() -> StorageResult<reqwest_middleware::ClientWithMiddleware> {
+/// `read_timeout` bounds the wait for each read, so a download that stalls
+/// half-way fails (and is retried) instead of hanging its sync.
+fn http_client(timeout: Duration) -> StorageResult<reqwest_middleware::ClientWithMiddleware> {
     let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .read_timeout(timeout)
         .build()
         .map_err(|e| StorageError::Other(format!("building the HTTP client: {e}")))?;
     Ok(reqwest_middleware::ClientBuilder::new(client).build())
@@ -191,8 +203,9 @@ impl GcsStore {
             (None, Some(emulator)) => (Some(emulator), GcsAuth::Anonymous),
             (None, None) => (None, config.auth),
         };
+        let timeout = config.timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         let mut client_config = ClientConfig {
-            http: Some(http_client()?),
+            http: Some(http_client(timeout)?),
             ..Default::default()
         };
         if let Some(endpoint) = endpoint {
@@ -224,11 +237,29 @@ impl GcsStore {
             client: Client::new(client_config),
             bucket: config.bucket,
             permission_hint: config.permission_hint.map(Arc::from),
+            timeout,
         })
     }
 
     fn classify(&self, e: GcsError, what: &str) -> StorageError {
         classify(e, what, self.permission_hint.as_deref())
+    }
+
+    /// One attempt of a request: its answer, or a transient error when none
+    /// came within the timeout (a request that never gets an answer would
+    /// otherwise hold its sync for ever).
+    async fn attempt<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<T, GcsError>>,
+    ) -> StorageResult<T> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(answer) => answer.map_err(|e| self.classify(e, what)),
+            Err(_) => Err(StorageError::Transient(format!(
+                "{what}: no answer within {} s",
+                self.timeout.as_secs_f64()
+            ))),
+        }
     }
 
     fn get_request(&self, key: &str, generation: Option<i64>) -> GetObjectRequest {
@@ -273,14 +304,9 @@ impl ObjectStore for GcsStore {
             ..Default::default()
         };
         let what = format!("listing gs://{}/{prefix}", self.bucket);
-        let resp = with_retries(&what, || async {
-            self.client
-                .list_objects(&req)
-                .await
-                .map_err(|e| self.classify(e, &what))
-        })
-        .await
-        .map_err(|e| self.bucket_error(e))?;
+        let resp = with_retries(&what, || self.attempt(&what, self.client.list_objects(&req)))
+            .await
+            .map_err(|e| self.bucket_error(e))?;
         Ok(ListPage {
             objects: resp.items.unwrap_or_default().into_iter().map(meta).collect(),
             prefixes: resp.prefixes.unwrap_or_default(),
@@ -291,14 +317,9 @@ impl ObjectStore for GcsStore {
     async fn stat(&self, key: &str) -> StorageResult<ObjectMeta> {
         let req = self.get_request(key, None);
         let what = format!("reading metadata of gs://{}/{key}", self.bucket);
-        with_retries(&what, || async {
-            self.client
-                .get_object(&req)
-                .await
-                .map(meta)
-                .map_err(|e| self.classify(e, &what))
-        })
-        .await
+        with_retries(&what, || self.attempt(&what, self.client.get_object(&req)))
+            .await
+            .map(meta)
     }
 
     async fn read_stream(
@@ -315,11 +336,8 @@ impl ObjectStore for GcsStore {
             Range(Some(start), end)
         };
         let what = format!("reading gs://{}/{key}", self.bucket);
-        let stream = with_retries(&what, || async {
-            self.client
-                .download_streamed_object(&req, &range)
-                .await
-                .map_err(|e| self.classify(e, &what))
+        let stream = with_retries(&what, || {
+            self.attempt(&what, self.client.download_streamed_object(&req, &range))
         })
         .await?;
         let what2 = what.clone();
@@ -338,12 +356,11 @@ impl ObjectStore for GcsStore {
         let upload = UploadType::Simple(media);
         let what = format!("writing gs://{}/{key}", self.bucket);
         with_retries(&what, || async {
-            self.client
-                .upload_object(&req, body.clone(), &upload)
+            self.attempt(&what, self.client.upload_object(&req, body.clone(), &upload))
                 .await
                 .map(meta)
                 // An upload's 404 can only mean the bucket is gone.
-                .map_err(|e| self.bucket_error(self.classify(e, &what)))
+                .map_err(|e| self.bucket_error(e))
         })
         .await
     }
@@ -355,12 +372,6 @@ impl ObjectStore for GcsStore {
             ..Default::default()
         };
         let what = format!("deleting gs://{}/{key}", self.bucket);
-        with_retries(&what, || async {
-            self.client
-                .delete_object(&req)
-                .await
-                .map_err(|e| self.classify(e, &what))
-        })
-        .await
+        with_retries(&what, || self.attempt(&what, self.client.delete_object(&req))).await
     }
 }

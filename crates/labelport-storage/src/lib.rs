@@ -67,7 +67,24 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Transient(_))
     }
+
+    /// The error's family, as `/metrics` labels it: `missing` (object or
+    /// bucket), `permission`, `auth`, `transient`, `invalid`, `other`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            StorageError::NotFound(_) | StorageError::BucketNotFound(_) => "missing",
+            StorageError::PermissionDenied(_) => "permission",
+            StorageError::Auth(_) => "auth",
+            StorageError::Transient(_) => "transient",
+            StorageError::Invalid(_) => "invalid",
+            StorageError::Other(_) => "other",
+        }
+    }
 }
+
+/// Prometheus counter: failed storage requests (each try, retried or not),
+/// by `family` ([`StorageError::family`]).
+pub const STORAGE_ERRORS: &str = "labelport_storage_errors_total";
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
@@ -126,7 +143,9 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Retries `op` on transient errors with exponential backoff (4 tries:
-/// 0.2 s, 0.4 s, 0.8 s between them).
+/// about 0.2 s, 0.4 s, 0.8 s between them, each ±50 % at random so that
+/// many clients throttled at once do not come back at once, as Google's
+/// retry strategy for Cloud Storage asks).
 pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> StorageResult<T>
 where
     F: FnMut() -> Fut,
@@ -134,10 +153,16 @@ where
 {
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 1.. {
-        match op().await {
+        let answer = op().await;
+        if let Err(e) = &answer {
+            metrics::counter!(STORAGE_ERRORS, "family" => e.family()).increment(1);
+        }
+        match answer {
             Err(e) if e.is_transient() && attempt < 4 => {
-                tracing::warn!(attempt, "{what}: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
+                use rand::Rng;
+                let wait = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+                tracing::warn!(attempt, "{what}: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
                 delay *= 2;
             }
             other => return other,

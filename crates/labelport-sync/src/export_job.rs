@@ -86,7 +86,7 @@ async fn give_up_on_orphan(ctx: &JobContext, row: &StorageRow, error: &str) -> O
 pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store: &S) -> JobOutcome {
     let started = Instant::now();
     let (tx, _rx) = watch::channel(ExportReport::default());
-    let result = ExportEngine::new(&ctx.db, store, row, tx, ctx.stop.clone()).run().await;
+    let result = metered(ExportEngine::new(&ctx.db, store, row, tx, ctx.stop.clone()).run().await);
     let report = match result {
         Ok(report) if report.failed == 0 => report,
         Ok(report) => {
@@ -129,6 +129,18 @@ pub async fn background<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, stor
     JobOutcome::Done
 }
 
+/// Counts an export's objects in `/metrics`, however it ended.
+fn metered<E>(result: Result<ExportReport, (E, ExportReport)>) -> Result<ExportReport, (E, ExportReport)> {
+    let report = match &result {
+        Ok(r) | Err((_, r)) => r,
+    };
+    metrics::counter!(crate::import::SYNC_OBJECTS, "direction" => "export", "op" => "written")
+        .increment(report.written);
+    metrics::counter!(crate::import::SYNC_OBJECTS, "direction" => "export", "op" => "deleted")
+        .increment(report.deleted);
+    result
+}
+
 fn progress(report: &ExportReport) -> (i64, Map<String, Value>) {
     (report.written as i64, Map::new())
 }
@@ -154,7 +166,7 @@ pub async fn full_sync<S: ObjectStore>(ctx: &JobContext, row: &StorageRow, store
 
     let (tx, rx) = watch::channel(ExportReport::default());
     let writer = run.spawn_progress(rx, progress);
-    let result = ExportEngine::new(db, store, row, tx, ctx.stop.clone()).run().await;
+    let result = metered(ExportEngine::new(db, store, row, tx, ctx.stop.clone()).run().await);
     writer.abort();
     let _ = writer.await;
 

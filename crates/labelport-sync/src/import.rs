@@ -120,6 +120,21 @@ pub struct ImportEngine<'a, S: ObjectStore> {
     stop: Arc<AtomicBool>,
     pending: Pending,
     last_publish: Instant,
+    /// What `/metrics` has been told of this sync so far.
+    metered: (u64, u64),
+}
+
+/// Prometheus counter: objects handled by syncs, by `direction` (`import`,
+/// `export`) and `op` (`listed`; `written`, `deleted`).
+pub const SYNC_OBJECTS: &str = "labelport_sync_objects_total";
+/// Prometheus counter: tasks created by import syncs.
+pub const SYNC_TASKS: &str = "labelport_sync_tasks_created_total";
+
+impl<S: ObjectStore> Drop for ImportEngine<'_, S> {
+    /// A sync that ends early (an error, a stop) still counts what it did.
+    fn drop(&mut self) {
+        self.meter();
+    }
 }
 
 impl<'a, S: ObjectStore> ImportEngine<'a, S> {
@@ -142,11 +157,23 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 links: Vec::new(),
             },
             last_publish: Instant::now(),
+            metered: (0, 0),
         }
+    }
+
+    /// Adds what was done since the last call to the `/metrics` counters
+    /// (batched: one update per progress report, not per object).
+    fn meter(&mut self) {
+        let (objects, tasks) = (self.report.objects_listed, self.report.tasks_created);
+        metrics::counter!(SYNC_OBJECTS, "direction" => "import", "op" => "listed")
+            .increment(objects.saturating_sub(self.metered.0));
+        metrics::counter!(SYNC_TASKS).increment(tasks.saturating_sub(self.metered.1));
+        self.metered = (objects, tasks);
     }
 
     fn publish(&mut self, force: bool) {
         if force || self.last_publish.elapsed().as_millis() >= 250 {
+            self.meter();
             self.progress.send_replace(self.report.clone());
             self.last_publish = Instant::now();
         }
@@ -248,7 +275,8 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         }
         self.flush().await?;
         self.publish(true);
-        Ok(self.report)
+        self.meter();
+        Ok(std::mem::take(&mut self.report))
     }
 
     async fn new_object(&mut self, object: ObjectMeta) -> Result<(), SyncError> {

@@ -3,7 +3,9 @@
 //! against the real emulator (which has no fault injection of its own),
 //! counts object downloads, and can require each request to carry a
 //! bearer token a check accepts (the token Workload Identity Federation
-//! issued).
+//! issued). It can also answer a share of list pages, object reads and
+//! uploads 429 or 503 ([`FaultProxy::throttle`]), and leave requests
+//! without an answer ([`FaultProxy::hang`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +50,52 @@ struct Inner {
     /// Downloads of objects whose name contains `.0` are cut after `.2`
     /// bytes, `.1` more times (the connection breaks mid-body).
     cut: Mutex<Option<(String, u64, usize)>>,
+    throttle: Mutex<Option<Throttle>>,
+    /// The next requests of a kind left without an answer, and how many
+    /// have been so far.
+    hang: Mutex<(std::collections::HashMap<RequestKind, u64>, u64)>,
+    /// Requests of a kind answered only after this delay.
+    slow: Mutex<std::collections::HashMap<RequestKind, std::time::Duration>>,
+}
+
+/// What a request to the JSON API does, for choosing which ones fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `GET /storage/v1/b/{bucket}/o`: one page of a listing.
+    List,
+    /// `alt=media`: an object's bytes (a download, or the media proxy).
+    Read,
+    /// `/upload/…`: writing an object.
+    Upload,
+    /// Anything else (metadata, deletes, buckets).
+    Other,
+}
+
+impl RequestKind {
+    fn of(req: &Request) -> RequestKind {
+        let path = req.uri().path();
+        if path.starts_with("/upload/") {
+            return RequestKind::Upload;
+        }
+        let query = req.uri().query().unwrap_or_default();
+        if url_params(query).iter().any(|(k, v)| k == "alt" && v == "media") {
+            return RequestKind::Read;
+        }
+        let p = path.trim_end_matches('/');
+        if req.method() == axum::http::Method::GET && p.starts_with("/storage/v1/b/") && p.ends_with("/o") {
+            return RequestKind::List;
+        }
+        RequestKind::Other
+    }
+}
+
+/// Every `every`-th request of each kind in `kinds` (the first, then
+/// `1 + every`, `1 + 2·every`, …) is answered 429 and 503 in turn.
+struct Throttle {
+    kinds: Vec<RequestKind>,
+    every: u64,
+    seen: std::collections::HashMap<RequestKind, u64>,
+    answered: std::collections::HashMap<RequestKind, u64>,
 }
 
 /// Accepts or refuses a bearer token.
@@ -72,6 +120,9 @@ impl FaultProxy {
             unauthorized: Mutex::default(),
             authorized: Mutex::new(0),
             cut: Mutex::new(None),
+            throttle: Mutex::new(None),
+            hang: Mutex::default(),
+            slow: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -112,9 +163,16 @@ impl FaultProxy {
         });
     }
 
+    /// Ends the failing uploads, the vanished bucket, the throttling, the
+    /// slowness and the hangs still due.
     pub fn heal(&self) {
         *self.inner.rule.lock().unwrap() = None;
         *self.inner.vanish.lock().unwrap() = None;
+        if let Some(t) = self.inner.throttle.lock().unwrap().as_mut() {
+            t.kinds.clear();
+        }
+        self.inner.hang.lock().unwrap().0.clear();
+        self.inner.slow.lock().unwrap().clear();
     }
 
     /// Uploads answered 503 so far.
@@ -134,6 +192,49 @@ impl FaultProxy {
     /// connection breaks mid-download, as a reset would.
     pub fn cut_downloads(&self, name_contains: &str, times: u64, after_bytes: usize) {
         *self.inner.cut.lock().unwrap() = Some((name_contains.to_owned(), times, after_bytes));
+    }
+
+    /// From now on answers one request in `every` of each kind in `kinds`
+    /// with 429 or 503 (in turn), as a throttled or briefly unavailable
+    /// service does; the first request of each kind is one of them, so a
+    /// short test meets every fault. Retries are counted as new requests,
+    /// so one request fails again only when `every` others of its kind ran
+    /// in between.
+    pub fn throttle(&self, kinds: &[RequestKind], every: u64) {
+        *self.inner.throttle.lock().unwrap() = Some(Throttle {
+            kinds: kinds.to_vec(),
+            every: every.max(1),
+            seen: Default::default(),
+            answered: Default::default(),
+        });
+    }
+
+    /// Requests of `kind` answered 429 or 503 by [`FaultProxy::throttle`].
+    pub fn throttled(&self, kind: RequestKind) -> u64 {
+        self.inner
+            .throttle
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|t| t.answered.get(&kind).copied())
+            .unwrap_or(0)
+    }
+
+    /// Leaves the next `times` requests of `kind` without any answer (the
+    /// connection stays open, nothing is sent): the client must time out.
+    pub fn hang(&self, kind: RequestKind, times: u64) {
+        self.inner.hang.lock().unwrap().0.insert(kind, times);
+    }
+
+    /// Answers every request of `kind` only after `delay` (a slow bucket:
+    /// a long sync that a test can interrupt half-way).
+    pub fn slow(&self, kind: RequestKind, delay: std::time::Duration) {
+        self.inner.slow.lock().unwrap().insert(kind, delay);
+    }
+
+    /// Requests left without an answer so far.
+    pub fn hung(&self) -> u64 {
+        self.inner.hang.lock().unwrap().1
     }
 
     /// Requests refused by the bearer check (`METHOD path`).
@@ -199,6 +300,43 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let body = r#"{"error":{"code":401,"message":"Invalid Credentials","status":"UNAUTHENTICATED"}}"#;
             return Response::builder().status(401).body(Body::from(body)).unwrap();
         }
+    }
+    let kind = RequestKind::of(&req);
+    let hangs = {
+        let mut hang = inner.hang.lock().unwrap();
+        match hang.0.get_mut(&kind) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                hang.1 += 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    let delay = inner.slow.lock().unwrap().get(&kind).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if hangs {
+        // Never answers; the server task holding it ends with the proxy.
+        std::future::pending::<()>().await;
+    }
+    let throttled = inner.throttle.lock().unwrap().as_mut().and_then(|t| {
+        if !t.kinds.contains(&kind) {
+            return None;
+        }
+        let n = t.seen.entry(kind).or_default();
+        *n += 1;
+        if (*n - 1) % t.every != 0 {
+            return None;
+        }
+        let answered = t.answered.entry(kind).or_default();
+        *answered += 1;
+        Some(if *answered % 2 == 1 { 429 } else { 503 })
+    });
+    if let Some(status) = throttled {
+        let body = format!("{{\"error\":{{\"code\":{status},\"message\":\"injected: rate limit or unavailable\"}}}}");
+        return Response::builder().status(status).body(Body::from(body)).unwrap();
     }
     if let Some(name) = upload_name(&req) {
         let mut rule = inner.rule.lock().unwrap();

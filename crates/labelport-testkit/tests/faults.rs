@@ -73,3 +73,241 @@ async fn a_download_cut_half_way_resumes_without_bad_rows_or_duplicates() {
         app.stop().await;
     }
 }
+
+const IMAGE_CONFIG: &str = r#"<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>"#;
+const OBJECTS: usize = 1500;
+const TASK_FILES: usize = 30;
+const ROWS_PER_FILE: usize = 40;
+const ANNOTATED: usize = 50;
+
+/// Every row's `n` exactly once across the project's tasks.
+async fn assert_each_row_once(app: &TestApp, pid: i64, rows: usize) {
+    let export = app
+        .http
+        .get(format!(
+            "{}/api/projects/{pid}/export?exportType=JSON&download_all_tasks=true",
+            app.base_url
+        ))
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&export).unwrap();
+    assert_eq!(tasks.len(), rows, "task count");
+    let mut seen = vec![false; rows];
+    for t in &tasks {
+        let n = t["data"]["n"].as_u64().unwrap() as usize;
+        assert!(!seen[n], "row {n} imported twice");
+        seen[n] = true;
+    }
+}
+
+/// Waits until the bucket listing under `prefix` has `n` names.
+async fn wait_for_object_count(gcs: &FakeGcs, bucket: &str, prefix: &str, n: usize) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let names = gcs.list(bucket, prefix).await.unwrap_or_default();
+        if names.len() == n {
+            return names;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{bucket}/{prefix} has {} objects, not {n}",
+            names.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// One request in ten of each kind (list pages, object reads, uploads) is
+/// answered 429 or 503, then requests that never get an answer: a files
+/// sync, a task-file sync, the media proxy and an export each end with
+/// exactly the right tasks, bytes and objects, and no error is reported.
+#[tokio::test]
+async fn throttled_and_hanging_storage_gives_exact_results() {
+    use futures::StreamExt;
+    use labelport_testkit::{emulator_env, RequestKind};
+    let gcs = FakeGcs::start().await.expect("fake-gcs-server");
+    gcs.create_bucket("media").await.unwrap();
+    // Written straight to the emulator, before the proxy starts failing.
+    futures::stream::iter(0..OBJECTS)
+        .map(|i| {
+            let gcs = &gcs;
+            async move {
+                let body = format!("image {i}").into_bytes();
+                gcs.upload("media", &format!("imgs/{i:05}.png"), body, "image/png")
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    for f in 0..=TASK_FILES {
+        // The last file is added later, while reads hang.
+        let body: String = (0..ROWS_PER_FILE)
+            .map(|r| format!("{{\"image\": \"row\", \"n\": {}}}\n", f * ROWS_PER_FILE + r))
+            .collect();
+        let name = if f == TASK_FILES {
+            "later/t.jsonl".to_owned()
+        } else {
+            format!("tasks/{f:03}.jsonl")
+        };
+        gcs.upload("media", &name, body.into_bytes(), "application/jsonl")
+            .await
+            .unwrap();
+    }
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    for backend in backends() {
+        let out = format!("out-{}", backend.name());
+        gcs.create_bucket(&out).await.unwrap();
+        proxy.heal();
+        let all = [RequestKind::List, RequestKind::Read, RequestKind::Upload];
+        proxy.throttle(&all, 10);
+        let mut env = emulator_env(Some(proxy.endpoint.clone()));
+        env.request_timeout = Some(std::time::Duration::from_secs(2));
+        let app = TestApp::spawn_with_env(backend, env, 2).await;
+
+        // Files mode: one task per object, over two list pages.
+        let (_, p) = app
+            .post("/api/projects", json!({"title": "files", "label_config": IMAGE_CONFIG}))
+            .await;
+        let files_project = p["id"].as_i64().unwrap();
+        let (s, st) = app
+            .post(
+                "/api/storages/gcs",
+                json!({"project": files_project, "bucket": "media", "prefix": "imgs", "presign": false,
+                       "use_blob_urls": true, "regex_filter": ".*\\.png"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let files_storage = st["id"].as_i64().unwrap();
+        // Counting starts again: the sync's first list page is refused.
+        proxy.throttle(&all, 10);
+        app.post(&format!("/api/storages/gcs/{files_storage}/sync"), json!({}))
+            .await;
+        let done = app.wait_for_sync(&format!("/api/storages/gcs/{files_storage}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
+        assert!(proxy.throttled(RequestKind::List) >= 1, "a list page was throttled");
+        let (_, project) = app.get(&format!("/api/projects/{files_project}")).await;
+        assert_eq!(project["task_number"], OBJECTS as i64, "{project}");
+
+        // Tasks mode: every row of every file exactly once, none bad.
+        let (_, p) = app
+            .post("/api/projects", json!({"title": "rows", "label_config": IMAGE_CONFIG}))
+            .await;
+        let rows_project = p["id"].as_i64().unwrap();
+        let (s, st) = app
+            .post(
+                "/api/storages/gcs",
+                json!({"project": rows_project, "bucket": "media", "prefix": "tasks", "use_blob_urls": false}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let rows_storage = st["id"].as_i64().unwrap();
+        proxy.throttle(&all, 10);
+        app.post(&format!("/api/storages/gcs/{rows_storage}/sync"), json!({}))
+            .await;
+        let done = app.wait_for_sync(&format!("/api/storages/gcs/{rows_storage}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
+        assert_eq!(done["meta"]["rows_failed"].as_i64().unwrap_or(0), 0, "{done}");
+        assert!(proxy.throttled(RequestKind::Read) >= 3, "file reads were throttled");
+        assert_each_row_once(&app, rows_project, TASK_FILES * ROWS_PER_FILE).await;
+
+        // The media proxy: every object's bytes, whole.
+        let (_, list) = app
+            .get(&format!("/api/tasks?project={files_project}&page_size=40"))
+            .await;
+        proxy.throttle(&all, 10);
+        for task in list["tasks"].as_array().unwrap() {
+            let url = task["data"]["image"].as_str().unwrap();
+            assert!(url.starts_with("/tasks/"), "{url}");
+            let r = app.get_raw(url).await;
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            let body = r.bytes().await.unwrap();
+            assert!(String::from_utf8_lossy(&body).starts_with("image "), "{url}: {body:?}");
+        }
+        assert!(proxy.throttled(RequestKind::Read) >= 4, "media reads were throttled");
+
+        // Export: one object per annotation, none missing, none extra.
+        let (s, st) = app
+            .post(
+                "/api/storages/export/gcs",
+                json!({"project": files_project, "bucket": out, "prefix": "ann"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let export_storage = st["id"].as_i64().unwrap();
+        proxy.throttle(&all, 10);
+        for task in list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(list["tasks"].as_array().unwrap())
+            .take(ANNOTATED)
+        {
+            let (s, a) = app
+                .post(
+                    &format!("/api/tasks/{}/annotations/", task["id"]),
+                    json!({"result": [{"from_name": "c", "to_name": "image", "type": "choices",
+                                       "value": {"choices": ["a"]}}]}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{a}");
+        }
+        app.post(&format!("/api/storages/export/gcs/{export_storage}/sync"), json!(null))
+            .await;
+        let done = app
+            .wait_for_sync(&format!("/api/storages/export/gcs/{export_storage}"))
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
+        wait_for_object_count(&gcs, &out, "ann", ANNOTATED).await;
+        assert!(proxy.throttled(RequestKind::Upload) >= 5, "uploads were throttled");
+
+        // Requests that never get an answer time out (2 s here) and are tried again.
+        proxy.heal();
+        let hung = proxy.hung();
+        proxy.hang(RequestKind::List, 1);
+        app.post(&format!("/api/storages/gcs/{files_storage}/sync"), json!({}))
+            .await;
+        let done = app.wait_for_sync(&format!("/api/storages/gcs/{files_storage}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let (_, project) = app.get(&format!("/api/projects/{files_project}")).await;
+        assert_eq!(project["task_number"], OBJECTS as i64, "{project}");
+
+        proxy.hang(RequestKind::Read, 1);
+        let (s, _) = app
+            .patch(
+                &format!("/api/storages/gcs/{rows_storage}"),
+                json!({"prefix": "", "recursive_scan": true, "regex_filter": "(tasks|later)/.*\\.jsonl"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        app.post(&format!("/api/storages/gcs/{rows_storage}/sync"), json!({}))
+            .await;
+        let done = app.wait_for_sync(&format!("/api/storages/gcs/{rows_storage}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
+        assert_each_row_once(&app, rows_project, (TASK_FILES + 1) * ROWS_PER_FILE).await;
+
+        proxy.hang(RequestKind::Upload, 1);
+        let extra = list["tasks"][0]["id"].as_i64().unwrap();
+        let (s, _) = app
+            .post(
+                &format!("/api/tasks/{extra}/annotations/"),
+                json!({"result": [{"from_name": "c", "to_name": "image", "type": "choices",
+                                   "value": {"choices": ["a"]}}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        wait_for_object_count(&gcs, &out, "ann", ANNOTATED + 1).await;
+        assert_eq!(proxy.hung() - hung, 3, "a list, a read and an upload were left hanging");
+        app.stop().await;
+    }
+}

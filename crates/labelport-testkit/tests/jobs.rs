@@ -21,6 +21,7 @@ async fn dedup_lease_takeover_and_retry() {
         // Worker A claims k:1 with a short lease, then "dies".
         let a = db.claim_job("A", Duration::from_millis(300)).await.unwrap().unwrap();
         assert_eq!((a.id, a.attempts, a.status.as_str()), (first.unwrap(), 1, "running"));
+        assert!(!a.taken_over, "a queued job is claimed, not taken over");
         // Still running: no duplicate can be queued.
         assert_eq!(db.enqueue_job("k", Some("k:1"), "{}").await.unwrap(), None);
         let b1 = db.claim_job("B", Duration::from_secs(30)).await.unwrap().unwrap();
@@ -31,6 +32,7 @@ async fn dedup_lease_takeover_and_retry() {
         // heartbeat it. The takeover is an interruption, not an attempt.
         let c = db.claim_job("C", Duration::from_secs(30)).await.unwrap().unwrap();
         assert_eq!((c.id, c.attempts, c.interruptions), (a.id, 1, 1));
+        assert!(c.taken_over, "the claim after an expired lease is a takeover");
         assert!(!db.heartbeat_job(a.id, "A", Duration::from_secs(30)).await.unwrap());
         assert!(db.heartbeat_job(a.id, "C", Duration::from_secs(30)).await.unwrap());
         // A late finish by A changes nothing.
@@ -48,6 +50,7 @@ async fn dedup_lease_takeover_and_retry() {
             (d.id, d.attempts, d.last_error.as_deref()),
             (c.id, 2, Some("503 from storage"))
         );
+        assert!(!d.taken_over, "a retry is claimed, not taken over");
         db.finish_job(d.id, "D", None).await.unwrap();
         assert_eq!(db.get_job(d.id).await.unwrap().status, "done");
         // Once done, the key is free again.

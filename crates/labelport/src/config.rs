@@ -165,6 +165,11 @@ pub struct GoogleArgs {
     /// The EC2 metadata service (the AWS SDKs' own variable).
     #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT")]
     pub aws_ec2_metadata_service_endpoint: Option<String>,
+    /// Seconds a storage request may wait for an answer (or a download for
+    /// its next bytes) before it is abandoned and retried.
+    #[arg(long, env = "LABELPORT_STORAGE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub storage_timeout_secs: u64,
 }
 
 impl GoogleArgs {
@@ -196,6 +201,7 @@ impl GoogleArgs {
         {
             env.wif.imds_endpoint = Some(url("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)?);
         }
+        env.request_timeout = Some(std::time::Duration::from_secs(self.storage_timeout_secs));
         env.read_adc();
         Ok(env)
     }
