@@ -10,7 +10,6 @@ use labelport_db::{Db, TaskRow};
 use labelport_domain::import::{kind, parse_task_element, NewTask};
 use labelport_domain::resolve::{rewrite_uris, rewrite_uris_with};
 use labelport_domain::storage::Direction;
-use labelport_domain::task_data::DATA_UNDEFINED_NAME;
 use labelport_domain::{LabelConfig, ValidationErrors};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -258,7 +257,7 @@ pub async fn delete_task(State(state): State<AppState>, _user: AuthUser, PathId(
 
 /// Parses an import body: a JSON list of elements or one element. Every
 /// element is checked before anything is written.
-pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<NewTask>> {
+pub fn parse_import_body(bytes: &[u8], config: &LabelConfig) -> ApiResult<Vec<NewTask>> {
     let body: Value = parse_json_body(bytes)?;
     let elements = match body {
         Value::Array(items) => items,
@@ -275,7 +274,7 @@ pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<Ne
     let mut tasks = Vec::with_capacity(elements.len());
     let mut failed = 0usize;
     for (i, element) in elements.into_iter().enumerate() {
-        match parse_task_element(element).and_then(|t| check_data_keys(&t.data, data_keys).map(|()| t)) {
+        match parse_task_element(element).and_then(|t| config.check_task_data(&t.data).map(|()| t)) {
             Ok(t) => tasks.push(t),
             Err(e) => {
                 failed += 1;
@@ -291,23 +290,6 @@ pub fn parse_import_body(bytes: &[u8], data_keys: &[String]) -> ApiResult<Vec<Ne
     }
     errors.into_result()?;
     Ok(tasks)
-}
-
-/// As Label Studio: imported data must hold every key the label config
-/// reads (`value="$key"`), unless it is a storage payload (`$undefined$`).
-fn check_data_keys(data: &Value, data_keys: &[String]) -> Result<(), String> {
-    let Value::Object(map) = data else {
-        return Err(format!("task data must be a JSON object, got {}", kind(data)));
-    };
-    if map.contains_key(DATA_UNDEFINED_NAME) {
-        return Ok(());
-    }
-    match data_keys.iter().find(|k| !map.contains_key(k.as_str())) {
-        None => Ok(()),
-        Some(key) => Err(format!(
-            "data has no \"{key}\" key, which the label config reads as ${key}"
-        )),
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -330,10 +312,9 @@ pub async fn import_tasks(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let started = Instant::now();
     let project = state.db.get_project(id).await?;
-    let data_keys: Vec<String> = LabelConfig::parse(&project.label_config)
-        .map(|c| c.data_keys().into_iter().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let tasks = tokio::task::spawn_blocking(move || parse_import_body(&body, &data_keys))
+    // Every key the config reads must be there (`LabelConfig::check_task_data`).
+    let config = LabelConfig::parse(&project.label_config).unwrap_or_default();
+    let tasks = tokio::task::spawn_blocking(move || parse_import_body(&body, &config))
         .await
         .map_err(|e| ApiError::Internal(format!("import parser panicked: {e}")))??;
     let outcome = state
