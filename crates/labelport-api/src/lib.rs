@@ -189,6 +189,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    // Counting starts now, not at the first scrape.
+    metrics::handle();
     let app = app(state);
     // Small responses go out at once instead of waiting on delayed ACKs
     // (a 40 ms tail on media requests without it).

@@ -32,8 +32,37 @@ pub const EXPORT_PENDING: &str = "labelport_export_pending";
 /// Gauge (seconds): age of the oldest save not yet exported (0: none).
 pub const EXPORT_LAG: &str = "labelport_export_lag_seconds";
 
+/// Seconds from `oldest` (RFC 3339; None: nothing waits) to `now`, never
+/// negative (another process's clock may run ahead).
+pub fn lag_seconds(oldest: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    oldest
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0.0, |t| {
+            (now - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as f64 / 1000.0
+        })
+}
+
+/// Serves `GET /metrics` alone, without credentials, for a process without
+/// the API (`labelport worker --metrics-addr`): bind it to an address only
+/// Prometheus reaches. Until `shutdown` resolves.
+pub async fn serve_standalone(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    handle();
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 /// The process's recorder, installed on first use (one per process: every
-/// server and worker in it shares the counters).
+/// server and worker in it shares the counters). Call it when the process
+/// starts ([`crate::serve`] and `labelport worker` do), so that nothing
+/// recorded before the first scrape is lost. A thread of its own runs the
+/// exporter's upkeep every 5 s (histograms are summarised even when nobody
+/// scrapes, so their memory stays bounded).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -49,16 +78,26 @@ pub fn handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder already installed (an embedding program's): ours
         // still renders, with what is recorded through it.
-        if metrics::set_global_recorder(recorder).is_err() {
+        if ::metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics shows scrape-time gauges only");
         }
         describe();
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("metrics upkeep thread: {e}");
+        }
         handle
     })
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by method, route template and status"
@@ -111,9 +150,9 @@ pub async fn track(request: Request, next: Next) -> Response {
         .map_or_else(|| "unknown".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    ::metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
+    ::metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -126,23 +165,28 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
     // A kind and status seen before but absent now (its jobs moved on or
     // were pruned) reads 0, not its last count.
     static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
-    let jobs = state.db.count_jobs_by_kind().await?;
-    {
+    // A database that does not answer leaves the gauges as they were; the
+    // counters still render (they matter most then).
+    let jobs = state.db.count_jobs_by_kind().await.unwrap_or_else(|e| {
+        tracing::warn!("/metrics: reading the job queue: {e}");
+        Vec::new()
+    });
+    if !jobs.is_empty() {
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, status) in seen.iter() {
             if !jobs.iter().any(|(k, s, _)| k == kind && s == status) {
-                metrics::gauge!(JOBS, "kind" => kind.clone(), "status" => status.clone()).set(0.0);
+                ::metrics::gauge!(JOBS, "kind" => kind.clone(), "status" => status.clone()).set(0.0);
             }
         }
         for (kind, status, n) in &jobs {
-            metrics::gauge!(JOBS, "kind" => kind.clone(), "status" => status.clone()).set(*n as f64);
+            ::metrics::gauge!(JOBS, "kind" => kind.clone(), "status" => status.clone()).set(*n as f64);
             if !seen.iter().any(|(k, s)| k == kind && s == status) {
                 seen.push((kind.clone(), status.clone()));
             }
         }
     }
     let (pending, oldest) = state.db.export_backlog().await?;
-    metrics::gauge!(EXPORT_PENDING).set(pending as f64);
+    ::metrics::gauge!(EXPORT_PENDING).set(pending as f64);
     let lag = oldest
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
         .map_or(0.0, |t| {
@@ -151,7 +195,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
                 .max(0) as f64
                 / 1000.0
         });
-    metrics::gauge!(EXPORT_LAG).set(lag);
+    ::metrics::gauge!(EXPORT_LAG).set(lag);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         handle.render(),

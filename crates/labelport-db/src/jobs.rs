@@ -171,27 +171,29 @@ impl Db {
 
     /// Ends a job: `done`, or `failed` with the error — or queued again at
     /// once when it was asked for while it ran (`run_again`).
-    pub async fn finish_job(&self, id: i64, worker: &str, error: Option<&str>) -> DbResult<()> {
+    /// Returns false when the job is no longer this worker's (nothing changed).
+    pub async fn finish_job(&self, id: i64, worker: &str, error: Option<&str>) -> DbResult<bool> {
         let status = if error.is_some() { "failed" } else { "done" };
         let sql = "UPDATE jobs SET status = CASE WHEN run_again THEN 'queued' ELSE $1 END,
                    attempts = CASE WHEN run_again THEN 0 ELSE attempts END, run_after = $3, run_again = FALSE,
                    last_error = $2, locked_by = NULL, locked_until = NULL, updated_at = $3
                    WHERE id = $4 AND locked_by = $5";
         let at = ts(Utc::now());
-        on_write!(self, p => sqlx::query(sql).bind(status).bind(error).bind(&at).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
-        Ok(())
+        let n = on_write!(self, p => sqlx::query(sql).bind(status).bind(error).bind(&at).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
-    /// Puts a job back in the queue to run after `delay` (a retry).
-    pub async fn retry_job(&self, id: i64, worker: &str, error: &str, delay: std::time::Duration) -> DbResult<()> {
+    /// Puts a job back in the queue to run after `delay` (a retry); false
+    /// when the job is no longer this worker's (nothing changed).
+    pub async fn retry_job(&self, id: i64, worker: &str, error: &str, delay: std::time::Duration) -> DbResult<bool> {
         let sql = format!(
             "UPDATE jobs SET status = 'queued', last_error = $1, run_after = {after}, locked_by = NULL,
                    locked_until = NULL, run_again = FALSE, updated_at = {after} WHERE id = $3 AND locked_by = $4",
             after = db_now_plus(&self.pool, 2)
         );
         let delay = delay.as_secs_f64();
-        on_write!(self, p => sqlx::query(&sql).bind(error).bind(delay).bind(id).bind(worker).execute(p).await.map(|_| ()))?;
-        Ok(())
+        let n = on_write!(self, p => sqlx::query(&sql).bind(error).bind(delay).bind(id).bind(worker).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     pub async fn get_job(&self, id: i64) -> DbResult<JobRow> {

@@ -81,7 +81,8 @@ impl Default for WorkerConfig {
 /// Prometheus counter: attempts begun, by job `kind`.
 pub const JOBS_STARTED: &str = "labelport_jobs_started_total";
 /// Prometheus counter: attempts ended, by `kind` and `outcome` (`done`,
-/// `retried`, `failed`, `interrupted`).
+/// `retried`, `failed`, `interrupted`; `lost`: it ended after its lease
+/// was lost, and its new holder's outcome counts).
 pub const JOBS_ENDED: &str = "labelport_jobs_ended_total";
 /// Prometheus counter: jobs taken over from a worker whose lease ran out.
 pub const JOB_TAKEOVERS: &str = "labelport_job_takeovers_total";
@@ -186,8 +187,9 @@ impl Workers {
                 "interrupted {} times (its worker died or shut down each time); not tried again",
                 job.interruptions
             );
-            tracing::error!(job.id = job.id, job.kind = %job.kind, "{error}");
+            tracing::error!(job.id = job.id, job.kind = %job.kind, "job failed: {error}");
             self.db.finish_job(job.id, worker_id, Some(&error)).await?;
+            metrics::counter!(JOBS_ENDED, "kind" => job.kind.clone(), "outcome" => "failed").increment(1);
             return Ok(true);
         }
         tracing::info!(
@@ -195,6 +197,7 @@ impl Workers {
             job.kind = %job.kind,
             attempt = job.attempts,
             interruptions = job.interruptions,
+            worker = worker_id,
             "job started"
         );
         metrics::counter!(JOBS_STARTED, "kind" => job.kind.clone()).increment(1);
@@ -299,31 +302,44 @@ impl Workers {
             }
             other => other,
         };
-        let label = match &outcome {
-            JobOutcome::Done => "done",
-            JobOutcome::Retry { .. } if job.attempts >= self.config.max_attempts => "failed",
-            JobOutcome::Retry { .. } => "retried",
-            JobOutcome::Failed(_) => "failed",
-            JobOutcome::Interrupted => "interrupted",
+        // Retries used up: the job fails (logged and counted as such).
+        let outcome = match outcome {
+            JobOutcome::Retry { error, .. } if job.attempts >= self.config.max_attempts => JobOutcome::Failed(error),
+            other => other,
+        };
+        // The job ends only if this worker still holds it: after a lost
+        // lease its new holder's result is the one that counts.
+        let held = match &outcome {
+            JobOutcome::Done => self.db.finish_job(job.id, worker_id, None).await?,
+            JobOutcome::Retry { error, after } => self.db.retry_job(job.id, worker_id, error, jittered(*after)).await?,
+            JobOutcome::Failed(error) => self.db.finish_job(job.id, worker_id, Some(error)).await?,
+            JobOutcome::Interrupted => self.db.release_job(job.id, worker_id).await?,
+        };
+        let label = match (&outcome, held) {
+            (_, false) => "lost",
+            (JobOutcome::Done, _) => "done",
+            (JobOutcome::Retry { .. }, _) => "retried",
+            (JobOutcome::Failed(_), _) => "failed",
+            (JobOutcome::Interrupted, _) => "interrupted",
         };
         metrics::counter!(JOBS_ENDED, "kind" => job.kind.clone(), "outcome" => label).increment(1);
+        let (id, kind) = (job.id, &job.kind);
         match &outcome {
-            JobOutcome::Done => tracing::info!(job.id = job.id, job.kind = %job.kind, "job done"),
+            _ if !held => tracing::warn!(
+                job.id = id,
+                job.kind = %kind,
+                worker = worker_id,
+                "job ended after its lease was lost; its new holder's result counts"
+            ),
+            JobOutcome::Done => tracing::info!(job.id = id, job.kind = %kind, worker = worker_id, "job done"),
             JobOutcome::Retry { error, after } => {
-                tracing::warn!(job.id = job.id, job.kind = %job.kind, ?after, "job will be retried: {error}")
+                tracing::warn!(job.id = id, job.kind = %kind, worker = worker_id, ?after, "job will be retried: {error}")
             }
-            JobOutcome::Failed(error) => tracing::warn!(job.id = job.id, job.kind = %job.kind, "job failed: {error}"),
-            JobOutcome::Interrupted => tracing::info!(job.id = job.id, job.kind = %job.kind, "job handed back"),
-        }
-        match outcome {
-            JobOutcome::Done => self.db.finish_job(job.id, worker_id, None).await?,
-            JobOutcome::Retry { error, .. } if job.attempts >= self.config.max_attempts => {
-                self.db.finish_job(job.id, worker_id, Some(&error)).await?
+            JobOutcome::Failed(error) => {
+                tracing::warn!(job.id = id, job.kind = %kind, worker = worker_id, "job failed: {error}")
             }
-            JobOutcome::Retry { error, after } => self.db.retry_job(job.id, worker_id, &error, jittered(after)).await?,
-            JobOutcome::Failed(error) => self.db.finish_job(job.id, worker_id, Some(&error)).await?,
             JobOutcome::Interrupted => {
-                self.db.release_job(job.id, worker_id).await?;
+                tracing::info!(job.id = id, job.kind = %kind, worker = worker_id, "job handed back")
             }
         }
         Ok(true)

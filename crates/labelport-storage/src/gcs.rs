@@ -342,7 +342,12 @@ impl ObjectStore for GcsStore {
         .await?;
         let what2 = what.clone();
         let hint = self.permission_hint.clone();
-        Ok(Box::pin(stream.map_err(move |e| classify(e, &what2, hint.as_deref()))))
+        Ok(Box::pin(stream.map_err(move |e| {
+            // A body cut short or stalled is a failed request too.
+            let e = classify(e, &what2, hint.as_deref());
+            metrics::counter!(crate::STORAGE_ERRORS, "family" => e.family()).increment(1);
+            e
+        })))
     }
 
     async fn write(&self, key: &str, body: Bytes, content_type: &str) -> StorageResult<ObjectMeta> {

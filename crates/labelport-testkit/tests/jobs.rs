@@ -36,7 +36,7 @@ async fn dedup_lease_takeover_and_retry() {
         assert!(!db.heartbeat_job(a.id, "A", Duration::from_secs(30)).await.unwrap());
         assert!(db.heartbeat_job(a.id, "C", Duration::from_secs(30)).await.unwrap());
         // A late finish by A changes nothing.
-        db.finish_job(a.id, "A", None).await.unwrap();
+        assert!(!db.finish_job(a.id, "A", None).await.unwrap(), "not A's any more");
         assert_eq!(db.get_job(a.id).await.unwrap().status, "running");
 
         // Retry with a delay: not claimable before it is due.
@@ -51,7 +51,7 @@ async fn dedup_lease_takeover_and_retry() {
             (c.id, 2, Some("503 from storage"))
         );
         assert!(!d.taken_over, "a retry is claimed, not taken over");
-        db.finish_job(d.id, "D", None).await.unwrap();
+        assert!(db.finish_job(d.id, "D", None).await.unwrap());
         assert_eq!(db.get_job(d.id).await.unwrap().status, "done");
         // Once done, the key is free again.
         assert!(db.enqueue_job("k", Some("k:1"), "{}").await.unwrap().is_some());

@@ -101,6 +101,10 @@ struct WorkerArgs {
     google: GoogleArgs,
     #[arg(long, env = "LABELPORT_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Serve Prometheus `GET /metrics` (without credentials) on this address,
+    /// e.g. 127.0.0.1:9464; bind it where only Prometheus reaches. Unset: none.
+    #[arg(long, env = "LABELPORT_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// How often ended jobs and expired sessions are deleted.
@@ -109,26 +113,39 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 const KEEP_ENDED_JOBS: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// The job workers with every job kind this binary runs.
-fn workers(state: &AppState) -> labelport_jobs::Workers {
+/// Errors: a job setting that is not a whole number of seconds.
+fn workers(state: &AppState) -> anyhow::Result<labelport_jobs::Workers> {
     let env = state.storage_env.clone();
     let mut config = labelport_jobs::WorkerConfig::default();
     // How long a dead worker's job waits before another worker takes it.
-    if let Some(secs) = std::env::var("LABELPORT_JOB_LEASE_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        config.lease = std::time::Duration::from_secs(secs.max(1));
+    if let Some(secs) = env_secs("LABELPORT_JOB_LEASE_SECS")? {
+        anyhow::ensure!(secs >= 1, "LABELPORT_JOB_LEASE_SECS must be at least 1");
+        config.lease = std::time::Duration::from_secs(secs);
         config.heartbeat = config.lease / 4;
     }
     // How long a running job may take to stop at shutdown before it is
     // handed back.
-    if let Some(secs) = std::env::var("LABELPORT_JOB_GRACE_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(secs) = env_secs("LABELPORT_JOB_GRACE_SECS")? {
         config.grace = std::time::Duration::from_secs(secs);
     }
-    labelport_sync::workers(state.db.clone(), env, state.jobs_notify.clone(), config)
+    Ok(labelport_sync::workers(
+        state.db.clone(),
+        env,
+        state.jobs_notify.clone(),
+        config,
+    ))
+}
+
+/// A whole number of seconds from the environment; unset or empty: None.
+fn env_secs(name: &str) -> anyhow::Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{name} must be a whole number of seconds, not {v:?}")),
+        _ => Ok(None),
+    }
 }
 
 #[derive(Subcommand)]
@@ -183,8 +200,11 @@ fn init_tracing() {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let json = std::env::var("LABELPORT_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Colours only on a terminal, not in files or journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -249,6 +269,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.public_url = public_url.to_owned();
     state.secure_cookies = public_url.starts_with("https://");
     state.storage_env = args.google.storage_env()?;
+    // Job settings are checked before the port is taken.
+    let workers = workers(&state)?;
     state.ambient_buckets = args
         .ambient_credentials_buckets
         .iter()
@@ -274,7 +296,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "Labelport listening on http://{}",
         listener.local_addr()?
     );
-    let workers = workers(&state);
     let handles = workers.spawn(args.workers);
     let requeuer = (args.workers > 0).then(|| {
         labelport_sync::export_job::spawn_export_requeuer(
@@ -354,7 +375,25 @@ async fn main() -> anyhow::Result<()> {
             let db = args.db.open_migrated().await?;
             let mut state = AppState::new(db.clone());
             state.storage_env = args.google.storage_env()?;
-            let workers = workers(&state);
+            labelport_api::metrics::handle();
+            let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+            let metrics_server = match args.metrics_addr {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding --metrics-addr {addr}"))?;
+                    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+                    Some(tokio::spawn(labelport_api::metrics::serve_standalone(
+                        listener,
+                        state.clone(),
+                        async {
+                            let _ = metrics_stopped.await;
+                        },
+                    )))
+                }
+                None => None,
+            };
+            let workers = workers(&state)?;
             let handles = workers.spawn(args.workers.max(1));
             let requeuer = labelport_sync::export_job::spawn_export_requeuer(
                 db.clone(),
@@ -369,6 +408,10 @@ async fn main() -> anyhow::Result<()> {
             workers.shutdown();
             for h in handles {
                 let _ = h.await;
+            }
+            let _ = metrics_stop.send(());
+            if let Some(server) = metrics_server {
+                let _ = server.await;
             }
             db.close().await;
             Ok(())

@@ -28,7 +28,8 @@ const CONFIG: &str =
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Serve(u16),
-    Worker,
+    /// With its metrics port.
+    Worker(u16),
 }
 
 /// One process of the cluster; its log goes to `<logs>/<name>-<n>.log`.
@@ -60,7 +61,13 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_labelport"));
         match kind {
             Kind::Serve(port) => cmd.args(["serve", "--port", &port.to_string(), "--workers", "1"]),
-            Kind::Worker => cmd.args(["worker", "--workers", "1"]),
+            Kind::Worker(metrics) => cmd.args([
+                "worker",
+                "--workers",
+                "1",
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics}"),
+            ]),
         };
         cmd.env("DATABASE_URL", &self.db_url)
             .env("LABELPORT_SECRET_KEY", SECRET_KEY)
@@ -270,7 +277,8 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
     };
     cluster.start("serve-a", Kind::Serve(a));
     cluster.start("serve-b", Kind::Serve(b));
-    cluster.start("worker", Kind::Worker);
+    let worker_metrics = free_port();
+    cluster.start("worker", Kind::Worker(worker_metrics));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -340,7 +348,8 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         assert_ne!(st["status"], "completed", "the sync ended before it could be killed");
         let holder = test_db.db.get_job(job_id).await.unwrap().locked_by;
         let done = st["last_sync_count"].as_i64().unwrap_or(0);
-        if let (Some(holder), true) = (holder, st["status"] == "in_progress" && done >= 1000) {
+        // Half-way: at least half the tasks made, the sync still running.
+        if let (Some(holder), true) = (holder, st["status"] == "in_progress" && done >= (OBJECTS / 2) as i64) {
             let pid: u32 = holder.split('-').next().unwrap().parse().unwrap();
             break cluster.by_pid(pid).expect("a cluster process holds the job");
         }
@@ -362,7 +371,7 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
     .await;
     let partial = project["task_number"].as_i64().unwrap();
     eprintln!("killed {victim} with {partial} of {OBJECTS} tasks made");
-    assert!(partial < OBJECTS as i64, "killed half-way: {partial}");
+    assert!(partial < OBJECTS as i64, "killed before the end: {partial}");
 
     // Another process takes the job over once its lease (3 s) ran out.
     let done = wait_completed(&http, &both, sid, Duration::from_secs(180)).await;
@@ -378,13 +387,50 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         project["task_number"], OBJECTS as i64,
         "exact count after the takeover: {done}"
     );
-    let job = test_db.db.get_job(job_id).await.unwrap();
+    // The storage shows `completed` just before its job is marked done.
+    let started = Instant::now();
+    let job = loop {
+        let job = test_db.db.get_job(job_id).await.unwrap();
+        if job.status != "running" || started.elapsed() > Duration::from_secs(30) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(job.taken_over && job.interruptions >= 1, "taken over: {job:?}");
     assert_eq!(
         (job.status.as_str(), job.attempts),
         ("done", 1),
         "the kill cost no attempt: {job:?}"
     );
+    // The takeover is counted by the process that took the job over (the
+    // killed one's counters died with it); the worker serves its metrics
+    // without credentials on its own address.
+    let mut takeovers = 0.0;
+    for name in ["serve-a", "serve-b", "worker"].into_iter().filter(|n| *n != victim) {
+        let (url, token) = match cluster.node(name).kind {
+            Kind::Serve(port) => (format!("{}/metrics", base(port)), Some(TOKEN)),
+            Kind::Worker(port) => (format!("http://127.0.0.1:{port}/metrics"), None),
+        };
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        let text = req
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("labelport_jobs{"), "{name}: {text}");
+        takeovers += text
+            .lines()
+            .find_map(|l| l.strip_prefix("labelport_job_takeovers_total{kind=\"import_sync\"} "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+    }
+    assert!(takeovers >= 1.0, "the takeover is in /metrics");
     cluster.restart(victim);
     for port in both {
         wait_up(&http, port).await;

@@ -7,8 +7,10 @@
 //!
 //! Conversion is arrow-json's: structs become objects, lists arrays,
 //! temporal values strings (named time zones through chrono-tz), binary
-//! hex, NaN/infinite floats null; top-level decimals are cast to their
-//! exact text first (as JSON numbers they would come back as f64). A null
+//! hex, NaN/infinite floats null. Before it, at any depth, decimals become
+//! their exact text (as JSON numbers they would come back as f64),
+//! intervals ISO 8601 durations and UUIDs their hyphenated form
+//! ([`rewrite`]). A null
 //! value is kept as an explicit JSON `null` (the field is present), so every
 //! row has every column. `position` is `row N`, 0-based, equal to
 //! `row_index` (the row's number in the whole file, across row groups).
@@ -16,8 +18,9 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_json::writer::{LineDelimited, WriterBuilder};
+use arrow_schema::{DataType, Field, Fields, IntervalUnit, Schema};
 use futures::StreamExt;
 use labelport_storage::ByteStream;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -91,23 +94,47 @@ fn read_file(key: Arc<str>, file: File, batch_rows: usize) -> RowStream {
 }
 
 fn read_batches(key: &str, file: File, batch_rows: usize, tx: &mpsc::Sender<Batch>) {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|builder| builder.with_batch_size(batch_rows.max(1)).build());
-    let reader = match reader {
-        Ok(reader) => reader,
-        Err(e) => {
-            let _ = tx.blocking_send(vec![Err(ReadError::NotParquet {
-                key: key.to_string(),
-                message: e.to_string(),
-            })]);
-            return;
-        }
+    let not_parquet = |message: String| {
+        let _ = tx.blocking_send(vec![Err(ReadError::NotParquet {
+            key: key.to_string(),
+            message,
+        })]);
     };
+    let months_file = match file.try_clone() {
+        Ok(f) => f,
+        Err(e) => return not_parquet(e.to_string()),
+    };
+    let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
+        Ok(builder) => builder,
+        Err(e) => return not_parquet(e.to_string()),
+    };
+    // arrow-rs reads a Parquet INTERVAL (months, days, milliseconds) as
+    // days and milliseconds only; the months of top-level interval columns
+    // come from a second reader of those columns alone.
+    let months = match months_reader(&builder, months_file, batch_rows) {
+        Ok(m) => m,
+        Err(e) => return not_parquet(e.to_string()),
+    };
+    let reader = match builder.with_batch_size(batch_rows.max(1)).build() {
+        Ok(reader) => reader,
+        Err(e) => return not_parquet(e.to_string()),
+    };
+    let mut months = months;
     let mut next_row = 0i64;
     for batch in reader {
+        let month_columns = match months
+            .as_mut()
+            .map(|(columns, reader)| (columns.clone(), reader.next()))
+        {
+            None => Ok(Vec::new()),
+            Some((columns, Some(Ok(b)))) => Ok(columns.into_iter().zip(b.columns().iter().cloned()).collect()),
+            Some((_, Some(Err(e)))) => Err(e.to_string()),
+            Some((_, None)) => Err("the months of an interval column ended early".to_string()),
+        };
         let rows = batch
             .map_err(|e| e.to_string())
-            .and_then(|batch| batch_rows_json(&batch, next_row));
+            .and_then(|batch| month_columns.map(|m| (batch, m)))
+            .and_then(|(batch, m)| batch_rows_json(&batch, &m, next_row));
         let rows = match rows {
             Ok(rows) => rows,
             Err(message) => {
@@ -126,31 +153,238 @@ fn read_batches(key: &str, file: File, batch_rows: usize, tx: &mpsc::Sender<Batc
     }
 }
 
-/// Decimal columns as their exact text (`"1234567890123456789.0123456789"`):
-/// as JSON numbers they would be read back as 64-bit floats and rounded.
-fn exact_decimals(batch: &RecordBatch) -> Result<RecordBatch, String> {
-    use arrow_schema::{DataType, Field, Schema};
-    let is_decimal = |t: &DataType| {
-        matches!(
-            t,
-            DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..)
-        )
+/// For a file with top-level interval columns: their indexes, and a reader
+/// of those columns alone as `Interval(YearMonth)` (the months), in batches
+/// of the same size as the main reader's. None when there are none.
+fn months_reader(
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+    file: File,
+    batch_rows: usize,
+) -> Result<Option<(Vec<usize>, parquet::arrow::arrow_reader::ParquetRecordBatchReader)>, parquet::errors::ParquetError>
+{
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::arrow::ProjectionMask;
+    let schema = builder.schema();
+    let columns: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.data_type(), DataType::Interval(IntervalUnit::DayTime)))
+        .map(|(i, _)| i)
+        .collect();
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let hinted: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if columns.contains(&i) {
+                field_of(f, DataType::Interval(IntervalUnit::YearMonth))
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
+    let months = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)?;
+    let mask = ProjectionMask::roots(months.parquet_schema(), columns.iter().copied());
+    let reader = months
+        .with_projection(mask)
+        .with_batch_size(batch_rows.max(1))
+        .build()?;
+    Ok(Some((columns, reader)))
+}
+
+/// Whether arrow-json would write a value of this type inexactly or in a
+/// form nobody reads: decimals (as f64 numbers), intervals (arrow's display
+/// text), UUIDs (bare hex), at any depth.
+fn needs_rewrite(field: &Field) -> bool {
+    match field.data_type() {
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => true,
+        DataType::Interval(_) => true,
+        DataType::FixedSizeBinary(16) => field.extension_type_name() == Some(UUID_EXTENSION),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            needs_rewrite(f)
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| needs_rewrite(f)),
+        DataType::Dictionary(_, value) => needs_rewrite(&Field::new("", value.as_ref().clone(), true)),
+        _ => false,
+    }
+}
+
+/// Arrow's canonical extension name of a UUID column (Parquet's `UUID`
+/// logical type, read with `arrow_canonical_extension_types`).
+const UUID_EXTENSION: &str = "arrow.uuid";
+
+/// `column` with every value [`needs_rewrite`] picks out turned into JSON-
+/// ready text, at any depth: decimals exact (`"1234567890123456789.0123456789"`),
+/// intervals as ISO 8601 durations (`"P1M2DT90S"`), UUIDs hyphenated. Lists,
+/// structs and maps keep their shape and nulls. `months`, when given,
+/// replaces the months of a top-level interval column (see [`read_batches`]).
+fn rewrite(field: &Field, column: &ArrayRef, months: Option<&ArrayRef>) -> Result<(Field, ArrayRef), String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{IntervalDayTimeType, IntervalMonthDayNanoType, IntervalYearMonthType};
+    use arrow_array::{Array, FixedSizeListArray, LargeListArray, ListArray, MapArray, StringArray, StructArray};
+    if !needs_rewrite(field) {
+        return Ok((field.clone(), column.clone()));
+    }
+    let text = |values: StringArray| {
+        let field = Field::new(field.name(), DataType::Utf8, true).with_metadata(field.metadata().clone());
+        Ok::<_, String>((field, Arc::new(values) as ArrayRef))
     };
-    if !batch.schema().fields().iter().any(|f| is_decimal(f.data_type())) {
+    let cannot = |e: arrow_schema::ArrowError| format!("column {}: {e}", field.name());
+    match field.data_type() {
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            let cast = arrow_cast::cast(column, &DataType::Utf8).map_err(cannot)?;
+            text(cast.as_string::<i32>().clone())
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let months = months.map(|m| m.as_primitive::<IntervalYearMonthType>());
+            let days_time = column.as_primitive::<IntervalDayTimeType>();
+            text(
+                (0..column.len())
+                    .map(|i| {
+                        days_time.is_valid(i).then(|| {
+                            let v = days_time.value(i);
+                            let m = months.map_or(0, |m| m.value(i));
+                            iso_duration(m, v.days, i128::from(v.milliseconds) * 1_000_000)
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let a = column.as_primitive::<IntervalYearMonthType>();
+            text(a.iter().map(|v| v.map(|m| iso_duration(m, 0, 0))).collect())
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let a = column.as_primitive::<IntervalMonthDayNanoType>();
+            text(
+                a.iter()
+                    .map(|v| v.map(|v| iso_duration(v.months, v.days, i128::from(v.nanoseconds))))
+                    .collect(),
+            )
+        }
+        DataType::FixedSizeBinary(_) => {
+            let a = column.as_fixed_size_binary();
+            text(
+                a.iter()
+                    .map(|v| {
+                        v.map(|b| {
+                            uuid::Uuid::from_slice(b)
+                                .map(|u| u.hyphenated().to_string())
+                                .unwrap_or_default()
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        DataType::List(inner) => {
+            let a = column.as_list::<i32>();
+            let (inner, values) = rewrite(inner, a.values(), None)?;
+            let inner = Arc::new(inner);
+            let list =
+                ListArray::try_new(inner.clone(), a.offsets().clone(), values, a.nulls().cloned()).map_err(cannot)?;
+            Ok((field_of(field, DataType::List(inner)), Arc::new(list)))
+        }
+        DataType::LargeList(inner) => {
+            let a = column.as_list::<i64>();
+            let (inner, values) = rewrite(inner, a.values(), None)?;
+            let inner = Arc::new(inner);
+            let list = LargeListArray::try_new(inner.clone(), a.offsets().clone(), values, a.nulls().cloned())
+                .map_err(cannot)?;
+            Ok((field_of(field, DataType::LargeList(inner)), Arc::new(list)))
+        }
+        DataType::FixedSizeList(inner, size) => {
+            let a = column.as_fixed_size_list();
+            let (inner, values) = rewrite(inner, a.values(), None)?;
+            let inner = Arc::new(inner);
+            let list = FixedSizeListArray::try_new(inner.clone(), *size, values, a.nulls().cloned()).map_err(cannot)?;
+            Ok((field_of(field, DataType::FixedSizeList(inner, *size)), Arc::new(list)))
+        }
+        DataType::Struct(fields) => {
+            let a = column.as_struct();
+            let mut new_fields = Vec::with_capacity(fields.len());
+            let mut columns = Vec::with_capacity(fields.len());
+            for (f, c) in fields.iter().zip(a.columns()) {
+                let (f, c) = rewrite(f, c, None)?;
+                new_fields.push(f);
+                columns.push(c);
+            }
+            let fields = Fields::from(new_fields);
+            let st = StructArray::try_new(fields.clone(), columns, a.nulls().cloned()).map_err(cannot)?;
+            Ok((field_of(field, DataType::Struct(fields)), Arc::new(st)))
+        }
+        DataType::Map(entries_field, sorted) => {
+            let a = column.as_map();
+            let entries: ArrayRef = Arc::new(a.entries().clone());
+            let (entries_field, entries) = rewrite(entries_field, &entries, None)?;
+            let map = MapArray::try_new(
+                Arc::new(entries_field.clone()),
+                a.offsets().clone(),
+                entries.as_struct().clone(),
+                a.nulls().cloned(),
+                *sorted,
+            )
+            .map_err(cannot)?;
+            Ok((
+                field_of(field, DataType::Map(Arc::new(entries_field), *sorted)),
+                Arc::new(map),
+            ))
+        }
+        DataType::Dictionary(_, value) => {
+            let plain = arrow_cast::cast(column, value).map_err(cannot)?;
+            rewrite(&field_of(field, value.as_ref().clone()), &plain, None)
+        }
+        _ => Ok((field.clone(), column.clone())),
+    }
+}
+
+/// `field` with another type (name, nullability and metadata kept).
+fn field_of(field: &Field, data_type: DataType) -> Field {
+    Field::new(field.name(), data_type, field.is_nullable()).with_metadata(field.metadata().clone())
+}
+
+/// An ISO 8601 duration (`P1M2DT1H30M0.5S` style, as `P{months}M{days}DT{seconds}S`
+/// with zero parts left out; `PT0S` for zero), as arrow-json writes
+/// durations. Months are not turned into days (their length varies).
+fn iso_duration(months: i32, days: i32, nanos: i128) -> String {
+    let mut out = String::from("P");
+    if months != 0 {
+        out.push_str(&format!("{months}M"));
+    }
+    if days != 0 {
+        out.push_str(&format!("{days}D"));
+    }
+    if nanos != 0 || out == "P" {
+        let sign = if nanos < 0 { "-" } else { "" };
+        let (secs, frac) = (nanos.abs() / 1_000_000_000, nanos.abs() % 1_000_000_000);
+        if frac == 0 {
+            out.push_str(&format!("T{sign}{secs}S"));
+        } else {
+            let frac = format!("{frac:09}");
+            out.push_str(&format!("T{sign}{secs}.{}S", frac.trim_end_matches('0')));
+        }
+    }
+    out
+}
+
+/// The batch with every column [`rewrite`]n where needed; `months` holds,
+/// by column index, the months of top-level interval columns.
+fn json_ready(batch: &RecordBatch, months: &[(usize, ArrayRef)]) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| needs_rewrite(f)) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if is_decimal(field.data_type()) {
-            let text = arrow_cast::cast(column, &DataType::Utf8)
-                .map_err(|e| format!("column {}: cannot convert to text: {e}", field.name()))?;
-            fields.push(Field::new(field.name(), DataType::Utf8, true));
-            columns.push(text);
-        } else {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-        }
+    for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+        let m = months.iter().find(|(c, _)| *c == i).map(|(_, m)| m);
+        let (f, c) = rewrite(field, column, m)?;
+        fields.push(f);
+        columns.push(c);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
@@ -170,8 +404,8 @@ fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, String> {
 /// One row per record of the batch, numbered from `first_row`. When the
 /// batch does not convert, each record is converted alone, so a bad value
 /// is an error of its row (naming the problem), not of the file.
-fn batch_rows_json(batch: &RecordBatch, first_row: i64) -> Result<Batch, String> {
-    let batch = exact_decimals(batch)?;
+fn batch_rows_json(batch: &RecordBatch, months: &[(usize, ArrayRef)], first_row: i64) -> Result<Batch, String> {
+    let batch = json_ready(batch, months)?;
     let json = match json_lines(&batch) {
         Ok(json) => json,
         Err(_) => {
@@ -210,4 +444,19 @@ fn batch_rows_json(batch: &RecordBatch, first_row: i64) -> Result<Batch, String>
         ));
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod iso_duration_tests {
+    use super::iso_duration;
+
+    #[test]
+    fn iso_durations() {
+        assert_eq!(iso_duration(0, 0, 0), "PT0S");
+        assert_eq!(iso_duration(0, 0, 90_000_000_000), "PT90S");
+        assert_eq!(iso_duration(1, 2, 90_500_000_000), "P1M2DT90.5S");
+        assert_eq!(iso_duration(14, 0, 0), "P14M");
+        assert_eq!(iso_duration(0, -1, -1_000_000), "P-1DT-0.001S");
+        assert_eq!(iso_duration(0, 0, 1), "PT0.000000001S");
+    }
 }
