@@ -50,6 +50,19 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
             .await
             .unwrap();
         let app = TestApp::spawn_with_gcs(backend, &gcs, 1).await;
+        // Counting starts with the server, not at the first scrape.
+        let (s, _) = app.get("/api/current-user/whoami").await;
+        assert_eq!(s, StatusCode::OK);
+        let (_, first) = scrape(&app, Some(&app.token)).await;
+        assert!(
+            sample(
+                &first,
+                "labelport_http_requests_total",
+                "method=\"GET\",route=\"/api/current-user/whoami\",status=\"200\""
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{first}"
+        );
         // Only admins read the metrics.
         assert_eq!(scrape(&app, None).await.0, StatusCode::UNAUTHORIZED);
         let (_, u) = app
