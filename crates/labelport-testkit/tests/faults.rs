@@ -48,28 +48,7 @@ async fn a_download_cut_half_way_resumes_without_bad_rows_or_duplicates() {
         assert!(proxy.downloads() - downloads_before >= 2, "read again");
         let (_, project) = app.get(&format!("/api/projects/{pid}")).await;
         assert_eq!(project["task_number"], LINES as i64, "{project}");
-        // Every row exactly once.
-        let export = app
-            .http
-            .get(format!(
-                "{}/api/projects/{pid}/export?exportType=JSON&download_all_tasks=true",
-                app.base_url
-            ))
-            .header("Authorization", format!("Token {}", app.token))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let tasks: Vec<serde_json::Value> = serde_json::from_slice(&export).unwrap();
-        let mut seen = vec![false; LINES];
-        for t in &tasks {
-            let n = t["data"]["n"].as_u64().unwrap() as usize;
-            assert!(!seen[n], "row {n} imported twice");
-            seen[n] = true;
-        }
-        assert!(seen.iter().all(|s| *s));
+        assert_each_row_once(&app, pid, LINES).await;
         app.stop().await;
     }
 }

@@ -187,6 +187,19 @@ async fn call(
     }
 }
 
+/// The project's task count, from whichever server answers.
+async fn task_number(http: &reqwest::Client, ports: &[u16], project: i64) -> i64 {
+    let (_, p) = call(
+        http,
+        ports,
+        reqwest::Method::GET,
+        &format!("/api/projects/{project}"),
+        None,
+    )
+    .await;
+    p["task_number"].as_i64().unwrap()
+}
+
 async fn wait_completed(http: &reqwest::Client, ports: &[u16], storage: i64, limit: Duration) -> Value {
     let started = Instant::now();
     loop {
@@ -361,30 +374,15 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     stop(cluster.node(victim), "-KILL").await;
-    let (_, project) = call(
-        &http,
-        &both,
-        reqwest::Method::GET,
-        &format!("/api/projects/{pid}"),
-        None,
-    )
-    .await;
-    let partial = project["task_number"].as_i64().unwrap();
+    let partial = task_number(&http, &both, pid).await;
     eprintln!("killed {victim} with {partial} of {OBJECTS} tasks made");
     assert!(partial < OBJECTS as i64, "killed before the end: {partial}");
 
     // Another process takes the job over once its lease (3 s) ran out.
     let done = wait_completed(&http, &both, sid, Duration::from_secs(180)).await;
-    let (_, project) = call(
-        &http,
-        &both,
-        reqwest::Method::GET,
-        &format!("/api/projects/{pid}"),
-        None,
-    )
-    .await;
     assert_eq!(
-        project["task_number"], OBJECTS as i64,
+        task_number(&http, &both, pid).await,
+        OBJECTS as i64,
         "exact count after the takeover: {done}"
     );
     // The storage shows `completed` just before its job is marked done.
@@ -543,16 +541,9 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
     assert!(saved.len() >= 20, "the client kept saving: {}", saved.len());
 
     let done = wait_completed(&http, &both, sid2, Duration::from_secs(180)).await;
-    let (_, project2) = call(
-        &http,
-        &both,
-        reqwest::Method::GET,
-        &format!("/api/projects/{pid2}"),
-        None,
-    )
-    .await;
     assert_eq!(
-        project2["task_number"], OBJECTS as i64,
+        task_number(&http, &both, pid2).await,
+        OBJECTS as i64,
         "exact count across restarts: {done}"
     );
 
