@@ -163,13 +163,22 @@ fn forbidden() -> ApiError {
 /// membership. Runs after routing (`route_layer`), so unknown routes and
 /// methods keep their 404/405.
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match check(&state, request).await {
+    match check(&state, request, rule).await {
         Ok(request) => next.run(request).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn check(state: &AppState, request: Request) -> Result<Request, ApiError> {
+/// Authenticates and authorises `request` by the [`Need`] that `rules`
+/// gives its route (the API's [`rule`], or the web pages' own table), and
+/// hands it on with the caller as [`AuthUser`]. Errors are the API's: 401
+/// without credentials, 404 for a project the caller may not see, 403 for
+/// a role too weak.
+pub async fn check(
+    state: &AppState,
+    request: Request,
+    rules: fn(&Method, &str) -> Option<Need>,
+) -> Result<Request, ApiError> {
     let (mut parts, body) = request.into_parts();
     let template = parts
         .extensions
@@ -182,7 +191,7 @@ async fn check(state: &AppState, request: Request) -> Result<Request, ApiError> 
     } else {
         parts.method.clone()
     };
-    let Some(need) = rule(&method, &template) else {
+    let Some(need) = rules(&method, &template) else {
         tracing::error!(route = %template, %method, "route has no access rule; refused");
         return Err(forbidden());
     };

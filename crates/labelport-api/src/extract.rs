@@ -62,9 +62,35 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The caller, authenticated by `Authorization: Token <key>`, or — for
-/// GET/HEAD only, so a cookie can never authorise a cross-site write — by
-/// the browser session cookie (media `<img>`/`<video>` requests). The
+/// Header that carries a page's CSRF token ([`csrf_token`]) on writes made
+/// with the session cookie (Django's and so Label Studio's name).
+pub const CSRF_HEADER: &str = "x-csrftoken";
+
+/// The CSRF token of a browser session: hex SHA-256 of a fixed label and
+/// the session token. Pages embed it; `fetch` sends it back in
+/// [`CSRF_HEADER`]. Another site can neither read it nor (without a CORS
+/// preflight, which this server never grants) send a custom header, so a
+/// cookie alone never authorises a write (OWASP CSRF cheat sheet,
+/// "synchronizer token" with a token bound to the session).
+pub fn csrf_token(session: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("labelport-csrf\0{session}").as_bytes()))
+}
+
+/// Whether a request's CSRF header matches its session (compared as
+/// digests, so the time taken says nothing about the expected value).
+fn csrf_matches(headers: &axum::http::HeaderMap, session: &str) -> bool {
+    use sha2::Digest;
+    let Some(sent) = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    sha2::Sha256::digest(sent.as_bytes()) == sha2::Sha256::digest(csrf_token(session).as_bytes())
+}
+
+/// The caller, authenticated by `Authorization: Token <key>`, or by the
+/// browser session cookie: for GET/HEAD as it is (media `<img>`/`<video>`
+/// requests, pages), for writes only with the session's CSRF token in
+/// [`CSRF_HEADER`], so a cookie can never authorise a cross-site write. The
 /// access middleware (`access.rs`) has already authenticated and
 /// authorised the caller of every route; this hands its user over.
 #[derive(Clone)]
@@ -87,9 +113,11 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<UserRow
     {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
-            if let (true, Some(cookie)) = (safe, session_cookie(&parts.headers)) {
-                if let Some(user) = state.db.user_by_session(&cookie).await? {
-                    return Ok(user);
+            if let Some(cookie) = session_cookie(&parts.headers) {
+                if safe || csrf_matches(&parts.headers, &cookie) {
+                    if let Some(user) = state.db.user_by_session(&cookie).await? {
+                        return Ok(user);
+                    }
                 }
             }
             return Err(ApiError::Unauthorized("Authentication credentials were not provided."));

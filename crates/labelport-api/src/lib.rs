@@ -163,9 +163,16 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole application. `/path` and `/path/` are the same route: the
-/// trailing slash is trimmed before routing.
+/// The API alone. `/path` and `/path/` are the same route: the trailing
+/// slash is trimmed before routing.
 pub fn app(state: AppState) -> NormalizePath<Router> {
+    app_with_pages(state, Router::new())
+}
+
+/// The API and the web pages (`labelport-web`), which bring their own
+/// access layer: the API's [`access::authorize`] wraps the API's routes
+/// only; metrics, tracing and the fallbacks wrap both.
+pub fn app_with_pages(state: AppState, pages: Router<AppState>) -> NormalizePath<Router> {
     let (router, openapi) = routes();
     let openapi = Arc::new(openapi);
     let router = router
@@ -174,6 +181,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
+        .merge(pages)
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
@@ -182,16 +190,26 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves the API until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_pages(listener, state, Router::new(), shutdown).await
+}
+
+/// Serves the API and `pages` ([`app_with_pages`]) until `shutdown` resolves.
+pub async fn serve_with_pages(
+    listener: TcpListener,
+    state: AppState,
+    pages: Router<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Counting starts now, not at the first scrape.
     metrics::handle();
-    let app = app(state);
+    let app = app_with_pages(state, pages);
     // Small responses go out at once instead of waiting on delayed ACKs
     // (a 40 ms tail on media requests without it).
     let listener = listener.tap_io(|tcp| {

@@ -269,17 +269,27 @@ pub fn parse_import_body(bytes: &[u8], config: &LabelConfig) -> ApiResult<Vec<Ne
             )))
         }
     };
+    check_elements(
+        elements.into_iter().enumerate().map(|(i, e)| (format!("task #{i}"), e)),
+        config,
+    )
+}
+
+/// Turns import elements into tasks; each failing one is listed by its
+/// label (`task #3`, `tasks.csv:line 4`), up to [`MAX_LISTED_ERRORS`], and
+/// then nothing is imported.
+fn check_elements(elements: impl Iterator<Item = (String, Value)>, config: &LabelConfig) -> ApiResult<Vec<NewTask>> {
     let mut errors = ValidationErrors::default();
     let mut listed = 0;
-    let mut tasks = Vec::with_capacity(elements.len());
+    let mut tasks = Vec::new();
     let mut failed = 0usize;
-    for (i, element) in elements.into_iter().enumerate() {
+    for (label, element) in elements {
         match parse_task_element(element).and_then(|t| config.check_task_data(&t.data).map(|()| t)) {
             Ok(t) => tasks.push(t),
             Err(e) => {
                 failed += 1;
                 if listed < MAX_LISTED_ERRORS {
-                    errors.add("tasks", format!("task #{i}: {e}"));
+                    errors.add("tasks", format!("{label}: {e}"));
                     listed += 1;
                 }
             }
@@ -292,6 +302,120 @@ pub fn parse_import_body(bytes: &[u8], config: &LabelConfig) -> ApiResult<Vec<Ne
     Ok(tasks)
 }
 
+/// One uploaded file of a `multipart/form-data` import.
+pub struct UploadedFile {
+    /// The file name the browser sent (its extension picks the format).
+    pub name: String,
+    pub bytes: Bytes,
+}
+
+/// Reads the files of a `multipart/form-data` import body (Label Studio's
+/// upload form and the SDK's `import_tasks` with files send one part per
+/// file). Parts without a file name are ignored.
+pub async fn read_upload(content_type: &str, body: Bytes) -> ApiResult<Vec<UploadedFile>> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| ApiError::body(format!("Invalid multipart/form-data body: {e}")))?;
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut files = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::body(format!("Invalid multipart/form-data body: {e}")))?
+    {
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            continue;
+        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::body(format!("Could not read the uploaded file {name:?}: {e}")))?;
+        files.push(UploadedFile { name, bytes });
+    }
+    if files.is_empty() {
+        return Err(ApiError::body("The upload holds no file; send at least one task file."));
+    }
+    Ok(files)
+}
+
+/// Parses uploaded task files, by extension: `.json` (a list of tasks or
+/// one task), `.jsonl` / `.ndjson` (a task per line), `.csv` / `.tsv` (a
+/// header row, then a task per row whose data maps each column to its
+/// text). Every task of every file is checked before anything is written;
+/// errors name the file and line.
+pub fn parse_upload(files: &[UploadedFile], config: &LabelConfig) -> ApiResult<Vec<NewTask>> {
+    let mut elements: Vec<(String, Value)> = Vec::new();
+    for file in files {
+        let name = &file.name;
+        let extension = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match extension.as_str() {
+            "json" => {
+                let body: Value = serde_json::from_slice(&file.bytes)
+                    .map_err(|e| ApiError::field("tasks", format!("{name}: JSON parse error - {e}")))?;
+                let items = match body {
+                    Value::Array(items) => items,
+                    obj @ Value::Object(_) => vec![obj],
+                    other => {
+                        return Err(ApiError::field(
+                            "tasks",
+                            format!("{name}: expected a list of tasks or one task, got {}.", kind(&other)),
+                        ))
+                    }
+                };
+                elements.extend(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, e)| (format!("{name}: task #{i}"), e)),
+                );
+            }
+            "jsonl" | "ndjson" => {
+                for (i, line) in file.bytes.split(|b| *b == b'\n').enumerate() {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let value: Value = serde_json::from_slice(line).map_err(|e| {
+                        ApiError::field("tasks", format!("{name}:line {}: JSON parse error - {e}", i + 1))
+                    })?;
+                    elements.push((format!("{name}:line {}", i + 1), value));
+                }
+            }
+            "csv" | "tsv" => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(if extension == "tsv" { b'\t' } else { b',' })
+                    .from_reader(file.bytes.as_ref());
+                let headers = reader
+                    .headers()
+                    .map_err(|e| ApiError::field("tasks", format!("{name}: {e}")))?
+                    .clone();
+                for record in reader.records() {
+                    let record = record.map_err(|e| ApiError::field("tasks", format!("{name}: {e}")))?;
+                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                    let data: Map<String, Value> = headers
+                        .iter()
+                        .zip(record.iter())
+                        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                        .collect();
+                    elements.push((format!("{name}:line {line}"), json!({ "data": data })));
+                }
+            }
+            _ => {
+                return Err(ApiError::field(
+                    "tasks",
+                    format!("{name}: unsupported file type; upload .json, .jsonl, .csv or .tsv task files."),
+                ))
+            }
+        }
+    }
+    if elements.is_empty() {
+        return Err(ApiError::field("tasks", "The uploaded files hold no tasks."));
+    }
+    check_elements(elements.into_iter(), config)
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ImportQuery {
@@ -300,23 +424,36 @@ pub struct ImportQuery {
 }
 
 #[utoipa::path(post, path = "/api/projects/{id}/import", params(("id" = i64, Path), ImportQuery), tag = "tasks",
-    request_body(content = Vec<Object>, description = "A JSON list of tasks: bare data objects or {data, annotations, predictions, meta}"),
+    request_body(content = Vec<Object>, description = "A JSON list of tasks: bare data objects or {data, annotations, predictions, meta}; or `multipart/form-data` with task files (.json, .jsonl, .csv, .tsv), as the upload form sends"),
     responses((status = 201, description = "task_count, annotation_count, prediction_count, duration"),
-        (status = 400, description = "Body is not JSON or an element is invalid; nothing was imported")))]
+        (status = 400, description = "Body is not JSON, a file is of an unknown type, or an element is invalid (named by file and line); nothing was imported")))]
 pub async fn import_tasks(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     PathId(id): PathId,
     QueryParams(_q): QueryParams<ImportQuery>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let started = Instant::now();
     let project = state.db.get_project(id).await?;
     // Every key the config reads must be there (`LabelConfig::check_task_data`).
     let config = LabelConfig::parse(&project.label_config).unwrap_or_default();
-    let tasks = tokio::task::spawn_blocking(move || parse_import_body(&body, &config))
-        .await
-        .map_err(|e| ApiError::Internal(format!("import parser panicked: {e}")))??;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let upload = if content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
+        Some(read_upload(content_type, body.clone()).await?)
+    } else {
+        None
+    };
+    let tasks = tokio::task::spawn_blocking(move || match upload {
+        Some(files) => parse_upload(&files, &config),
+        None => parse_import_body(&body, &config),
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("import parser panicked: {e}")))??;
     let outcome = state
         .db
         .import_tasks(project.id, project.maximum_annotations, &tasks, user.id)

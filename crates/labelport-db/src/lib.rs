@@ -27,7 +27,7 @@ pub use annotations::AnnotationRow;
 pub use predictions::PredictionRow;
 pub use projects::{ProjectCounts, ProjectRow};
 pub use storages::StorageRow;
-pub use tasks::TaskRow;
+pub use tasks::{TaskCursor, TaskRow};
 pub use users::UserRow;
 
 #[derive(Debug, thiserror::Error)]

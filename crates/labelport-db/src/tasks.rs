@@ -34,6 +34,17 @@ pub struct LinkSpec {
     pub etag: String,
 }
 
+/// Where a keyset page of tasks starts ([`Db::task_keyset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskCursor {
+    /// The first page.
+    Start,
+    /// The page after the task with this id (in the page's order).
+    After(i64),
+    /// The page before the task with this id.
+    Before(i64),
+}
+
 /// What an import wrote.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOutcome {
@@ -236,6 +247,47 @@ impl Db {
         Ok(
             on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(user_id).fetch_optional(p).await)?,
         )
+    }
+
+    /// One keyset page of a project's tasks for the data manager: up to
+    /// `limit` tasks past `cursor` in the page's `order`, optionally only
+    /// labeled (`Some(true)`) or unlabeled (`Some(false)`) ones, returned in
+    /// display order. Each page is a range scan of `(project_id, id)` or
+    /// `(project_id, is_labeled, id)`, so it costs the same on page 1 and
+    /// page 20,000.
+    pub async fn task_keyset(
+        &self,
+        project_id: i64,
+        cursor: TaskCursor,
+        descending: bool,
+        labeled: Option<bool>,
+        limit: i64,
+    ) -> DbResult<Vec<TaskRow>> {
+        // Going back reads the other way and flips the rows afterwards.
+        let (bound, scan_desc, id) = match cursor {
+            TaskCursor::Start => (None, descending, 0),
+            TaskCursor::After(id) => (Some(if descending { "<" } else { ">" }), descending, id),
+            TaskCursor::Before(id) => (Some(if descending { ">" } else { "<" }), !descending, id),
+        };
+        let filter = match labeled {
+            Some(_) => "AND is_labeled = $4",
+            None => "AND $4 = $4",
+        };
+        let range = match bound {
+            Some(op) => format!("AND id {op} $2"),
+            None => "AND $2 = $2".to_owned(),
+        };
+        let direction = if scan_desc { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 {range} {filter} ORDER BY id {direction} LIMIT $3"
+        );
+        let flag = labeled.unwrap_or(false);
+        let mut rows = on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql)
+            .bind(project_id).bind(id).bind(limit).bind(flag).fetch_all(p).await)?;
+        if scan_desc != descending {
+            rows.reverse();
+        }
+        Ok(rows)
     }
 
     /// Tasks with `id > after_id` in id order (keyset paging for export).

@@ -270,7 +270,8 @@ impl TestApp {
         };
         let workers = labelport_sync::workers(test_db.db.clone(), env, state.jobs_notify.clone(), config);
         let worker_handles = workers.spawn(worker_count);
-        let server = tokio::spawn(labelport_api::serve(listener, state, async {
+        let pages = labelport_web::router(state.clone());
+        let server = tokio::spawn(labelport_api::serve_with_pages(listener, state, pages, async {
             let _ = stop_rx.await;
         }));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;

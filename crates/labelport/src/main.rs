@@ -305,7 +305,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     });
     let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
-    labelport_api::serve(listener, state, shutdown_signal()).await?;
+    let pages = labelport_web::router(state.clone());
+    labelport_api::serve_with_pages(listener, state, pages, shutdown_signal()).await?;
     pruner.abort();
     if let Some(r) = requeuer {
         r.abort();

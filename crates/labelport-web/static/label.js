@@ -1,0 +1,92 @@
+// The labeling page: Label Studio's editor (1.4.0) on one task; Submit,
+// Update and Skip save through the REST API as Label Studio's own data
+// manager does (create: POST /api/tasks/{id}/annotations; update: PATCH
+// /api/annotations/{id}; skip: an annotation with was_cancelled: true).
+"use strict";
+
+(() => {
+  const boot = JSON.parse(document.getElementById("boot-data").textContent);
+  const status = document.getElementById("label-status");
+  const error = document.getElementById("label-error");
+  const taskId = boot.task.id;
+  const started = Date.now();
+  // "Label all tasks" moves on to the next task after each save.
+  const nextUrl = boot.stream ? "/projects/" + boot.project + "/label" : null;
+
+  const payload = (annotation, wasCancelled) => ({
+    result: annotation ? annotation.serializeAnnotation() : [],
+    lead_time: (Date.now() - started) / 1000,
+    was_cancelled: wasCancelled,
+  });
+
+  function fail(result) {
+    lp.show(error, lp.message(result));
+    status.textContent = "";
+  }
+
+  function done(what) {
+    lp.show(error, "");
+    status.textContent = what;
+    document.body.dataset.saved = what;
+    if (nextUrl) location.href = nextUrl;
+  }
+
+  async function create(annotation, wasCancelled) {
+    const result = await lp.api("POST", "/api/tasks/" + taskId + "/annotations", payload(annotation, wasCancelled));
+    if (!result.ok) {
+      fail(result);
+      return false;
+    }
+    // The editor now knows the stored id: its button becomes Update.
+    if (annotation) annotation.updatePersonalKey(String(result.body.id));
+    return true;
+  }
+
+  async function update(annotation, wasCancelled) {
+    const result = await lp.api("PATCH", "/api/annotations/" + annotation.pk, payload(annotation, wasCancelled));
+    if (!result.ok) {
+      fail(result);
+      return false;
+    }
+    return true;
+  }
+
+  // eslint-disable-next-line no-undef
+  new LabelStudio("label-studio", {
+    config: boot.config,
+    task: boot.task,
+    user: boot.user,
+    interfaces: [
+      "panel", "update", "submit", "skip", "controls", "infobar", "topbar", "instruction",
+      "side-column", "annotations:history", "annotations:tabs", "annotations:menu",
+      "annotations:current", "annotations:add-new", "annotations:delete", "annotations:view-all",
+      "predictions:tabs", "predictions:menu", "edit-history",
+    ],
+    onStorageInitialized(ls) {
+      // A task nobody labeled yet opens on a blank annotation.
+      const store = ls.annotationStore;
+      if (store.annotations.length === 0) {
+        const annotation = store.addAnnotation({ userGenerate: true });
+        store.selectAnnotation(annotation.id);
+      }
+      document.body.dataset.editorReady = "true";
+    },
+    async onSubmitAnnotation(ls, annotation) {
+      if (await create(annotation, false)) done("Submitted");
+    },
+    async onUpdateAnnotation(ls, annotation) {
+      if (await update(annotation, false)) done("Updated");
+    },
+    async onSkipTask(ls) {
+      const annotation = ls.annotationStore.selected;
+      const saved = annotation && annotation.pk ? await update(annotation, true) : await create(annotation, true);
+      if (saved) done("Skipped");
+    },
+    async onDeleteAnnotation(ls, annotation) {
+      if (!annotation.pk) return;
+      const result = await lp.api("DELETE", "/api/annotations/" + annotation.pk);
+      if (result.ok) status.textContent = "Deleted";
+      else fail(result);
+    },
+  });
+})();
