@@ -5,7 +5,7 @@
 //! docs/benchmarks.md records them.
 //!
 //! ```text
-//! cargo run --release -p labelport-bench -- api|sync|media|export|load [flags]
+//! cargo run --release -p labelport-bench -- api|sync|media|export|load|ui [flags]
 //! ```
 
 mod api;
@@ -15,6 +15,7 @@ mod media;
 mod setup;
 mod stats;
 mod sync;
+mod ui;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ enum Command {
     Export(export::BenchExportArgs),
     /// A large sync while clients import tasks and save annotations.
     Load(load::BenchLoadArgs),
+    /// The data manager page at a million tasks: server render and whole loads in Chromium.
+    Ui(ui::BenchUiArgs),
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Media(args) => media::run(args).await,
         Command::Export(args) => export::run(args).await,
         Command::Load(args) => load::run(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }
 

@@ -31,7 +31,8 @@ pub async fn bench_user(db: &Db) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// The server, serving `state` on a free loopback port until [`Server::stop`].
+/// The server (API and pages), serving `state` on a free loopback port
+/// until [`Server::stop`].
 pub struct Server {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -44,7 +45,8 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(labelport_api::serve(listener, state, async {
+        let pages = labelport_web::router(state.clone());
+        let handle = tokio::spawn(labelport_api::serve_with_pages(listener, state, pages, async {
             let _ = stopped.await;
         }));
         Ok(Server { base, stop, handle })
