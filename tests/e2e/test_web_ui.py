@@ -17,11 +17,13 @@ Environment: LABELPORT_CHROMIUM (default /usr/bin/chromium).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
 import subprocess
 import time
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -326,7 +328,13 @@ def media_project(server, fake_gcs, tmp_path_factory):
         assert s["status"] == "completed", s
     tasks = http.get(f"{base}/api/projects/{pid}/tasks", params={"page_size": 100}, timeout=30).json()
     assert len(tasks) == 6
-    by_bucket = {b: sorted(t["id"] for t in tasks if f"gs%3A%2F%2F{b}" in t["data"]["image"] or f"{b}/" in t["data"]["image"]) for b in (proxied, signed)}
+    def stored_uri(task) -> str:
+        # The API shows /tasks/<id>/resolve/?fileuri=<base64 of the gs:// URI>.
+        fileuri = urllib.parse.parse_qs(urllib.parse.urlsplit(task["data"]["image"]).query)["fileuri"][0]
+        return base64.b64decode(fileuri).decode()
+
+    by_bucket = {b: sorted(t["id"] for t in tasks if stored_uri(t).startswith(f"gs://{b}/")) for b in (proxied, signed)}
+    assert all(len(ids) == 3 for ids in by_bucket.values()), by_bucket
     return {"id": pid, "proxied": proxied, "signed": signed, "tasks": sorted(t["id"] for t in tasks), "by_bucket": by_bucket}
 
 
@@ -435,6 +443,26 @@ def test_label_submit_update_and_skip(server, watched, http, media_project):
     choices = [r for r in updated[0]["result"] if r["type"] == "choices"][0]["value"]["choices"]
     assert choices == ["Blurry"]
     assert any(r["type"] == "rectanglelabels" for r in updated[0]["result"])
+
+    # A task whose image is presigned, with a prediction: the editor loads
+    # the image through the 303 to the signed URL and shows the prediction.
+    signed_task = media_project["by_bucket"][media_project["signed"]][0]
+    r = http.post("/api/predictions", json={"task": signed_task, "model_version": "m1", "score": 0.9, "result": [
+        {"from_name": "quality", "to_name": "image", "type": "choices", "value": {"choices": ["Blurry"]}}]})
+    assert r.status_code == 201, r.text
+    page.goto(f"{server.base_url}/projects/{pid}/label?task={signed_task}")
+    page.wait_for_selector("body[data-editor-ready='true']")
+    page.wait_for_function("() => { const i = document.querySelector(\"" + TASK_IMAGE + "\"); return i && i.complete && i.naturalWidth === 320; }")
+    redirects = [x for x in watched.responses if f"/tasks/{signed_task}/resolve" in x.url and x.status == 303]
+    assert redirects, "the editor's image came through a 303 to the signed URL"
+    assert page.evaluate("() => window.Htx.annotationStore.predictions.length") == 1
+    # The new annotation starts from the prediction: "Blurry" is ticked; Submit stores it.
+    assert page.locator("label", has_text="Blurry").locator("input[type=checkbox]").is_checked()
+    page.locator("button", has_text="Submit").click()
+    page.wait_for_selector("body[data-saved='Submitted']")
+    saved = http.get(f"/api/tasks/{signed_task}/annotations").json()
+    assert [r["value"] for r in saved[0]["result"]] == [{"choices": ["Blurry"]}], saved
+    watched.shot("11-labeling-signed-with-prediction")
 
 
 def test_annotator_sees_only_what_the_role_allows(server, watched, http, media_project):

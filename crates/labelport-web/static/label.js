@@ -63,10 +63,15 @@
       "predictions:tabs", "predictions:menu", "edit-history",
     ],
     onStorageInitialized(ls) {
-      // A task nobody labeled yet opens on a blank annotation.
+      // A task nobody labeled yet opens on a new annotation: a copy of the
+      // first prediction when there is one (as Label Studio's data manager
+      // does), else a blank one.
       const store = ls.annotationStore;
       if (store.annotations.length === 0) {
-        const annotation = store.addAnnotation({ userGenerate: true });
+        const prediction = store.predictions[0];
+        const annotation = prediction
+          ? store.addAnnotationFromPrediction(prediction)
+          : store.addAnnotation({ userGenerate: true });
         store.selectAnnotation(annotation.id);
       }
       document.body.dataset.editorReady = "true";
