@@ -131,6 +131,42 @@ async fn no_page_shows_more_than_its_role_and_membership_allow() {
             }
         }
         assert!(checked >= 30, "only {checked} page calls were checked");
+        // Hand-edited URLs: a cursor that is not an id shows the first
+        // page; a task that is not an id, or of another project, is a 404 page.
+        let (s, other) = app.post("/api/projects", json!({"title": "other"})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, ot) = app
+            .post("/api/tasks", json!({"project": other["id"], "data": {"text": "x"}}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        for (path, status) in [
+            (
+                format!("/projects/{project}/data?after=abc&before=&filter=nonsense"),
+                StatusCode::OK,
+            ),
+            (format!("/projects/{project}/label?task=abc"), StatusCode::NOT_FOUND),
+            (
+                format!("/projects/{project}/label?task={}", ot["id"]),
+                StatusCode::NOT_FOUND,
+            ),
+            (format!("/projects/{project}/label?task={}", t["id"]), StatusCode::OK),
+            ("/projects/999999/data".to_owned(), StatusCode::NOT_FOUND),
+        ] {
+            let r = http
+                .get(format!("{}{path}", app.base_url))
+                .header(header::AUTHORIZATION, format!("Token {}", app.token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{path}");
+            assert!(
+                r.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "{path}"
+            );
+        }
         app.stop().await;
     }
 }

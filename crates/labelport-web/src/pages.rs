@@ -237,9 +237,15 @@ pub struct DataQuery {
     filter: Option<String>,
     /// `desc` for newest first; else by id ascending.
     order: Option<String>,
-    /// The page after this task id (keyset), or before it.
-    after: Option<i64>,
-    before: Option<i64>,
+    /// The page after this task id (keyset), or before it. Read leniently:
+    /// a value that is not an id is ignored (the first page is shown), as a
+    /// hand-edited URL should not end on an error page.
+    after: Option<String>,
+    before: Option<String>,
+}
+
+fn id_param(value: Option<&str>) -> Option<i64> {
+    value.and_then(|v| v.trim().parse().ok())
 }
 
 /// One data column of the table: a key of the task data the config reads.
@@ -338,7 +344,7 @@ pub async fn data_manager(
         None => "all",
     };
     let descending = q.order.as_deref() == Some("desc");
-    let cursor = match (q.after, q.before) {
+    let cursor = match (id_param(q.after.as_deref()), id_param(q.before.as_deref())) {
         (Some(after), _) => TaskCursor::After(after),
         (None, Some(before)) => TaskCursor::Before(before),
         (None, None) => TaskCursor::Start,
@@ -414,8 +420,9 @@ pub async fn data_manager(
 
 #[derive(Deserialize)]
 pub struct LabelQuery {
-    /// Label this task; without it, the next task of the stream.
-    task: Option<i64>,
+    /// Label this task; without it, the next task of the stream. A value
+    /// that is not a task id is a 404 page.
+    task: Option<String>,
 }
 
 /// `GET /projects/{id}/label` (the project's members): Label Studio's
@@ -430,8 +437,9 @@ pub async fn label(
     headers: HeaderMap,
 ) -> PageResult {
     let project = state.db.get_project(id).await?;
-    let row = match q.task {
+    let row = match q.task.as_deref() {
         Some(task) => {
+            let task = id_param(Some(task)).ok_or_else(labelport_api::error::ApiError::not_found)?;
             let row = state.db.get_task(task).await?;
             if row.project_id != id {
                 return Err(labelport_api::error::ApiError::not_found().into());
