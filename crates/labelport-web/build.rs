@@ -14,11 +14,12 @@
 //! 3. the npm registry (`LABELPORT_NPM_REGISTRY`, else `npm_config_registry`,
 //!    else `https://registry.npmjs.org`), downloaded with `curl`.
 //!
-//! `curl` rather than an HTTP crate: a build script's dependencies are
-//! compiled for every build, and an HTTPS client with its TLS stack would
-//! add minutes on small machines for one download; `curl` is on every
-//! machine that has `cargo` from rustup. A failure stops the build with
-//! the reason and the way around it.
+//! `curl` (or `wget` where there is no curl, as in the official `rust`
+//! container images) rather than an HTTP crate: a build script's
+//! dependencies are compiled for every build, and an HTTPS client with its
+//! TLS stack would add minutes on small machines for one download. A
+//! failure stops the build (`cargo check` and `clippy` too, as the files
+//! are embedded) with the reason and the way around it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,16 +43,21 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LABELPORT_EDITOR_TARBALL");
     println!("cargo:rerun-if-env-changed=LABELPORT_NPM_REGISTRY");
+    println!("cargo:rerun-if-env-changed=npm_config_registry");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let editor = out.join("editor");
-    if FILES.iter().all(|(_, name)| editor.join(name).is_file()) && editor.join("main.js.gz").is_file() {
+    // The stamp is written last and names the tarball: files of another
+    // version, or of an unpacking that was cut short, are never used.
+    let stamp = editor.join("STAMP");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == INTEGRITY) {
         return;
     }
+    let _ = std::fs::remove_file(&stamp);
     let tarball = match tarball(&out) {
         Ok(bytes) => bytes,
         Err(why) => fail(&why),
     };
-    if let Err(why) = unpack(&tarball, &editor) {
+    if let Err(why) = unpack(&tarball, &editor).and_then(|()| write(&stamp, INTEGRITY.as_bytes())) {
         fail(&why);
     }
 }
@@ -85,7 +91,7 @@ fn tarball(out: &Path) -> Result<Vec<u8>, String> {
         registry.trim_end_matches('/')
     );
     let partial = out.join("label-studio.tgz.part");
-    let status = Command::new("curl")
+    let curl = Command::new("curl")
         .args([
             "--fail",
             "--silent",
@@ -99,10 +105,20 @@ fn tarball(out: &Path) -> Result<Vec<u8>, String> {
         ])
         .arg(&partial)
         .arg(&url)
-        .status()
-        .map_err(|e| format!("running curl for {url}: {e}"))?;
+        .status();
+    let status = match curl {
+        Ok(status) => status,
+        // No curl: wget.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Command::new("wget")
+            .args(["--quiet", "--tries=3", "--timeout=300", "-O"])
+            .arg(&partial)
+            .arg(&url)
+            .status()
+            .map_err(|e| format!("neither curl nor wget could run to fetch {url}: {e}"))?,
+        Err(e) => return Err(format!("running curl for {url}: {e}")),
+    };
     if !status.success() {
-        return Err(format!("downloading {url} failed (curl {status})"));
+        return Err(format!("downloading {url} failed ({status})"));
     }
     let bytes = std::fs::read(&partial).map_err(|e| format!("reading the download: {e}"))?;
     check_integrity(&bytes).map_err(|e| format!("{url}: {e}"))?;
@@ -160,6 +176,9 @@ fn unpack(tarball: &[u8], dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes through a temporary file and a rename, so a file is whole or absent.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    let partial = path.with_extension("part");
+    std::fs::write(&partial, bytes).map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, path).map_err(|e| format!("writing {}: {e}", path.display()))
 }

@@ -22,11 +22,16 @@ const EXPORT_PAGE: i64 = 500;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
-    /// Only `JSON` is supported.
+    /// Only `JSON` is supported (any letter case).
     #[serde(rename = "exportType")]
+    #[param(pattern = "^[Jj][Ss][Oo][Nn]$")]
     pub export_type_camel: Option<String>,
+    /// The same as `exportType`.
+    #[param(pattern = "^[Jj][Ss][Oo][Nn]$")]
     pub export_type: Option<String>,
-    /// Include tasks without annotations (default false, as Label Studio).
+    /// Include tasks without annotations (default false, as Label Studio):
+    /// `true`, `false`, `1` or `0`.
+    #[param(pattern = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|)$")]
     pub download_all_tasks: Option<String>,
 }
 

@@ -90,7 +90,8 @@ fn csrf_matches(headers: &axum::http::HeaderMap, session: &str) -> bool {
 /// The caller, authenticated by `Authorization: Token <key>`, or by the
 /// browser session cookie: for GET/HEAD as it is (media `<img>`/`<video>`
 /// requests, pages), for writes only with the session's CSRF token in
-/// [`CSRF_HEADER`], so a cookie can never authorise a cross-site write. The
+/// [`CSRF_HEADER`] (else 403), so a cookie can never authorise a
+/// cross-site write. The
 /// access middleware (`access.rs`) has already authenticated and
 /// authorised the caller of every route; this hands its user over.
 #[derive(Clone)]
@@ -114,10 +115,15 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<UserRow
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
             if let Some(cookie) = session_cookie(&parts.headers) {
-                if safe || csrf_matches(&parts.headers, &cookie) {
-                    if let Some(user) = state.db.user_by_session(&cookie).await? {
+                if let Some(user) = state.db.user_by_session(&cookie).await? {
+                    if safe || csrf_matches(&parts.headers, &cookie) {
                         return Ok(user);
                     }
+                    // A live session without its token: say which (Django's
+                    // and so Label Studio's answer).
+                    return Err(ApiError::Forbidden(
+                        "CSRF Failed: CSRF token missing or incorrect.".into(),
+                    ));
                 }
             }
             return Err(ApiError::Unauthorized("Authentication credentials were not provided."));

@@ -62,6 +62,73 @@ pub const IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 )]
 struct ApiDoc;
 
+/// Documents, on every operation, the answers the access middleware and the
+/// extractors give before a handler runs, from the same table that decides
+/// them ([`access::rule`]): public routes need no token (`security: []`);
+/// others may answer 401 (no or bad credentials) and 403 (role too weak);
+/// routes with a path id or a project named in the query may answer 404 (no
+/// such object, or one the caller may not see); routes that read a body or
+/// query parameters may answer 400 (Label Studio's validation error).
+struct StandardAnswers;
+
+impl utoipa::Modify for StandardAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use axum::http::Method;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{RefOr, Response};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (Method::GET, &mut item.get),
+                (Method::POST, &mut item.post),
+                (Method::PUT, &mut item.put),
+                (Method::PATCH, &mut item.patch),
+                (Method::DELETE, &mut item.delete),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let need = access::rule(&method, path);
+                let mut answer = |code: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| RefOr::T(Response::new(description)));
+                };
+                let takes_input = operation.request_body.is_some()
+                    || operation
+                        .parameters
+                        .as_ref()
+                        .is_some_and(|p| p.iter().any(|p| p.parameter_in == ParameterIn::Query));
+                if takes_input {
+                    answer(
+                        "400",
+                        "Validation error: `validation_errors` names each field and its problem",
+                    );
+                }
+                match need {
+                    Some(access::Need::Public) | None => {
+                        operation.security = Some(Vec::new());
+                        continue;
+                    }
+                    Some(access::Need::Role(_)) => {}
+                    Some(access::Need::Project(via, _)) => {
+                        if path.contains('{')
+                            || matches!(via, access::Via::QueryProject | access::Via::QueryTaskOrProject)
+                        {
+                            answer(
+                                "404",
+                                "No such object, or one in a project the caller is not a member of",
+                            );
+                        }
+                    }
+                }
+                answer("401", "No credentials, or an unknown token or session");
+                answer("403", "The caller's role does not allow this");
+            }
+        }
+    }
+}
+
 struct TokenAuth;
 
 impl utoipa::Modify for TokenAuth {
@@ -80,7 +147,7 @@ impl utoipa::Modify for TokenAuth {
 
 /// The routes and their OpenAPI document, built from the same list.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(misc::health))
         .routes(routes!(metrics::metrics))
         .routes(routes!(misc::whoami))
@@ -160,7 +227,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                     IMPORT_TIMEOUT,
                 )),
         )
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes are in: the answers are documented from their paths.
+    utoipa::Modify::modify(&StandardAnswers, &mut openapi);
+    (router, openapi)
 }
 
 /// The API alone. `/path` and `/path/` are the same route: the trailing

@@ -20,9 +20,11 @@ pub struct PredictionQuery {
     pub task: Option<i64>,
     pub project: Option<i64>,
     /// 1-based page (default 1).
+    #[param(minimum = 1)]
     pub page: Option<i64>,
     /// Predictions per page (default 1000, at most 10000); the answer stays
     /// a plain list, as Label Studio's.
+    #[param(minimum = 1, maximum = 10000)]
     pub page_size: Option<i64>,
 }
 

@@ -37,7 +37,10 @@ pub struct ProjectInput {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page number.
+    #[param(minimum = 1)]
     pub page: Option<i64>,
+    /// Items per page (1–10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub page_size: Option<i64>,
 }
 

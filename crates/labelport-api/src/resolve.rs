@@ -32,6 +32,7 @@ const PROXY_MAX_AGE: u32 = 3600;
 #[into_params(parameter_in = Query)]
 pub struct ResolveQuery {
     /// URL-safe base64 of the `gs://bucket/key` URI (percent-encoded URIs are accepted too).
+    #[param(required = true)]
     pub fileuri: Option<String>,
 }
 
@@ -155,6 +156,39 @@ fn content_type(meta: &ObjectMeta) -> String {
 pub const MEDIA_CSP: &str =
     "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'";
 
+/// `Sec-Fetch-Dest` values of requests that would run or apply an object
+/// as code: refused by the proxy.
+const NOT_MEDIA_DESTINATIONS: &[&str] = &[
+    "script",
+    "worker",
+    "sharedworker",
+    "serviceworker",
+    "audioworklet",
+    "paintworklet",
+    "style",
+    "xslt",
+];
+
+/// JavaScript MIME types (WHATWG MIME Sniffing, "JavaScript MIME type").
+fn is_javascript(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/javascript"
+            | "application/javascript"
+            | "application/ecmascript"
+            | "text/ecmascript"
+            | "application/x-javascript"
+            | "application/x-ecmascript"
+            | "text/jscript"
+            | "text/livescript"
+            | "text/x-javascript"
+            | "text/x-ecmascript"
+            | "text/javascript1.0"
+            | "text/javascript1.5"
+    )
+}
+
 /// Types a browser runs script in when it renders them as a document.
 pub fn runs_script(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -256,9 +290,26 @@ async fn proxy(
     head: bool,
     inline_active: bool,
 ) -> ApiResult<Response> {
+    // Bucket objects are media: never a script or style sheet of the app's
+    // pages (their CSP allows scripts from this origin), whatever the
+    // object's type (Fetch Metadata, W3C; browsers without it meet the
+    // plain-text type below).
+    if let Some(dest) = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
+        if NOT_MEDIA_DESTINATIONS.contains(&dest) {
+            return Err(ApiError::Forbidden(format!(
+                "Storage objects are served as media, not as a {dest}."
+            )));
+        }
+    }
     let meta = store.stat(key).await.map_err(upstream)?;
     let etag = quoted_etag(&meta.etag);
     let content_type = content_type(&meta);
+    // Script is sent as text: with `nosniff` no browser runs it.
+    let content_type = if is_javascript(&content_type) {
+        "text/plain; charset=utf-8".to_owned()
+    } else {
+        content_type
+    };
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
         // Bucket objects are served on the app's origin, where the session

@@ -87,8 +87,13 @@ pub async fn render_tasks(db: &Db, rows: &[TaskRow], ctx: &RenderCtx) -> ApiResu
 #[into_params(parameter_in = Query)]
 pub struct TaskListQuery {
     /// Project whose tasks to list (required).
+    #[param(required = true)]
     pub project: Option<i64>,
+    /// 1-based page number.
+    #[param(minimum = 1)]
     pub page: Option<i64>,
+    /// Tasks per page (1–10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub page_size: Option<i64>,
 }
 
@@ -347,13 +352,16 @@ pub fn parse_upload(files: &[UploadedFile], config: &LabelConfig) -> ApiResult<V
     let mut elements: Vec<(String, Value)> = Vec::new();
     for file in files {
         let name = &file.name;
+        // A UTF-8 byte order mark (Excel and Windows editors write one) is
+        // not part of the content, as for the storage readers.
+        let bytes = file.bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&file.bytes);
         let extension = name
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
             .unwrap_or_default();
         match extension.as_str() {
             "json" => {
-                let body: Value = serde_json::from_slice(&file.bytes)
+                let body: Value = serde_json::from_slice(bytes)
                     .map_err(|e| ApiError::field("tasks", format!("{name}: JSON parse error - {e}")))?;
                 let items = match body {
                     Value::Array(items) => items,
@@ -373,7 +381,7 @@ pub fn parse_upload(files: &[UploadedFile], config: &LabelConfig) -> ApiResult<V
                 );
             }
             "jsonl" | "ndjson" => {
-                for (i, line) in file.bytes.split(|b| *b == b'\n').enumerate() {
+                for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
@@ -386,7 +394,7 @@ pub fn parse_upload(files: &[UploadedFile], config: &LabelConfig) -> ApiResult<V
             "csv" | "tsv" => {
                 let mut reader = csv::ReaderBuilder::new()
                     .delimiter(if extension == "tsv" { b'\t' } else { b',' })
-                    .from_reader(file.bytes.as_ref());
+                    .from_reader(bytes);
                 let headers = reader
                     .headers()
                     .map_err(|e| ApiError::field("tasks", format!("{name}: {e}")))?

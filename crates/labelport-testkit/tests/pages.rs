@@ -113,6 +113,10 @@ async fn no_page_shows_more_than_its_role_and_membership_allow() {
                     .await
                     .unwrap();
                 let status = r.status();
+                let location = r
+                    .headers()
+                    .get(header::LOCATION)
+                    .map(|l| l.to_str().unwrap().to_owned());
                 let body = r.text().await.unwrap();
                 checked += 1;
                 if !visible {
@@ -120,11 +124,12 @@ async fn no_page_shows_more_than_its_role_and_membership_allow() {
                 } else if *role < min {
                     assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {path}");
                     assert!(body.contains("Not allowed"), "{who}: {path}: an HTML page says why");
+                } else if *route == "/projects/{id}" {
+                    // The project opens on its data manager.
+                    assert_eq!(status, StatusCode::SEE_OTHER, "{who}: {path}");
+                    assert_eq!(location.as_deref(), Some(format!("/projects/{project}/data").as_str()));
                 } else {
-                    assert!(
-                        status == StatusCode::OK || status == StatusCode::SEE_OTHER,
-                        "{who}: {path} should be shown: {status}"
-                    );
+                    assert_eq!(status, StatusCode::OK, "{who}: {path} should be shown");
                 }
                 // No page shows the caller's API token.
                 assert!(!body.contains(token.as_str()), "{who}: {path} shows the API token");
@@ -223,14 +228,16 @@ async fn session_writes_need_the_pages_csrf_token() {
             }
             req.send()
         };
-        // The cookie alone, or with a wrong token, writes nothing.
-        assert_eq!(post(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        // The cookie alone, or with a wrong token, writes nothing: 403 says why.
+        let refused = post(None).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(refused.text().await.unwrap().contains("CSRF Failed"));
         assert_eq!(
             post(Some("0".repeat(64))).await.unwrap().status(),
-            StatusCode::UNAUTHORIZED
+            StatusCode::FORBIDDEN
         );
         let other = labelport_api::extract::csrf_token("another session");
-        assert_eq!(post(Some(other)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(post(Some(other)).await.unwrap().status(), StatusCode::FORBIDDEN);
         let (_, list) = app.get("/api/projects").await;
         assert_eq!(list["count"], 0, "{list}");
         // With the session's token it is the user's write.
@@ -388,6 +395,119 @@ async fn task_files_upload_whole_or_not_at_all() {
             .collect();
         images.sort();
         assert_eq!(images, ["c,1", "c2", "j1", "j2", "l1", "l2", "t1"]);
+        app.stop().await;
+    }
+}
+
+/// Walks every page forward, then back from the end, and checks each page
+/// against the expected slice of ids.
+async fn walk(db: &labelport_db::Db, project: i64, ids: &[i64], descending: bool, labeled: Option<bool>) {
+    use labelport_db::TaskCursor;
+    const SIZE: usize = 5;
+    let expected: Vec<i64> = if descending {
+        ids.iter().rev().copied().collect()
+    } else {
+        ids.to_vec()
+    };
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor = TaskCursor::Start;
+    loop {
+        let page = db
+            .task_keyset(project, cursor, descending, labeled, SIZE as i64)
+            .await
+            .unwrap();
+        let page: Vec<i64> = page.iter().map(|t| t.id).collect();
+        assert_eq!(
+            page,
+            expected[seen.len()..(seen.len() + SIZE).min(expected.len())],
+            "{descending} {labeled:?}"
+        );
+        seen.extend(&page);
+        match page.last() {
+            Some(last) if page.len() == SIZE => cursor = TaskCursor::After(*last),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // Backwards from past the end: the same pages, reversed.
+    let mut back: Vec<i64> = Vec::new();
+    let mut before = if descending { i64::MIN } else { i64::MAX };
+    loop {
+        let page = db
+            .task_keyset(project, TaskCursor::Before(before), descending, labeled, SIZE as i64)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let ids: Vec<i64> = page.iter().map(|t| t.id).collect();
+        // Each page is in display order.
+        let mut sorted = ids.clone();
+        sorted.sort();
+        if descending {
+            sorted.reverse();
+        }
+        assert_eq!(ids, sorted);
+        before = ids[0];
+        back.splice(0..0, ids);
+    }
+    assert_eq!(back, expected, "backwards {descending} {labeled:?}");
+}
+
+#[tokio::test]
+async fn keyset_pages_cover_every_task_once_in_both_orders_and_filters() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let (_, p) = app
+            .post("/api/projects", json!({"title": "keyset", "label_config": CONFIG}))
+            .await;
+        let project = p["id"].as_i64().unwrap();
+        // Another project's tasks sit between ours and must never show.
+        let (_, other) = app.post("/api/projects", json!({"title": "other"})).await;
+        let mut body = Vec::new();
+        for i in 0..23 {
+            let mut task = json!({"data": {"image": format!("img{i}")}});
+            if i % 4 == 0 {
+                task["annotations"] = json!([{"result": []}]);
+            }
+            body.push(task);
+        }
+        let (s, _) = app
+            .post(
+                &format!("/api/projects/{project}/import"),
+                Value::Array(body[..10].to_vec()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, _) = app
+            .post(
+                &format!("/api/projects/{}/import", other["id"]),
+                json!([{"image": "x"}, {"image": "y"}]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, _) = app
+            .post(
+                &format!("/api/projects/{project}/import"),
+                Value::Array(body[10..].to_vec()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (_, tasks) = app.get(&format!("/api/projects/{project}/tasks?page_size=100")).await;
+        let tasks = tasks.as_array().unwrap();
+        let all: Vec<i64> = tasks.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+        let labeled: Vec<i64> = tasks
+            .iter()
+            .filter(|t| t["is_labeled"] == true)
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect();
+        let unlabeled: Vec<i64> = all.iter().filter(|id| !labeled.contains(id)).copied().collect();
+        assert_eq!((all.len(), labeled.len()), (23, 6));
+        for descending in [false, true] {
+            walk(app.db(), project, &all, descending, None).await;
+            walk(app.db(), project, &labeled, descending, Some(true)).await;
+            walk(app.db(), project, &unlabeled, descending, Some(false)).await;
+        }
         app.stop().await;
     }
 }

@@ -52,6 +52,14 @@ async fn rewriting_refusals_and_proxy() {
         .await
         .unwrap();
         gcs.upload(
+            &bucket,
+            "imgs/evil.js",
+            b"fetch('/api/users', {method: 'POST'})".to_vec(),
+            "text/javascript",
+        )
+        .await
+        .unwrap();
+        gcs.upload(
             &format!("{bucket}-other"),
             "secret.txt",
             b"secret".to_vec(),
@@ -255,8 +263,8 @@ async fn rewriting_refusals_and_proxy() {
             .unwrap();
         assert_eq!(
             r.status(),
-            StatusCode::UNAUTHORIZED,
-            "a cookie never authorises a write"
+            StatusCode::FORBIDDEN,
+            "a cookie without the page's CSRF token never authorises a write"
         );
         let r = app
             .http
@@ -296,6 +304,23 @@ async fn rewriting_refusals_and_proxy() {
             .to_owned();
         assert!(csp.starts_with("sandbox"), "{csp}");
         assert_eq!(r.headers()[header::CONTENT_DISPOSITION], "attachment");
+        // A bucket object is never a script of the app's pages (their CSP
+        // allows scripts of this origin): asked for as a script it is
+        // refused; otherwise script is sent as plain text (with nosniff).
+        let script = format!(
+            "/projects/{pid}/resolve/?fileuri={}",
+            b64(&format!("gs://{bucket}/imgs/evil.js"))
+        );
+        for dest in ["script", "worker", "style"] {
+            let r = raw_get(&app, &script, &[("Sec-Fetch-Dest", dest)]).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{dest}");
+        }
+        let r = raw_get(&app, &script, &[("Sec-Fetch-Dest", "document")]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let r = raw_get(&app, &url, &[("Sec-Fetch-Dest", "image")]).await;
+        assert_eq!(r.status(), StatusCode::OK);
         let r = raw_get(&app, &url, &[]).await;
         assert!(
             r.headers().get(header::CONTENT_DISPOSITION).is_none(),

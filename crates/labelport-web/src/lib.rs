@@ -27,7 +27,7 @@ use labelport_api::AppState;
 use labelport_domain::access::Role::{Annotator, Manager};
 
 pub mod assets;
-pub mod pages;
+mod pages;
 mod render;
 
 pub use render::PageError;
@@ -87,6 +87,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/static/{file}", get(assets::app_file))
         .route("/static/lsf/{version}/{file}", get(assets::editor_file))
         .route_layer(axum::middleware::from_fn_with_state(state, authorize_pages))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            labelport_api::REQUEST_TIMEOUT,
+        ))
 }
 
 /// The pages' access middleware: the API's check with the pages' table;

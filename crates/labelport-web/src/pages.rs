@@ -70,11 +70,15 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path on this site only (an absolute or
-/// scheme-relative URL would make the form an open redirect).
-fn safe_next(next: Option<&str>) -> String {
+/// Where to go after signing in: a path on this site only. Anything that
+/// a browser could read as another host is refused, so the form is no open
+/// redirect: a scheme-relative `//host`, a backslash (read as `/`), and any
+/// control character or space (browsers drop tabs and newlines from URLs,
+/// so `/\t/host` is `//host`). The path may use only URL characters.
+pub(crate) fn safe_next(next: Option<&str>) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~%?=&+,;:@!$'()*#".contains(c);
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && n.chars().all(allowed) => n.to_owned(),
         _ => "/projects".to_owned(),
     }
 }
@@ -93,6 +97,36 @@ pub async fn login(
         }
     }
     page("login.html", context! { title => "Sign in", next => next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        for ok in [
+            "/projects",
+            "/projects/3/data?filter=labeled&order=desc",
+            "/projects/3/label?task=9",
+        ] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "https://evil.example",
+            "evil.example",
+            "/\\/evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/projects", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/projects");
+    }
 }
 
 #[derive(Serialize)]
@@ -237,6 +271,8 @@ pub struct DataQuery {
     filter: Option<String>,
     /// `desc` for newest first; else by id ascending.
     order: Option<String>,
+    /// Set after an upload: how many tasks it imported (shown as a notice).
+    imported: Option<String>,
     /// The page after this task id (keyset), or before it. Read leniently:
     /// a value that is not an id is ignored (the first page is shown), as a
     /// hand-edited URL should not end on an error page.
@@ -414,6 +450,11 @@ pub async fn data_manager(
             },
             columns => columns, rows => table, filter => filter, order => order,
             next_link => next_link, previous_link => previous_link,
+            // A cursor past the end (its tasks deleted meanwhile) shows no
+            // rows: offer the first page instead of a dead end.
+            first_link => (table.is_empty() && cursor != TaskCursor::Start)
+                .then(|| format!("/projects/{}/data?filter={filter}&order={order}", project.id)),
+            imported => id_param(q.imported.as_deref()),
         },
     )
 }

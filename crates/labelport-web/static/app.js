@@ -173,8 +173,8 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     const result = await lp.api("POST", "/api/projects/" + project + "/import", data);
     event.target.value = "";
     if (result.ok) {
-      lp.show(notice, "Imported " + result.body.task_count + " tasks.");
-      setTimeout(() => location.reload(), 600);
+      // The reloaded table says how many arrived.
+      location.href = "/projects/" + project + "/data?imported=" + result.body.task_count;
     } else {
       lp.show(notice, "");
       lp.show(error, lp.message(result));
