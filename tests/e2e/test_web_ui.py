@@ -509,8 +509,19 @@ def test_annotator_sees_only_what_the_role_allows(server, watched, http, media_p
         watched.goto_refused(server.base_url, path, status)
         if path == "/projects/new":
             watched.shot("09-not-allowed")
+    # "Label all tasks" opens the task the admin skipped: the annotator gets
+    # a new annotation of their own, not the admin's.
     page.goto(f"{server.base_url}/projects/{pid}/label")
     page.wait_for_selector("body[data-editor-ready='true']")
+    skipped_by_admin = media_project["tasks"][1]
+    assert int(page.inner_text("#task-id")) == skipped_by_admin
+    store = page.evaluate("() => window.Htx.annotationStore.annotations.map(a => a.pk || null)")
+    assert store == [None], store
+    page.locator("label", has_text="Clear").first.click()
+    page.locator("button", has_text="Submit").click()
+    page.wait_for_function(f"() => document.querySelector('#task-id') && document.querySelector('#task-id').textContent.trim() !== '{skipped_by_admin}'")
+    mine = [a for a in http.get(f"/api/tasks/{skipped_by_admin}/annotations").json() if a["completed_by"] == uid]
+    assert len(mine) == 1 and mine[0]["was_cancelled"] is False
     # Signing out ends the session: pages send the browser to sign in.
     page.click("#sign-out")
     page.wait_for_url("**/user/login")

@@ -181,7 +181,8 @@ impl LabelConfig {
     }
 
     /// Parses a config a user submits: it must be well-formed, have at least
-    /// one object or control tag, and every `toName` must name an object tag.
+    /// one object or control tag, give each tag a name of its own, and every
+    /// `toName` must name an object tag.
     pub fn validate(xml: &str) -> Result<Self, ValidationErrors> {
         let config = Self::parse(xml).map_err(|e| ValidationErrors::field("label_config", e))?;
         if config.objects.is_empty() && config.controls.is_empty() {
@@ -191,6 +192,27 @@ impl LabelConfig {
             ));
         }
         let mut errors = ValidationErrors::default();
+        // Names identify tags in results and in `toName`: two tags with one
+        // name leave the editor unable to tell them apart (it renders
+        // nothing), so Label Studio refuses them too.
+        let mut names: Vec<(&str, &str)> = Vec::new();
+        let tags = config
+            .objects
+            .iter()
+            .map(|o| (o.tag.as_str(), o.name.as_str()))
+            .chain(config.controls.iter().map(|c| (c.tag.as_str(), c.name.as_str())));
+        for (tag, name) in tags {
+            if name.is_empty() {
+                continue;
+            }
+            match names.iter().find(|(_, n)| *n == name) {
+                Some((first, _)) => errors.add(
+                    "label_config",
+                    format!("name=\"{name}\" is used by both <{first}> and <{tag}>; each tag needs a name of its own"),
+                ),
+                None => names.push((tag, name)),
+            }
+        }
         for control in &config.controls {
             for target in &control.to_name {
                 if !config.objects.iter().any(|o| &o.name == target) {
@@ -324,6 +346,15 @@ mod tests {
         let e = LabelConfig::validate("<View><Image name='i' value='$x'/><Choices name='c' toName='nope'/></View>")
             .unwrap_err();
         assert!(e.summary().contains("toName=\"nope\""), "{e}");
+        let e = LabelConfig::validate(
+            "<View><Image name='image' value='$x'/><Choices name='image' toName='image'/></View>",
+        )
+        .unwrap_err();
+        assert!(
+            e.summary()
+                .contains("name=\"image\" is used by both <Image> and <Choices>"),
+            "{e}"
+        );
     }
 
     /// Each way a config reads task data (Label Studio's tags and editor):

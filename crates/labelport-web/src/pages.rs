@@ -459,6 +459,20 @@ pub async fn data_manager(
     )
 }
 
+/// A user as the editor shows them (`{id, pk, firstName, lastName}`; the
+/// username stands in for an empty name).
+fn editor_user(user: &UserRow) -> Value {
+    let (first, last) = if user.first_name.is_empty() && user.last_name.is_empty() {
+        (user.username.as_str(), "")
+    } else {
+        (user.first_name.as_str(), user.last_name.as_str())
+    };
+    serde_json::json!({
+        "id": user.id, "pk": user.id, "firstName": first, "lastName": last,
+        "username": user.username, "email": user.email,
+    })
+}
+
 #[derive(Deserialize)]
 pub struct LabelQuery {
     /// Label this task; without it, the next task of the stream. A value
@@ -496,22 +510,44 @@ pub async fn label(
         editor => crate::assets::EDITOR_VERSION,
     };
     let Some(row) = row else {
-        return page("label.html", context! { task => Value::Null, ..base });
+        let counts = state.db.project_counts(id).await?;
+        return page(
+            "label.html",
+            context! { task => Value::Null, empty_project => counts.task_number == 0, ..base },
+        );
     };
     let ctx = RenderCtx::for_reads(&state, id).await?;
     let task = render_tasks(&state.db, std::slice::from_ref(&row), &ctx)
         .await?
         .remove(0);
+    // Annotators work on their own annotations only (the API lets them
+    // change no other); managers and admins see everyone's.
+    let mut annotations: Vec<Value> = task["annotations"].as_array().cloned().unwrap_or_default();
+    if user.role() == Role::Annotator {
+        annotations.retain(|a| a["completed_by"].as_i64() == Some(user.id));
+    }
+    // The editor names each annotation's author from `users`.
+    let mut authors: Vec<Value> = vec![editor_user(&user)];
+    for a in &annotations {
+        if let Some(author) = a["completed_by"].as_i64() {
+            if authors.iter().all(|u| u["id"] != author) {
+                if let Some(u) = state.db.user_by_id(author).await? {
+                    authors.push(editor_user(&u));
+                }
+            }
+        }
+    }
     let boot = serde_json::json!({
         "project": project.id,
         "config": project.label_config,
         "task": {
             "id": task["id"],
             "data": task["data"],
-            "annotations": task["annotations"],
+            "annotations": annotations,
             "predictions": task["predictions"],
         },
-        "user": {"id": user.id, "pk": user.id, "firstName": user.first_name, "lastName": user.last_name},
+        "user": editor_user(&user),
+        "users": authors,
         "stream": q.task.is_none(),
     });
     page(

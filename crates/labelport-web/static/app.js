@@ -98,6 +98,11 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     event.preventDefault();
     clearErrors();
     const id = form.dataset.project;
+    if (!form.title.value.trim()) {
+      lp.show(form.querySelector('[data-error-for="title"]'), "Give the project a name.");
+      form.title.focus();
+      return;
+    }
     const body = {
       title: form.title.value.trim(),
       description: form.description.value,
@@ -152,7 +157,8 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
   boxes().forEach((b) => b.addEventListener("change", refresh));
   deleteButton?.addEventListener("click", async () => {
     const ids = boxes().filter((b) => b.checked).map((b) => b.value);
-    if (!ids.length || !confirm("Delete " + ids.length + " task(s) with their annotations?")) return;
+    const what = ids.length === 1 ? "1 task" : ids.length + " tasks";
+    if (!ids.length || !confirm("Delete " + what + " with their annotations? This cannot be undone.")) return;
     deleteButton.disabled = true;
     for (const id of ids) {
       const result = await lp.api("DELETE", "/api/tasks/" + id);

@@ -51,11 +51,20 @@
     return true;
   }
 
+  function startAnnotation(store) {
+    const prediction = store.predictions[0];
+    const annotation = prediction
+      ? store.addAnnotationFromPrediction(prediction)
+      : store.addAnnotation({ userGenerate: true });
+    store.selectAnnotation(annotation.id);
+  }
+
   // eslint-disable-next-line no-undef
   new LabelStudio("label-studio", {
     config: boot.config,
     task: boot.task,
     user: boot.user,
+    users: boot.users,
     interfaces: [
       "panel", "update", "submit", "skip", "controls", "infobar", "topbar", "instruction",
       "side-column", "annotations:history", "annotations:tabs", "annotations:menu",
@@ -63,17 +72,12 @@
       "predictions:tabs", "predictions:menu", "edit-history",
     ],
     onStorageInitialized(ls) {
-      // A task nobody labeled yet opens on a new annotation: a copy of the
-      // first prediction when there is one (as Label Studio's data manager
-      // does), else a blank one.
-      const store = ls.annotationStore;
-      if (store.annotations.length === 0) {
-        const prediction = store.predictions[0];
-        const annotation = prediction
-          ? store.addAnnotationFromPrediction(prediction)
-          : store.addAnnotation({ userGenerate: true });
-        store.selectAnnotation(annotation.id);
-      }
+      // A task this user has not annotated yet opens on a new annotation of
+      // theirs (others' work stays a tab away): a copy of the first
+      // prediction when there is one (as Label Studio's data manager does),
+      // else a blank one.
+      const mine = boot.task.annotations.some((a) => a.completed_by === boot.user.id);
+      if (!mine) startAnnotation(ls.annotationStore);
       document.body.dataset.editorReady = "true";
     },
     async onSubmitAnnotation(ls, annotation) {
@@ -88,10 +92,15 @@
       if (saved) done("Skipped");
     },
     async onDeleteAnnotation(ls, annotation) {
-      if (!annotation.pk) return;
-      const result = await lp.api("DELETE", "/api/annotations/" + annotation.pk);
-      if (result.ok) status.textContent = "Deleted";
-      else fail(result);
+      if (annotation.pk) {
+        const result = await lp.api("DELETE", "/api/annotations/" + annotation.pk);
+        if (!result.ok) return fail(result);
+        status.textContent = "Deleted";
+      }
+      // Never leave the task without an annotation to work on.
+      setTimeout(() => {
+        if (ls.annotationStore.annotations.length === 0) startAnnotation(ls.annotationStore);
+      }, 0);
     },
   });
 })();
