@@ -17,8 +17,9 @@ use crate::views::annotation_json;
 /// An annotation as sent by clients; omitted fields keep their value.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct AnnotationInput {
-    /// A list of result objects (regions, choices, …).
-    #[schema(value_type = Vec<Object>)]
+    /// A list of result objects (regions, choices, …); null or absent
+    /// keeps the stored one (an empty list on create).
+    #[schema(value_type = Option<Vec<Object>>)]
     pub result: Option<Value>,
     pub was_cancelled: Option<bool>,
     pub ground_truth: Option<bool>,

@@ -22,9 +22,12 @@ const SESSION_DAYS: i64 = 14;
 /// (No `Debug`: it holds a password.)
 #[derive(Deserialize, ToSchema)]
 pub struct LoginInput {
-    /// Username or email.
+    /// Username or email (one of the two is required).
+    #[schema(min_length = 1)]
     pub username: Option<String>,
+    #[schema(min_length = 1)]
     pub email: Option<String>,
+    #[schema(required = true, min_length = 1)]
     pub password: Option<String>,
 }
 

@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A JSON body; a body that is not JSON or not of the expected shape is a
-/// 400 naming the problem (never axum's plain-text 415/422).
+/// A JSON object body; a body that is not JSON, not an object, or not of
+/// the expected shape is a 400 naming the problem (never axum's plain-text
+/// 415/422). Every `JsonBody` type is an object with named fields, which
+/// serde would otherwise also read from a list of the fields' values.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -22,6 +24,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::body(format!("Could not read the request body: {e}")))?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if matches!(first, Some(b'[')) {
+            return Err(ApiError::body("Expected a JSON object, got a list."));
+        }
         parse_json_body(&bytes).map(JsonBody)
     }
 }

@@ -110,7 +110,11 @@ impl utoipa::Modify for StandardAnswers {
                         operation.security = Some(Vec::new());
                         continue;
                     }
-                    Some(access::Need::Role(_)) => {}
+                    Some(access::Need::Role(_)) => {
+                        if path.contains('{') {
+                            answer("404", "No such object");
+                        }
+                    }
                     Some(access::Need::Project(via, _)) => {
                         if path.contains('{')
                             || matches!(via, access::Via::QueryProject | access::Via::QueryTaskOrProject)

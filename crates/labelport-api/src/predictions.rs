@@ -30,8 +30,10 @@ pub struct PredictionQuery {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictionInput {
+    /// The task (required to create).
     pub task: Option<i64>,
-    #[schema(value_type = Vec<Object>)]
+    /// A list of result objects; null or absent keeps the stored one.
+    #[schema(value_type = Option<Vec<Object>>)]
     pub result: Option<Value>,
     pub score: Option<f64>,
     pub model_version: Option<String>,

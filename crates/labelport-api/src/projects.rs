@@ -24,9 +24,14 @@ const TITLE_MAX_CHARS: usize = 50;
 /// (`show_skip_button`, `color`, …) are accepted and stored as given.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProjectInput {
+    /// At most 50 characters (Label Studio's limit).
+    #[schema(max_length = 50)]
     pub title: Option<String>,
     pub description: Option<String>,
+    /// Label Studio's XML labeling configuration.
     pub label_config: Option<String>,
+    /// Annotations a task needs to count as labeled (1 or more).
+    #[schema(minimum = 1)]
     pub maximum_annotations: Option<i64>,
     #[serde(flatten)]
     #[schema(value_type = Object)]

@@ -32,7 +32,7 @@ const PROXY_MAX_AGE: u32 = 3600;
 #[into_params(parameter_in = Query)]
 pub struct ResolveQuery {
     /// URL-safe base64 of the `gs://bucket/key` URI (percent-encoded URIs are accepted too).
-    #[param(required = true)]
+    #[param(required = true, min_length = 1)]
     pub fileuri: Option<String>,
 }
 

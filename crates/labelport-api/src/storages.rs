@@ -91,6 +91,17 @@ impl<S: Send + Sync> FromRequestParts<S> for KindIdPath {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProjectQuery {
+    /// The project (admins may leave it out: every project).
+    pub project: Option<i64>,
+}
+
+/// `?project=`, which a storage list of one type needs (Label Studio's
+/// rule; a missing one is a 400 naming it).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequiredProjectQuery {
+    /// The project whose storages to list.
+    #[param(required = true)]
     pub project: Option<i64>,
 }
 
@@ -499,13 +510,13 @@ macro_rules! storage_routes {
         handlers: ($list:ident, $create:ident, $get:ident, $patch:ident, $put:ident, $delete:ident, $validate:ident, $sync:ident)
     ) => {
         #[utoipa::path(get, path = $collection, tag = "storages",
-            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ProjectQuery),
+            params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), RequiredProjectQuery),
             responses((status = 200, description = concat!("The ", $what, " storages of this type of a project"))))]
         pub async fn $list(
             State(state): State<AppState>,
             _user: AuthUser,
             KindPath(kind): KindPath,
-            QueryParams(q): QueryParams<ProjectQuery>,
+            QueryParams(q): QueryParams<RequiredProjectQuery>,
         ) -> ApiResult<Json<Value>> {
             list(&state, $direction, kind, q.project).await
         }

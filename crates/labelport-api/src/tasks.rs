@@ -160,9 +160,11 @@ pub struct TaskCreate {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TaskPatch {
-    #[schema(value_type = Object)]
+    /// The task's new data (an object); null or absent keeps it.
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
-    #[schema(value_type = Object)]
+    /// The task's new meta (an object); null or absent keeps it.
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<Value>,
 }
 

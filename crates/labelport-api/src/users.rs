@@ -186,6 +186,7 @@ pub async fn reset_token(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MemberInput {
     /// The user to add.
+    #[schema(required = true)]
     pub user: Option<i64>,
 }
 
