@@ -139,6 +139,33 @@ impl Db {
         )
     }
 
+    /// The kept counters of several projects in one query (the projects
+    /// page); projects that do not exist are left out.
+    pub async fn project_counts_of(&self, ids: &[i64]) -> DbResult<std::collections::HashMap<i64, ProjectCounts>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let list = crate::placeholders(&self.pool, 1, ids.len());
+        let sql = format!(
+            "SELECT id, task_number, finished_task_number, total_annotations_number, skipped_annotations_number,
+                total_predictions_number, num_tasks_with_annotations FROM projects WHERE id IN {list}"
+        );
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            #[sqlx(flatten)]
+            counts: ProjectCounts,
+        }
+        let rows = on_read!(self, p => {
+            let mut q = sqlx::query_as::<_, Row>(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })?;
+        Ok(rows.into_iter().map(|r| (r.id, r.counts)).collect())
+    }
+
     /// The counters recomputed from the tasks (a full scan): what the kept
     /// counters must always equal. For tests and repair.
     pub async fn project_counts_recomputed(&self, id: i64) -> DbResult<ProjectCounts> {

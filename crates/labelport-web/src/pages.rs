@@ -149,9 +149,11 @@ pub async fn projects(
 ) -> PageResult {
     let member = (user.role() != Role::Admin).then_some(user.id);
     let (rows, total) = state.db.list_projects(member, 0, PROJECTS_SHOWN).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut all_counts = state.db.project_counts_of(&ids).await?;
     let mut cards = Vec::with_capacity(rows.len());
     for row in rows {
-        let counts = state.db.project_counts(row.id).await?;
+        let counts = all_counts.remove(&row.id).unwrap_or_default();
         cards.push(ProjectCard {
             id: row.id,
             title: row.title,
