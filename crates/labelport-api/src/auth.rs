@@ -27,7 +27,7 @@ pub struct LoginInput {
     pub username: Option<String>,
     #[schema(min_length = 1)]
     pub email: Option<String>,
-    #[schema(required = true, min_length = 1)]
+    #[schema(required = true, nullable = false, min_length = 1)]
     pub password: Option<String>,
 }
 

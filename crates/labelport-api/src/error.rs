@@ -37,6 +37,27 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of every error answer (Label Studio's shape), for the OpenAPI
+/// document; [`ApiError`]'s `IntoResponse` writes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ApiErrorBody {
+    /// A UUID that the server log repeats.
+    id: String,
+    /// The HTTP status.
+    status_code: i64,
+    /// The server's version.
+    version: String,
+    /// What went wrong, in words.
+    detail: String,
+    /// Always null (Label Studio puts a traceback here in debug mode).
+    #[schema(value_type = Option<String>)]
+    exc_info: Option<String>,
+    /// For 400: the problems by field (`non_field_errors` for the body as a whole).
+    #[schema(value_type = Option<Object>)]
+    validation_errors: Option<std::collections::HashMap<String, Vec<String>>>,
+}
+
 impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         ApiError::Validation(ValidationErrors::field(field, message))

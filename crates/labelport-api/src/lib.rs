@@ -74,6 +74,12 @@ struct StandardAnswers;
 impl utoipa::Modify for StandardAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use axum::http::Method;
+        use utoipa::PartialSchema;
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("ApiErrorBody".to_owned(), error::ApiErrorBody::schema());
         use utoipa::openapi::path::ParameterIn;
         use utoipa::openapi::{RefOr, Response};
         for (path, item) in openapi.paths.paths.iter_mut() {
@@ -87,12 +93,24 @@ impl utoipa::Modify for StandardAnswers {
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
                 let need = access::rule(&method, path);
+                // Each answer carries the error body's schema (an answer the
+                // handler already documents gets it too).
                 let mut answer = |code: &str, description: &str| {
-                    operation
+                    let entry = operation
                         .responses
                         .responses
                         .entry(code.to_owned())
                         .or_insert_with(|| RefOr::T(Response::new(description)));
+                    if let RefOr::T(response) = entry {
+                        if response.content.is_empty() {
+                            response.content.insert(
+                                "application/json".to_owned(),
+                                utoipa::openapi::ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiErrorBody")))
+                                    .build(),
+                            );
+                        }
+                    }
                 };
                 let takes_input = operation.request_body.is_some()
                     || operation
@@ -105,26 +123,24 @@ impl utoipa::Modify for StandardAnswers {
                         "Validation error: `validation_errors` names each field and its problem",
                     );
                 }
-                match need {
-                    Some(access::Need::Public) | None => {
+                let may_be_missing = match need {
+                    Some(access::Need::Public) => {
                         operation.security = Some(Vec::new());
                         continue;
                     }
-                    Some(access::Need::Role(_)) => {
-                        if path.contains('{') {
-                            answer("404", "No such object");
-                        }
-                    }
                     Some(access::Need::Project(via, _)) => {
-                        if path.contains('{')
-                            || matches!(via, access::Via::QueryProject | access::Via::QueryTaskOrProject)
-                        {
-                            answer(
-                                "404",
-                                "No such object, or one in a project the caller is not a member of",
-                            );
-                        }
+                        path.contains('{') || matches!(via, access::Via::QueryProject | access::Via::QueryTaskOrProject)
                     }
+                    // A role-only route, or one not in the table (the
+                    // middleware refuses it for everyone): documented as
+                    // needing a token.
+                    Some(access::Need::Role(_)) | None => path.contains('{'),
+                };
+                if may_be_missing {
+                    answer(
+                        "404",
+                        "No such object, or one in a project the caller is not a member of",
+                    );
                 }
                 answer("401", "No credentials, or an unknown token or session");
                 answer("403", "The caller's role does not allow this");

@@ -186,7 +186,7 @@ pub async fn reset_token(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MemberInput {
     /// The user to add.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub user: Option<i64>,
 }
 
@@ -194,6 +194,7 @@ pub struct MemberInput {
 #[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     /// The user to remove.
+    #[param(required = true)]
     pub user: Option<i64>,
 }
 

@@ -72,12 +72,12 @@
       "predictions:tabs", "predictions:menu", "edit-history",
     ],
     onStorageInitialized(ls) {
-      // A task this user has not annotated yet opens on a new annotation of
-      // theirs (others' work stays a tab away): a copy of the first
-      // prediction when there is one (as Label Studio's data manager does),
-      // else a blank one.
-      const mine = boot.task.annotations.some((a) => a.completed_by === boot.user.id);
-      if (!mine) startAnnotation(ls.annotationStore);
+      // A task with no annotation to show opens on a new annotation: a copy
+      // of the first prediction when there is one (as Label Studio's data
+      // manager does), else a blank one.
+      // (Annotators are given their own annotations only; managers see
+      // everyone's and open on the last one, as in Label Studio.)
+      if (boot.task.annotations.length === 0) startAnnotation(ls.annotationStore);
       document.body.dataset.editorReady = "true";
     },
     async onSubmitAnnotation(ls, annotation) {
@@ -94,10 +94,11 @@
     async onDeleteAnnotation(ls, annotation) {
       if (annotation.pk) {
         const result = await lp.api("DELETE", "/api/annotations/" + annotation.pk);
-        if (!result.ok) return fail(result);
-        status.textContent = "Deleted";
+        if (result.ok) status.textContent = "Deleted";
+        else fail(result);
       }
-      // Never leave the task without an annotation to work on.
+      // Never leave the task without an annotation to work on (the editor
+      // has removed it even when the server refused: reload to see it).
       setTimeout(() => {
         if (ls.annotationStore.annotations.length === 0) startAnnotation(ls.annotationStore);
       }, 0);
