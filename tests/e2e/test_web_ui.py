@@ -527,3 +527,74 @@ def test_annotator_sees_only_what_the_role_allows(server, watched, http, media_p
     page.wait_for_url("**/user/login")
     page.goto(f"{server.base_url}/projects")
     page.wait_for_url("**/user/login?next=%2Fprojects")
+
+
+def test_cloud_storage_page_shows_sync_progress_errors_and_deletes(server, watched, http, fake_gcs):
+    page = watched.page
+    pid = make_project(http, "UI storage")
+    bucket = f"ui-storage-{pid}"
+    fake_gcs.create_bucket(bucket)
+    for i in range(400):
+        fake_gcs.upload(bucket, f"imgs/{i:04}.png", png(8, 8), "image/png")
+    r = http.post("/api/storages/gcs", json={"project": pid, "bucket": bucket, "prefix": "imgs", "use_blob_urls": True, "presign": False, "title": "Photos"})
+    assert r.status_code == 201, r.text
+    source = r.json()["id"]
+    r = http.post("/api/storages/export/gcs", json={"project": pid, "bucket": bucket, "prefix": "out", "title": "Annotations out", "can_delete_objects": True})
+    assert r.status_code == 201, r.text
+    target = r.json()["id"]
+
+    sign_in(watched, server.base_url, then=f"/projects/{pid}/settings")
+    watched.follow("#storage-tab")
+    card = page.locator(f".storage-card[data-storage='{source}'][data-direction='source']")
+    assert card.locator(".storage-title").inner_text() == "Photos"
+    assert card.locator(".status").inner_text() == "Initialized"
+    assert "gs://" + bucket + "/imgs" in card.inner_text()
+    assert card.locator(".last-sync").inner_text() == "Not synced yet"
+    target_card = page.locator(f".storage-card[data-storage='{target}'][data-direction='target']")
+    assert "Yes, with their annotations" in target_card.inner_text()
+    watched.shot("12-cloud-storage")
+
+    # Sync: the badge moves from queued / in progress to completed with no reload.
+    page.evaluate("() => { window.__same_page = true; }")
+    card.locator(".sync-button").click()
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = card.locator(".status").inner_text()
+        if not seen or seen[-1] != status:
+            seen.append(status)
+            if status == "In progress" and card.locator(".sync-progress").is_visible():
+                watched.shot("13-cloud-storage-syncing")
+        if status in ("Completed", "Failed", "Completed with errors"):
+            break
+        time.sleep(0.05)
+    assert seen[-1] == "Completed", seen
+    assert any(s in ("Queued", "In progress") for s in seen[:-1]), seen
+    assert page.evaluate("() => window.__same_page === true"), "the page was not reloaded"
+    assert card.locator(".sync-count").inner_text() == "400"
+    assert card.locator(".last-sync").inner_text() != "Not synced yet"
+    assert not card.locator(".sync-progress").is_visible()
+    assert http.get(f"/api/projects/{pid}").json()["task_number"] == 400
+
+    # A sync that fails shows its errors on demand.
+    for key in fake_gcs.list_keys(bucket):
+        fake_gcs.delete(bucket, key)
+    requests.delete(f"{fake_gcs.endpoint}/storage/v1/b/{bucket}", timeout=30)
+    page.reload()
+    card.locator(".sync-button").click()
+    page.wait_for_function(
+        f"() => ['Failed', 'Completed with errors'].includes(document.querySelector(\"[data-storage='{source}'][data-direction='source'] .status\").textContent)"
+    )
+    assert card.locator(".sync-errors").is_visible()
+    card.locator(".sync-errors summary").click()
+    assert bucket in card.locator(".traceback").inner_text()
+    watched.shot("14-cloud-storage-errors")
+
+    # Delete asks first, then removes the storage (its tasks stay).
+    messages = []
+    page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
+    card.locator(".delete-storage").click()
+    page.wait_for_function(f"() => !document.querySelector(\"[data-storage='{source}'][data-direction='source']\")")
+    assert "Tasks it imported stay" in messages[0]
+    assert http.get(f"/api/storages/gcs/{source}").status_code == 404
+    assert http.get(f"/api/projects/{pid}").json()["task_number"] == 400

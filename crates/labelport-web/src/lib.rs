@@ -42,6 +42,7 @@ pub const ROUTES: &[&str] = &[
     "/projects/{id}",
     "/projects/{id}/data",
     "/projects/{id}/settings",
+    "/projects/{id}/settings/storage",
     "/projects/{id}/label",
     "/static/{file}",
     "/static/lsf/{version}/{file}",
@@ -65,6 +66,8 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         "/projects/{id}" | "/projects/{id}/data" => Need::Project(Via::PathProject, Annotator),
         // As `PATCH /api/projects/{id}`.
         "/projects/{id}/settings" => Need::Project(Via::PathProject, Manager),
+        // As `GET /api/storages?project=` and the storage routes.
+        "/projects/{id}/settings/storage" => Need::Project(Via::PathProject, Manager),
         // As `GET /api/projects/{id}/next` and `POST /api/tasks/{id}/annotations`.
         "/projects/{id}/label" => Need::Project(Via::PathProject, Annotator),
         _ => return None,
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/projects/{id}", get(pages::project_home))
         .route("/projects/{id}/data", get(pages::data_manager))
         .route("/projects/{id}/settings", get(pages::project_settings))
+        .route("/projects/{id}/settings/storage", get(pages::storage_settings))
         .route("/projects/{id}/label", get(pages::label))
         .route("/static/{file}", get(assets::app_file))
         .route("/static/lsf/{version}/{file}", get(assets::editor_file))

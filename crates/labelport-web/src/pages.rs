@@ -262,6 +262,93 @@ pub async fn project_settings(
     )
 }
 
+/// One storage as a card of the Cloud Storage page.
+#[derive(Serialize)]
+struct StorageCard {
+    id: i64,
+    /// `source` or `target`.
+    direction: &'static str,
+    kind_title: &'static str,
+    title: String,
+    location: String,
+    status: String,
+    active: bool,
+    last_sync: Option<String>,
+    last_sync_count: Option<i64>,
+    traceback: Option<String>,
+    /// The storage's API path (`/api/storages/gcs/3`): the page's scripts
+    /// poll it and call its `sync` and `DELETE`.
+    api: String,
+    can_delete_objects: bool,
+}
+
+fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
+    use labelport_domain::storage::{Direction, DirectionOptions};
+    let direction = row.direction();
+    let s = &row.settings;
+    let prefix = s.prefix.trim_matches('/');
+    StorageCard {
+        id: row.id,
+        direction: if direction == Direction::Import {
+            "source"
+        } else {
+            "target"
+        },
+        kind_title: row.kind.title(),
+        title: s.title.clone(),
+        location: if prefix.is_empty() {
+            format!("gs://{}", s.bucket)
+        } else {
+            format!("gs://{}/{prefix}", s.bucket)
+        },
+        status: row.state.status.clone(),
+        active: row.state.is_active(),
+        last_sync: row.state.last_sync.clone(),
+        last_sync_count: row.state.last_sync_count,
+        traceback: row.state.traceback.clone().filter(|t| !t.trim().is_empty()),
+        api: match direction {
+            Direction::Import => format!("/api/storages/{}/{}", row.kind.name(), row.id),
+            Direction::Export => format!("/api/storages/export/{}/{}", row.kind.name(), row.id),
+        },
+        can_delete_objects: matches!(&s.options, DirectionOptions::Export(o) if o.can_delete_objects),
+    }
+}
+
+/// `GET /projects/{id}/settings/storage` (the project's managers): the
+/// project's source and target storages with their sync state; a running
+/// sync's progress moves without a reload (the page polls the storage).
+pub async fn storage_settings(
+    State(state): State<labelport_api::AppState>,
+    AuthUser(user): AuthUser,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> PageResult {
+    use labelport_domain::storage::Direction;
+    let project = state.db.get_project(id).await?;
+    let sources: Vec<StorageCard> = state
+        .db
+        .list_storages(Direction::Import, None, Some(id))
+        .await?
+        .iter()
+        .map(storage_card)
+        .collect();
+    let targets: Vec<StorageCard> = state
+        .db
+        .list_storages(Direction::Export, None, Some(id))
+        .await?
+        .iter()
+        .map(storage_card)
+        .collect();
+    page(
+        "storage.html",
+        context! {
+            title => format!("Cloud Storage · {}", project.title), user => viewer(&user), csrf => csrf(&headers),
+            project => context! { id => project.id, title => project.title },
+            sources => sources, targets => targets,
+        },
+    )
+}
+
 /// `GET /projects/{id}`: the project opens on its data manager.
 pub async fn project_home(PathId(id): PathId) -> Redirect {
     Redirect::to(&format!("/projects/{id}/data"))

@@ -20,6 +20,7 @@ fn environment() -> &'static Environment<'static> {
             ("project_form.html", include_str!("../templates/project_form.html")),
             ("data.html", include_str!("../templates/data.html")),
             ("label.html", include_str!("../templates/label.html")),
+            ("storage.html", include_str!("../templates/storage.html")),
             ("error.html", include_str!("../templates/error.html")),
         ] {
             env.add_template(name, source)

@@ -187,3 +187,88 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     }
   });
 })();
+
+// Cloud Storage settings: sync and delete storages; a running sync's state
+// is polled from the API once a second, so its progress moves without a
+// reload (Label Studio's page must be reloaded).
+(() => {
+  const cards = document.querySelectorAll("[data-storage]");
+  if (!cards.length) return;
+  const error = document.getElementById("storage-error");
+  const label = (status) => {
+    const words = status.replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  };
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "Not synced yet");
+  const progressText = (card, storage) => {
+    const meta = storage.meta;
+    if (storage.status === "queued") return "Queued: waiting for a worker…";
+    if (card.dataset.direction === "source") {
+      const parts = [];
+      if (!meta) return "Starting…";
+      if (meta.objects_listed !== undefined) parts.push(meta.objects_listed + " objects listed");
+      if (meta.tasks_created !== undefined) parts.push(meta.tasks_created + " tasks created");
+      if (meta.tasks_updated) parts.push(meta.tasks_updated + " updated");
+      if (meta.tasks_failed_validation) parts.push(meta.tasks_failed_validation + " rows refused");
+      return parts.length ? parts.join(" · ") : "Starting…";
+    }
+    return (storage.last_sync_count || 0) + " objects written";
+  };
+
+  function show(card, storage) {
+    const active = storage.status === "queued" || storage.status === "in_progress";
+    card.dataset.status = storage.status;
+    const badge = card.querySelector(".status");
+    badge.className = "badge status status-" + storage.status;
+    badge.textContent = label(storage.status);
+    card.querySelector(".last-sync").textContent = when(storage.last_sync);
+    const count = storage.last_sync_count;
+    card.querySelector(".sync-count").textContent = count === null || count === undefined ? "–" : count;
+    const progress = card.querySelector(".sync-progress");
+    progress.hidden = !active;
+    progress.querySelector(".progress-text").textContent = active ? progressText(card, storage) : "";
+    const errors = card.querySelector(".sync-errors");
+    const traceback = (storage.traceback || "").trim();
+    errors.hidden = !traceback;
+    card.querySelector(".traceback").textContent = traceback;
+    card.querySelector(".sync-button").disabled = active;
+    return active;
+  }
+
+  async function poll(card) {
+    for (;;) {
+      const result = await lp.api("GET", card.dataset.api);
+      if (!result.ok) {
+        lp.show(error, lp.message(result));
+        return;
+      }
+      if (!show(card, result.body)) return;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+
+  cards.forEach((card) => {
+    card.querySelectorAll(".last-sync[data-time]").forEach((el) => {
+      if (el.dataset.time) el.textContent = when(el.dataset.time);
+    });
+    if (card.dataset.status === "queued" || card.dataset.status === "in_progress") poll(card);
+    card.querySelector(".sync-button").addEventListener("click", async (event) => {
+      event.target.disabled = true;
+      lp.show(error, "");
+      const result = await lp.api("POST", card.dataset.api + "/sync");
+      if (!result.ok) {
+        event.target.disabled = false;
+        lp.show(error, lp.message(result));
+        return;
+      }
+      show(card, result.body);
+      poll(card);
+    });
+    card.querySelector(".delete-storage").addEventListener("click", async (event) => {
+      if (!confirm(event.target.dataset.confirm)) return;
+      const result = await lp.api("DELETE", card.dataset.api);
+      if (result.ok) card.remove();
+      else lp.show(error, lp.message(result));
+    });
+  });
+})();
