@@ -598,3 +598,83 @@ def test_cloud_storage_page_shows_sync_progress_errors_and_deletes(server, watch
     assert "Tasks it imported stay" in messages[0]
     assert http.get(f"/api/storages/gcs/{source}").status_code == 404
     assert http.get(f"/api/projects/{pid}").json()["task_number"] == 400
+
+
+def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
+    page = watched.page
+    pid = make_project(http, "UI wizard")
+    bucket = f"ui-wizard-{pid}"
+    fake_gcs.create_bucket(bucket)
+    for i in range(3):
+        fake_gcs.upload(bucket, f"imgs/{i}.png", png(8, 8), "image/png")
+    fake_gcs.upload(bucket, "other/skip.png", png(8, 8), "image/png")
+    sign_in(watched, server.base_url, then=f"/projects/{pid}/settings/storage")
+
+    # Source: provider, then connection (a wrong bucket is named at its field).
+    page.click("#add-source-storage")
+    page.wait_for_selector("#storage-wizard[open]")
+    watched.shot("15-wizard-provider")
+    assert not page.is_visible("#wizard-save") and not page.is_visible("#wizard-save-sync")
+    page.click("#wizard-next")
+    assert page.is_disabled("#wizard-next"), "Next waits for Test Connection"
+    page.click("#test-connection")
+    assert "Storage title is required" in page.inner_text("[data-error-for='title']")
+    page.fill("#w-title", "Wizard photos")
+    page.fill("#w-bucket", bucket + "-missing")
+    page.uncheck("input[name=presign]")
+    page.click("#test-connection")
+    page.wait_for_selector("#wizard-error:not([hidden]), [data-error-for='bucket']:not([hidden])")
+    shown = page.inner_text("#wizard-form")
+    assert bucket + "-missing" in shown, shown
+    watched.expect_refusal("/validate", 400)
+    watched.shot("16-wizard-connection-error")
+    page.fill("#w-bucket", bucket)
+    page.click("#test-connection")
+    page.wait_for_selector("#connection-ok:not([hidden])")
+    assert not page.is_disabled("#wizard-next")
+    page.click("#wizard-next")
+    # Import settings and preview.
+    page.fill("#w-prefix", "imgs")
+    page.select_option("#w-method", "true")
+    page.click("#load-preview")
+    page.wait_for_selector("#preview-list .preview-key")
+    keys = page.eval_on_selector_all("#preview-list .preview-key", "els => els.map(e => e.textContent)")
+    assert keys == ["imgs/0.png", "imgs/1.png", "imgs/2.png"], keys
+    watched.shot("17-wizard-preview")
+    assert not page.is_visible("#wizard-save-sync"), "saving comes at Review & Confirm"
+    # Back and Next keep what was typed.
+    page.click("#wizard-back")
+    assert page.input_value("#w-title") == "Wizard photos"
+    page.click("#wizard-next")
+    assert page.input_value("#w-prefix") == "imgs"
+    page.click("#wizard-next")
+    review = page.inner_text("#review-list")
+    assert f"gs://{bucket}/imgs" in review and "Proxied" in review, review
+    watched.shot("18-wizard-review")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#wizard-save-sync")
+    card = page.locator(".storage-card[data-direction='source']", has_text="Wizard photos")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\".storage-card[data-direction='source'] .status\")].some(s => s.textContent === 'Completed')"
+    )
+    assert card.locator(".sync-count").inner_text() == "3"
+    storages = http.get("/api/storages/gcs", params={"project": pid}).json()
+    assert len(storages) == 1 and storages[0]["presign"] is False and storages[0]["prefix"] == "imgs"
+    assert http.get(f"/api/projects/{pid}").json()["task_number"] == 3
+
+    # Target: provider, connection with prefix and deletion, Test, Save.
+    page.click("#add-target-storage")
+    page.wait_for_selector("#storage-wizard[open]")
+    page.click("#wizard-next")
+    page.fill("#w-title", "Wizard annotations")
+    page.fill("#w-bucket", bucket)
+    page.fill("#w-prefix-target", "labels")
+    page.check("input[name=can_delete_objects]")
+    assert page.is_disabled("#wizard-save")
+    page.click("#test-connection")
+    page.wait_for_selector("#connection-ok:not([hidden])")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#wizard-save")
+    targets = http.get("/api/storages/export/gcs", params={"project": pid}).json()
+    assert len(targets) == 1 and targets[0]["prefix"] == "labels" and targets[0]["can_delete_objects"] is True
+    assert page.locator(".storage-card[data-direction='target']", has_text="Wizard annotations").count() == 1

@@ -53,6 +53,11 @@ const APP_FILES: &[(&str, &str, &str)] = &[
         include_str!("../static/label.js"),
         "text/javascript; charset=utf-8",
     ),
+    (
+        "storage.js",
+        include_str!("../static/storage.js"),
+        "text/javascript; charset=utf-8",
+    ),
 ];
 
 /// `GET /static/{file}` (public).

@@ -1,0 +1,244 @@
+// Add Source Storage / Add Target Storage: the seed's wizard, step by step.
+// Source: Select Provider → Configure Connection (Test Connection must pass)
+// → Import Settings & Preview → Review & Confirm (Save, or Save & Sync).
+// Target: Select Provider → Configure Connection → Save. Every call is the
+// REST API's (validate, files, create, sync); what is typed is kept when
+// moving back and forth.
+"use strict";
+
+(() => {
+  const dialog = document.getElementById("storage-wizard");
+  if (!dialog) return;
+  const form = document.getElementById("wizard-form");
+  const project = Number(dialog.dataset.project);
+  const error = document.getElementById("wizard-error");
+  const next = document.getElementById("wizard-next");
+  const back = document.getElementById("wizard-back");
+  const save = document.getElementById("wizard-save");
+  const saveSync = document.getElementById("wizard-save-sync");
+  const verified = document.getElementById("connection-ok");
+  const STEPS = {
+    source: [["provider", "Select Provider"], ["connection", "Configure Connection"], ["import", "Import Settings & Preview"], ["review", "Review & Confirm"]],
+    target: [["provider", "Select Provider"], ["connection", "Configure Connection"]],
+  };
+  let direction = "source";
+  let at = 0;
+  let tested = false;
+
+  const provider = () => form.querySelector("input[name=provider]:checked").value;
+  const base = () => "/api/storages/" + (direction === "target" ? "export/" : "") + provider();
+  const value = (name) => (form.elements[name] ? form.elements[name].value.trim() : "");
+  const checked = (name) => Boolean(form.elements[name] && form.elements[name].checked);
+
+  /** The storage as the API takes it, from everything typed so far. */
+  function body() {
+    const b = { project, title: value("title"), bucket: value("bucket"), google_project_id: value("google_project_id") };
+    if (provider() === "gcs") {
+      const key = form.elements.google_application_credentials.value.trim();
+      if (key) b.google_application_credentials = key;
+    } else {
+      for (const f of ["google_wif_pool_id", "google_wif_provider_id", "google_service_account_email", "google_project_number"]) b[f] = value(f);
+    }
+    if (direction === "source") {
+      b.presign = checked("presign");
+      b.presign_ttl = Number(form.elements.presign_ttl.value || 15);
+      if (at >= 2) {
+        b.prefix = value("prefix");
+        b.use_blob_urls = form.elements.use_blob_urls.value === "true";
+        b.regex_filter = value("regex_filter");
+        b.recursive_scan = checked("recursive_scan");
+      }
+    } else {
+      b.prefix = value("prefix_target");
+      b.can_delete_objects = checked("can_delete_objects");
+    }
+    return b;
+  }
+
+  function clearErrors() {
+    form.querySelectorAll(".field-error").forEach((el) => lp.show(el, ""));
+    lp.show(error, "");
+  }
+
+  /** Puts an API error next to the fields it names; the rest above the buttons. */
+  function showErrors(result) {
+    const errors = (result.body && result.body.validation_errors) || {};
+    const loose = [];
+    for (const [field, list] of Object.entries(errors)) {
+      const text = (Array.isArray(list) ? list : [list]).join(" ");
+      const target = [...form.querySelectorAll('[data-error-for="' + CSS.escape(field) + '"]')].find((el) => !el.closest("[hidden]"));
+      if (target) lp.show(target, text);
+      else loose.push(text);
+    }
+    if (loose.length || !Object.keys(errors).length) lp.show(error, loose.length ? loose.join("\n") : lp.message(result));
+  }
+
+  function render() {
+    const steps = STEPS[direction];
+    const name = steps[at][0];
+    document.getElementById("wizard-title").textContent = direction === "source" ? "Connect Source Storage" : "Connect Target Storage";
+    document.getElementById("wizard-steps").innerHTML = "";
+    steps.forEach(([, title], i) => {
+      const li = document.createElement("li");
+      li.textContent = i + 1 + ". " + title;
+      li.className = i < at ? "done" : i === at ? "current" : "";
+      document.getElementById("wizard-steps").appendChild(li);
+    });
+    form.querySelectorAll(".step").forEach((s) => (s.hidden = s.dataset.step !== name));
+    const wif = provider() === "gcswif";
+    form.querySelectorAll(".wif-only").forEach((el) => (el.hidden = !wif));
+    form.querySelectorAll(".gcs-only").forEach((el) => (el.hidden = wif));
+    form.querySelectorAll(".source-only").forEach((el) => (el.hidden = direction !== "source"));
+    form.querySelectorAll(".target-only").forEach((el) => (el.hidden = direction !== "target"));
+    document.getElementById("connection-heading").textContent = wif ? "Google Cloud Storage (WIF Auth)" : "Google Cloud Storage";
+    form.elements.presign_ttl.disabled = !checked("presign");
+    verified.hidden = !tested;
+    back.disabled = at === 0;
+    const last = at === steps.length - 1;
+    next.hidden = last;
+    // Configure Connection: Next waits for a passing Test Connection.
+    next.disabled = name === "connection" && !tested;
+    next.title = next.disabled ? "Test connection before continuing" : "";
+    save.hidden = !last;
+    saveSync.hidden = !(last && direction === "source");
+    save.disabled = direction === "target" && !tested;
+    if (name === "review") review();
+  }
+
+  function review() {
+    const b = body();
+    const rows = [
+      ["Provider", provider() === "gcs" ? "Google Cloud Storage" : "Google Cloud Storage (WIF Auth)"],
+      ["Storage Title", b.title || "—"],
+      ["Storage Location", "gs://" + b.bucket + (b.prefix ? "/" + b.prefix.replace(/^\/+/, "") : "")],
+      ["Import Method", b.use_blob_urls ? "Files: one task per object" : "Tasks: JSON, JSONL or Parquet task files"],
+      ["File Name Filter", b.regex_filter || "none"],
+      ["Scan all sub-folders", b.recursive_scan ? "Yes" : "No"],
+      ["Media", b.presign ? "Pre-signed URLs, " + b.presign_ttl + " min" : "Proxied through Labelport"],
+    ];
+    const list = document.getElementById("review-list");
+    list.innerHTML = "";
+    for (const [k, v] of rows) {
+      const div = document.createElement("div");
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = k;
+      dd.textContent = v;
+      div.append(dt, dd);
+      list.appendChild(div);
+    }
+  }
+
+  function open(which) {
+    direction = which;
+    at = 0;
+    tested = false;
+    form.reset();
+    clearErrors();
+    document.getElementById("preview-list").innerHTML = '<li class="muted">No preview yet: press Load Preview.</li>';
+    render();
+    dialog.showModal();
+  }
+
+  document.getElementById("add-source-storage").addEventListener("click", () => open("source"));
+  document.getElementById("add-target-storage").addEventListener("click", () => open("target"));
+  document.getElementById("wizard-close").addEventListener("click", () => dialog.close());
+  form.addEventListener("change", (event) => {
+    // A changed connection field must be tested again; presign settings need not.
+    if (event.target.closest('[data-step="connection"]') && !["presign", "presign_ttl", "can_delete_objects"].includes(event.target.name)) tested = false;
+    if (event.target.closest('[data-step="import"]')) {
+      document.getElementById("preview-list").innerHTML = '<li class="muted">Settings changed: press Load Preview.</li>';
+    }
+    if (event.target.name === "provider") tested = false;
+    render();
+  });
+  form.addEventListener("input", (event) => {
+    if (event.target.closest('[data-step="connection"]') && !["presign_ttl"].includes(event.target.name) && tested) {
+      tested = false;
+      render();
+    }
+  });
+  document.getElementById("w-credentials-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) form.elements.google_application_credentials.value = await file.text();
+    tested = false;
+    render();
+  });
+
+  next.addEventListener("click", () => {
+    clearErrors();
+    if (STEPS[direction][at][0] === "connection" && !tested) return;
+    at += 1;
+    render();
+  });
+  back.addEventListener("click", () => {
+    clearErrors();
+    at = Math.max(0, at - 1);
+    render();
+  });
+
+  document.getElementById("test-connection").addEventListener("click", async () => {
+    clearErrors();
+    const b = body();
+    let missing = false;
+    for (const [field, label] of [["title", "Storage title"], ["bucket", "Bucket name"]]) {
+      if (!b[field]) {
+        lp.show(form.querySelector('[data-error-for="' + field + '"]'), label + " is required");
+        missing = true;
+      }
+    }
+    if (missing) return;
+    const result = await lp.api("POST", base() + "/validate", b);
+    tested = result.ok;
+    if (!result.ok) showErrors(result);
+    render();
+  });
+
+  document.getElementById("load-preview").addEventListener("click", async () => {
+    clearErrors();
+    const list = document.getElementById("preview-list");
+    list.innerHTML = '<li class="muted">Loading…</li>';
+    const result = await lp.api("POST", base() + "/files", { ...body(), limit: 30 });
+    if (!result.ok) {
+      list.innerHTML = '<li class="muted">No preview.</li>';
+      showErrors(result);
+      return;
+    }
+    list.innerHTML = "";
+    const files = result.body.files || [];
+    if (!files.length) list.innerHTML = '<li class="muted">No files found: check the prefix and the filter.</li>';
+    for (const f of files) {
+      const li = document.createElement("li");
+      if (f.key === null) {
+        li.textContent = "… preview limit reached …";
+        li.className = "muted";
+      } else {
+        const key = document.createElement("span");
+        key.textContent = f.key;
+        key.className = "preview-key";
+        const size = document.createElement("span");
+        size.className = "muted";
+        size.textContent = f.size === undefined ? "" : f.size + " B";
+        li.append(key, size);
+      }
+      list.appendChild(li);
+    }
+  });
+
+  async function finish(sync) {
+    clearErrors();
+    const created = await lp.api("POST", base(), body());
+    if (!created.ok) {
+      showErrors(created);
+      return;
+    }
+    if (sync) {
+      const started = await lp.api("POST", base() + "/" + created.body.id + "/sync");
+      // A sync that does not start leaves the storage saved: its card says so.
+      if (!started.ok) console.warn("sync did not start", started.status);
+    }
+    location.reload();
+  }
+  save.addEventListener("click", () => finish(false));
+  saveSync.addEventListener("click", () => finish(true));
+})();
