@@ -678,3 +678,34 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     targets = http.get("/api/storages/export/gcs", params={"project": pid}).json()
     assert len(targets) == 1 and targets[0]["prefix"] == "labels" and targets[0]["can_delete_objects"] is True
     assert page.locator(".storage-card[data-direction='target']", has_text="Wizard annotations").count() == 1
+
+    # Edit: the same wizard, filled; a stored key is kept when left empty.
+    key = service_account_json(Path(tempfile.mkdtemp()))
+    signed_bucket = bucket + "-signed"
+    fake_gcs.create_bucket(signed_bucket)
+    fake_gcs.upload(signed_bucket, "imgs/0.png", png(8, 8), "image/png")
+    r = http.post("/api/storages/gcs", json={"project": pid, "bucket": signed_bucket, "prefix": "imgs", "use_blob_urls": True,
+                                             "presign": True, "title": "Signed photos", "google_application_credentials": key})
+    assert r.status_code == 201, r.text
+    signed = r.json()["id"]
+    task = http.post("/api/tasks", json={"project": pid, "data": {"image": f"gs://{signed_bucket}/imgs/0.png"}}).json()["id"]
+    page.reload()
+    card = page.locator(f".storage-card[data-storage='{signed}'][data-direction='source']")
+    card.locator(".edit-storage").click()
+    page.wait_for_selector("#storage-wizard[open]")
+    assert page.inner_text("#wizard-title") == "Edit Source Storage"
+    assert page.input_value("#w-title") == "Signed photos"
+    assert page.input_value("#w-credentials") == "", "a stored key is never shown"
+    assert page.is_checked("input[name=presign]")
+    page.fill("#w-title", "Signed photos, renamed")
+    page.click("#wizard-next")
+    assert page.input_value("#w-prefix") == "imgs"
+    page.click("#wizard-next")
+    watched.shot("19-wizard-edit-review")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#wizard-save")
+    stored = http.get(f"/api/storages/gcs/{signed}").json()
+    assert stored["title"] == "Signed photos, renamed" and stored["prefix"] == "imgs" and stored["presign"] is True
+    # The key is still there: media of the storage are still signed with it.
+    r = http.get(f"/tasks/{task}/resolve/", params={"fileuri": base64.b64encode(f"gs://{signed_bucket}/imgs/0.png".encode()).decode()}, allow_redirects=False)
+    assert r.status_code == 303 and "X-Goog-Signature=" in r.headers["location"], (r.status_code, r.text[:300])

@@ -24,8 +24,12 @@
   let direction = "source";
   let at = 0;
   let tested = false;
+  // Set while editing: {api, type}; the provider is fixed and a stored key
+  // is kept unless a new one is typed.
+  let editing = null;
+  const steps = () => STEPS[direction].filter(([name]) => !(editing && name === "provider"));
 
-  const provider = () => form.querySelector("input[name=provider]:checked").value;
+  const provider = () => (editing ? editing.type : form.querySelector("input[name=provider]:checked").value);
   const base = () => "/api/storages/" + (direction === "target" ? "export/" : "") + provider();
   const value = (name) => (form.elements[name] ? form.elements[name].value.trim() : "");
   const checked = (name) => Boolean(form.elements[name] && form.elements[name].checked);
@@ -42,7 +46,7 @@
     if (direction === "source") {
       b.presign = checked("presign");
       b.presign_ttl = Number(form.elements.presign_ttl.value || 15);
-      if (at >= 2) {
+      {
         b.prefix = value("prefix");
         b.use_blob_urls = form.elements.use_blob_urls.value === "true";
         b.regex_filter = value("regex_filter");
@@ -74,11 +78,12 @@
   }
 
   function render() {
-    const steps = STEPS[direction];
-    const name = steps[at][0];
-    document.getElementById("wizard-title").textContent = direction === "source" ? "Connect Source Storage" : "Connect Target Storage";
+    const shown = steps();
+    const name = shown[at][0];
+    const verb = editing ? "Edit " : "Connect ";
+    document.getElementById("wizard-title").textContent = verb + (direction === "source" ? "Source Storage" : "Target Storage");
     document.getElementById("wizard-steps").innerHTML = "";
-    steps.forEach(([, title], i) => {
+    shown.forEach(([, title], i) => {
       const li = document.createElement("li");
       li.textContent = i + 1 + ". " + title;
       li.className = i < at ? "done" : i === at ? "current" : "";
@@ -94,14 +99,14 @@
     form.elements.presign_ttl.disabled = !checked("presign");
     verified.hidden = !tested;
     back.disabled = at === 0;
-    const last = at === steps.length - 1;
+    const last = at === shown.length - 1;
     next.hidden = last;
     // Configure Connection: Next waits for a passing Test Connection.
-    next.disabled = name === "connection" && !tested;
+    next.disabled = name === "connection" && !tested && !editing;
     next.title = next.disabled ? "Test connection before continuing" : "";
     save.hidden = !last;
     saveSync.hidden = !(last && direction === "source");
-    save.disabled = direction === "target" && !tested;
+    save.disabled = direction === "target" && !tested && !editing;
     if (name === "review") review();
   }
 
@@ -133,12 +138,45 @@
     direction = which;
     at = 0;
     tested = false;
+    editing = null;
+    form.elements.google_application_credentials.placeholder = form.elements.google_application_credentials.dataset.placeholder;
     form.reset();
     clearErrors();
     document.getElementById("preview-list").innerHTML = '<li class="muted">No preview yet: press Load Preview.</li>';
     render();
     dialog.showModal();
   }
+
+  /** The same wizard, filled from the stored storage (testing is optional). */
+  async function openEdit(card) {
+    const result = await lp.api("GET", card.dataset.api);
+    if (!result.ok) {
+      lp.show(document.getElementById("storage-error"), lp.message(result));
+      return;
+    }
+    const s = result.body;
+    open(card.dataset.direction);
+    editing = { api: card.dataset.api, type: s.type };
+    const set = (name, v) => {
+      if (form.elements[name] && v !== undefined && v !== null) form.elements[name].value = v;
+    };
+    for (const f of ["title", "bucket", "google_project_id", "regex_filter", "presign_ttl",
+      "google_wif_pool_id", "google_wif_provider_id", "google_service_account_email", "google_project_number"]) set(f, s[f]);
+    set(direction === "source" ? "prefix" : "prefix_target", s.prefix);
+    if (direction === "source") {
+      form.elements.use_blob_urls.value = s.use_blob_urls ? "true" : "false";
+      form.elements.presign.checked = Boolean(s.presign);
+      form.elements.recursive_scan.checked = Boolean(s.recursive_scan);
+    } else {
+      form.elements.can_delete_objects.checked = Boolean(s.can_delete_objects);
+    }
+    // A stored key is never shown; empty keeps it.
+    form.elements.google_application_credentials.placeholder = "A key may be stored: leave empty to keep it, or paste a new one";
+    render();
+  }
+  document.querySelectorAll(".storage-card .edit-storage").forEach((button) =>
+    button.addEventListener("click", () => openEdit(button.closest(".storage-card"))),
+  );
 
   document.getElementById("add-source-storage").addEventListener("click", () => open("source"));
   document.getElementById("add-target-storage").addEventListener("click", () => open("target"));
@@ -167,7 +205,7 @@
 
   next.addEventListener("click", () => {
     clearErrors();
-    if (STEPS[direction][at][0] === "connection" && !tested) return;
+    if (steps()[at][0] === "connection" && !tested && !editing) return;
     at += 1;
     render();
   });
@@ -227,13 +265,13 @@
 
   async function finish(sync) {
     clearErrors();
-    const created = await lp.api("POST", base(), body());
-    if (!created.ok) {
-      showErrors(created);
+    const saved = editing ? await lp.api("PATCH", editing.api, body()) : await lp.api("POST", base(), body());
+    if (!saved.ok) {
+      showErrors(saved);
       return;
     }
     if (sync) {
-      const started = await lp.api("POST", base() + "/" + created.body.id + "/sync");
+      const started = await lp.api("POST", base() + "/" + saved.body.id + "/sync");
       // A sync that does not start leaves the storage saved: its card says so.
       if (!started.ok) console.warn("sync did not start", started.status);
     }
