@@ -21,12 +21,14 @@ Environment:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
+import uuid
 import urllib.parse
 from pathlib import Path
 from typing import Optional
@@ -116,6 +118,16 @@ class FakeGcs:
             timeout=30,
         )
         assert r.status_code in (200, 204), f"delete gs://{bucket}/{key}: {r.status_code} {r.text[:300]}"
+
+    def read(self, bucket: str, key: str) -> bytes:
+        """The object's bytes (JSON API, `alt=media`)."""
+        r = self.session.get(
+            self._url(f"/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/{urllib.parse.quote(key, safe='')}"),
+            params={"alt": "media"},
+            timeout=30,
+        )
+        assert r.status_code == 200, f"read gs://{bucket}/{key}: {r.status_code} {r.text[:300]}"
+        return r.content
 
     def list_keys(self, bucket: str, prefix: str = "") -> list:
         keys, token = [], None
@@ -373,3 +385,122 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if failed and _GCS_LOG is not None and _GCS_LOG.exists() and _GCS_LOG.stat().st_size:
         terminalreporter.section("fake-gcs-server log")
         terminalreporter.write_line(_read_log(_GCS_LOG, tail=100))
+
+
+# ---------------------------------------------------------------------------
+# Workload Identity Federation: the test kit's fakes of AWS IMDS, Google STS
+# and IAM (`labelport-fakes`) and a second server set up as on AWS, reaching
+# GCS only through WIF. Module-scoped: each module gets its own, so one
+# module's counts of exchanges are its own.
+
+WIF_ADMIN_USERNAME = "wif@example.com"
+WIF_ADMIN_PASSWORD = "secret-pass"
+POOL = "labelport-pool"
+PROVIDER = "aws-provider"
+NUMBER = "123456789012"
+AUDIENCE = (
+    f"//iam.googleapis.com/projects/{NUMBER}/locations/global/workloadIdentityPools/{POOL}/providers/{PROVIDER}"
+)
+REPO = Path(__file__).resolve().parents[2]
+KEY = REPO / "testdata" / "conformance" / "test_service_account.not-a-test.json"
+EMAIL = json.loads(KEY.read_text())["client_email"]
+
+
+def _fakes_binary() -> str:
+    server = os.environ.get("LABELPORT_BIN", "")
+    binary = Path(server).with_name("labelport-fakes")
+    if not binary.is_file():
+        pytest.fail(f"{binary} not found: build the workspace (cargo build --workspace --all-targets)", pytrace=False)
+    return str(binary)
+
+
+@pytest.fixture(scope="module")
+def fakes(fake_gcs):
+    proc = subprocess.Popen(
+        [_fakes_binary(), "--gcs", fake_gcs.endpoint, "--key", str(KEY), "--audience", AUDIENCE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    try:
+        urls = json.loads(line)
+    except ValueError:
+        proc.kill()
+        pytest.fail(f"labelport-fakes did not start: {line!r}", pytrace=False)
+    try:
+        yield urls
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def report(fakes) -> dict:
+    return requests.get(fakes["report"], timeout=10).json()
+
+
+@pytest.fixture(scope="module")
+def wif_server(tmp_path_factory, fakes):
+    """A second server, set up as on AWS, reaching GCS only through WIF."""
+    workdir = tmp_path_factory.mktemp("labelport-wif")
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    log_path = workdir / "server.log"
+    port = _free_port()
+    token = uuid.uuid4().hex + "00000000"
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    env.pop("STORAGE_EMULATOR_HOST", None)
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    env.update(
+        {
+            "LABELPORT_GCS_ENDPOINT": fakes["gcs"],
+            "LABELPORT_GCP_STS_ENDPOINT": fakes["wif"],
+            "LABELPORT_IAM_ENDPOINT": fakes["wif"],
+            # Must not be asked: the environment holds the credentials.
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": fakes["wif"],
+            "AWS_ACCESS_KEY_ID": "ASIAFAKELABELPORT",
+            "AWS_SECRET_ACCESS_KEY": "fake/secret+key/for-sigv4-checks",
+            "AWS_SESSION_TOKEN": "fake-session-token",
+            "AWS_REGION": "eu-west-3",
+            "NO_COLOR": "1",
+        }
+    )
+    cmd = [
+        os.environ["LABELPORT_BIN"], "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(data_dir), "--username", WIF_ADMIN_USERNAME, "--password", WIF_ADMIN_PASSWORD,
+        "--user-token", token,
+    ]
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{base_url}/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the WIF server did not start:\n{log_path.read_text(errors='replace')}", pytrace=False)
+        time.sleep(0.1)
+    try:
+        yield base_url, token, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def wif_fields() -> dict:
+    return dict(
+        google_wif_pool_id=POOL,
+        google_wif_provider_id=PROVIDER,
+        google_service_account_email=EMAIL,
+        google_project_number=NUMBER,
+        google_project_id="dummy-project-id",
+    )

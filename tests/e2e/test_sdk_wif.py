@@ -14,122 +14,19 @@ emulator that lets through only the impersonated service account's tokens.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
-import pytest
 import requests
 
 import conftest
+from conftest import EMAIL, NUMBER, POOL, PROVIDER, report, wif_fields
 
-POOL = "labelport-pool"
-PROVIDER = "aws-provider"
-NUMBER = "123456789012"
-AUDIENCE = (
-    f"//iam.googleapis.com/projects/{NUMBER}/locations/global/workloadIdentityPools/{POOL}/providers/{PROVIDER}"
-)
-REPO = Path(__file__).resolve().parents[2]
-KEY = REPO / "testdata" / "conformance" / "test_service_account.not-a-test.json"
-EMAIL = json.loads(KEY.read_text())["client_email"]
 CONFIG = (
     '<View><Image name="image" value="$image"/>'
     '<Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
 )
 TIMEOUT_S = 60.0
-
-
-def _fakes_binary() -> str:
-    server = os.environ.get("LABELPORT_BIN", "")
-    binary = Path(server).with_name("labelport-fakes")
-    if not binary.is_file():
-        pytest.fail(f"{binary} not found: build the workspace (cargo build --workspace --all-targets)", pytrace=False)
-    return str(binary)
-
-
-@pytest.fixture(scope="module")
-def fakes(fake_gcs):
-    proc = subprocess.Popen(
-        [_fakes_binary(), "--gcs", fake_gcs.endpoint, "--key", str(KEY), "--audience", AUDIENCE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    try:
-        urls = json.loads(line)
-    except ValueError:
-        proc.kill()
-        pytest.fail(f"labelport-fakes did not start: {line!r}", pytrace=False)
-    try:
-        yield urls
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
-def report(fakes) -> dict:
-    return requests.get(fakes["report"], timeout=10).json()
-
-
-@pytest.fixture(scope="module")
-def wif_server(tmp_path_factory, fakes):
-    """A second server, set up as on AWS, reaching GCS only through WIF."""
-    workdir = tmp_path_factory.mktemp("labelport-wif")
-    data_dir = workdir / "data"
-    data_dir.mkdir()
-    log_path = workdir / "server.log"
-    port = conftest._free_port()
-    token = uuid.uuid4().hex + "00000000"
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
-    env.pop("STORAGE_EMULATOR_HOST", None)
-    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
-    env.update(
-        {
-            "LABELPORT_GCS_ENDPOINT": fakes["gcs"],
-            "LABELPORT_GCP_STS_ENDPOINT": fakes["wif"],
-            "LABELPORT_IAM_ENDPOINT": fakes["wif"],
-            # Must not be asked: the environment holds the credentials.
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": fakes["wif"],
-            "AWS_ACCESS_KEY_ID": "ASIAFAKELABELPORT",
-            "AWS_SECRET_ACCESS_KEY": "fake/secret+key/for-sigv4-checks",
-            "AWS_SESSION_TOKEN": "fake-session-token",
-            "AWS_REGION": "eu-west-3",
-            "NO_COLOR": "1",
-        }
-    )
-    cmd = [
-        os.environ["LABELPORT_BIN"], "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(data_dir), "--username", "wif@example.com", "--password", "secret-pass",
-        "--user-token", token,
-    ]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base_url}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the WIF server did not start:\n{log_path.read_text(errors='replace')}", pytrace=False)
-        time.sleep(0.1)
-    try:
-        yield base_url, token, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def wait_until(what: str, check):
@@ -140,16 +37,6 @@ def wait_until(what: str, check):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
-
-
-def wif_fields() -> dict:
-    return dict(
-        google_wif_pool_id=POOL,
-        google_wif_provider_id=PROVIDER,
-        google_service_account_email=EMAIL,
-        google_project_number=NUMBER,
-        google_project_id="dummy-project-id",
-    )
 
 
 def test_gcswif_import_and_export_storages_with_the_sdk(wif_server, fakes, fake_gcs):

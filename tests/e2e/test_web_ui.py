@@ -620,12 +620,23 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     page.click("#test-connection")
     assert "Storage title is required" in page.inner_text("[data-error-for='title']")
     page.fill("#w-title", "Wizard photos")
+    # A bad key is named at the key's field.
+    page.fill("#w-bucket", bucket)
+    page.fill("#w-credentials", '{"type": "authorized_user", "client_id": "x"}')
+    page.click("#test-connection")
+    said = page.wait_for_selector("[data-error-for='google_application_credentials']:not([hidden])").inner_text()
+    assert "must be a service-account key" in said and "authorized_user" in said, said
+    assert page.is_hidden("#wizard-error") and page.is_disabled("#wizard-next")
+    watched.expect_refusal("/validate", 400)
+    watched.shot("20-wizard-bad-key")
+    page.fill("#w-credentials", "")
+    # A wrong bucket is named at the bucket's field, with the next step.
     page.fill("#w-bucket", bucket + "-missing")
     page.uncheck("input[name=presign]")
     page.click("#test-connection")
-    page.wait_for_selector("#wizard-error:not([hidden]), [data-error-for='bucket']:not([hidden])")
-    shown = page.inner_text("#wizard-form")
-    assert bucket + "-missing" in shown, shown
+    said = page.wait_for_selector("[data-error-for='bucket']:not([hidden])").inner_text()
+    assert f'"{bucket}-missing" does not exist' in said and "Next step" in said, said
+    assert page.is_hidden("[data-error-for='google_application_credentials']"), "old messages go"
     watched.expect_refusal("/validate", 400)
     watched.shot("16-wizard-connection-error")
     page.fill("#w-bucket", bucket)
@@ -633,7 +644,15 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     page.wait_for_selector("#connection-ok:not([hidden])")
     assert not page.is_disabled("#wizard-next")
     page.click("#wizard-next")
-    # Import settings and preview.
+    # Import settings and preview. A prefix with nothing under it is named
+    # at its field when leaving the step, and the wizard stays there.
+    page.fill("#w-prefix", "nothing-here")
+    page.click("#wizard-next")
+    said = page.wait_for_selector("[data-error-for='prefix']:not([hidden])").inner_text()
+    assert f"No objects found in gs://{bucket}/nothing-here/" in said and "Next step" in said, said
+    assert page.is_visible("#load-preview"), "still at Import Settings"
+    watched.expect_refusal("/validate", 400)
+    watched.shot("21-wizard-missing-prefix")
     page.fill("#w-prefix", "imgs")
     page.select_option("#w-method", "true")
     page.click("#load-preview")
@@ -648,6 +667,7 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     page.click("#wizard-next")
     assert page.input_value("#w-prefix") == "imgs"
     page.click("#wizard-next")
+    page.wait_for_selector("#review-list div")  # after the import settings' check
     review = page.inner_text("#review-list")
     assert f"gs://{bucket}/imgs" in review and "Proxied" in review, review
     watched.shot("18-wizard-review")
@@ -679,6 +699,24 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     assert len(targets) == 1 and targets[0]["prefix"] == "labels" and targets[0]["can_delete_objects"] is True
     assert page.locator(".storage-card[data-direction='target']", has_text="Wizard annotations").count() == 1
 
+    # The target storage receives an annotation submitted in the labeling page.
+    task_ids = [t["id"] for t in http.get("/api/tasks", params={"project": pid, "page_size": 10}).json()["tasks"]]
+    page.goto(f"{server.base_url}/projects/{pid}/label?task={task_ids[0]}")
+    page.wait_for_selector("body[data-editor-ready='true']")
+    page.locator("label", has_text="Clear").first.click()
+    page.locator("button", has_text="Submit").click()
+    page.wait_for_selector("body[data-saved='Submitted']")
+    annotation = http.get(f"/api/tasks/{task_ids[0]}/annotations").json()[0]
+    key = f"labels/{annotation['id']}"
+    deadline = time.monotonic() + 30
+    while key not in fake_gcs.list_keys(bucket, "labels/"):
+        assert time.monotonic() < deadline, f"{key} never reached the bucket: {fake_gcs.list_keys(bucket, 'labels/')}"
+        time.sleep(0.2)
+    exported = json.loads(fake_gcs.read(bucket, key))
+    assert exported["id"] == annotation["id"] and exported["task"]["id"] == task_ids[0], exported
+    assert [r["value"]["choices"] for r in exported["result"] if r["type"] == "choices"] == [["Clear"]], exported
+    page.goto(f"{server.base_url}/projects/{pid}/settings/storage")
+
     # Edit: the same wizard, filled; a stored key is kept when left empty.
     key = service_account_json(Path(tempfile.mkdtemp()))
     signed_bucket = bucket + "-signed"
@@ -701,6 +739,7 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     page.click("#wizard-next")
     assert page.input_value("#w-prefix") == "imgs"
     page.click("#wizard-next")
+    page.wait_for_selector("#review-list div")
     watched.shot("19-wizard-edit-review")
     with page.expect_navigation(wait_until="load"):
         page.click("#wizard-save")
@@ -709,3 +748,159 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     # The key is still there: media of the storage are still signed with it.
     r = http.get(f"/tasks/{task}/resolve/", params={"fileuri": base64.b64encode(f"gs://{signed_bucket}/imgs/0.png".encode()).decode()}, allow_redirects=False)
     assert r.status_code == 303 and "X-Goog-Signature=" in r.headers["location"], (r.status_code, r.text[:300])
+
+
+TEXT_CONFIG = (
+    '<View><Text name="text" value="$text"/>'
+    '<Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>'
+)
+
+
+def wait_for_card(page, title: str, direction: str = "source"):
+    """The storage card titled `title` once its sync has ended."""
+    card = page.locator(f".storage-card[data-direction='{direction}']", has_text=title)
+    card.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.storage-card')].some(c => c.textContent.includes("
+        + json.dumps(title)
+        + ") && ['completed', 'completed_with_errors', 'failed'].includes(c.dataset.status))"
+    )
+    return card
+
+
+def test_source_wizard_in_tasks_mode_previews_the_first_tasks(server, watched, http, fake_gcs):
+    page = watched.page
+    pid = make_project(http, "UI task files", TEXT_CONFIG)
+    bucket = f"ui-task-files-{pid}"
+    fake_gcs.create_bucket(bucket)
+    rows = [{"text": "Great service"}, {"data": {"text": "Slow delivery"}}, "not a task", {"text": "Would buy again"}]
+    fake_gcs.upload(bucket, "batches/2026-11.jsonl", "\n".join(json.dumps(r) for r in rows).encode(), "application/x-ndjson")
+    fake_gcs.upload(bucket, "batches/README.txt", b"how these files are made", "text/plain")
+    sign_in(watched, server.base_url, then=f"/projects/{pid}/settings/storage")
+    page.click("#add-source-storage")
+    page.click("#wizard-next")
+    page.fill("#w-title", "Review batches")
+    page.fill("#w-bucket", bucket)
+    page.click("#test-connection")
+    page.wait_for_selector("#connection-ok:not([hidden])")
+    page.click("#wizard-next")
+    page.fill("#w-prefix", "batches")
+    page.select_option("#w-method", "false")
+    page.click("#load-preview")
+    page.wait_for_selector("#preview-tasks:not([hidden]) li")
+    keys = page.eval_on_selector_all("#preview-list .preview-key", "els => els.map(e => e.textContent)")
+    assert keys == ["batches/2026-11.jsonl", "batches/README.txt"], keys
+    # The first tasks, as a sync will make them: data, a refused row with
+    # its line, and the file a sync cannot read.
+    items = page.eval_on_selector_all("#preview-tasks li", "els => els.map(e => e.textContent)")
+    assert len(items) == 5, items
+    assert "line 1" in items[0] and '{"text":"Great service"}' in items[0], items
+    assert "line 2" in items[1] and '{"text":"Slow delivery"}' in items[1], items
+    assert "line 3" in items[2] and page.locator("#preview-tasks li code.error").count() == 2, items
+    assert "Would buy again" in items[3], items
+    assert "batches/README.txt" in items[4] and "not a JSON, JSONL or Parquet file" in items[4], items
+    watched.shot("22-wizard-tasks-preview")
+    # A filter leaves the text file out, as the preview shows at once.
+    page.fill("#w-filter", r".*\.jsonl$")
+    page.click("#load-preview")
+    page.wait_for_function("() => document.querySelectorAll('#preview-list .preview-key').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#preview-tasks li').length === 4")
+    page.click("#wizard-next")
+    page.wait_for_selector("#review-list div")  # after the import settings' check
+    review = page.inner_text("#review-list")
+    assert "Tasks: JSON, JSONL or Parquet task files" in review and r".*\.jsonl$" in review, review
+    # Save without sync: the storage waits, initialized, until Sync Storage.
+    with page.expect_navigation(wait_until="load"):
+        page.click("#wizard-save")
+    card = page.locator(".storage-card[data-direction='source']", has_text="Review batches")
+    assert card.get_attribute("data-status") == "initialized"
+    assert card.locator(".status").inner_text() == "Initialized"
+    assert http.get(f"/api/projects/{pid}").json()["task_number"] == 0
+    # Every state the card goes through, with whether its bar showed.
+    page.evaluate(
+        """() => {
+            const card = document.querySelector(".storage-card[data-direction='source']");
+            window.seenStates = [];
+            new MutationObserver(() => window.seenStates.push(
+                card.dataset.status + (card.querySelector(".sync-progress").hidden ? "" : "+bar")
+            )).observe(card, { attributes: true, attributeFilter: ["data-status"] });
+        }"""
+    )
+    card.locator(".sync-button").click()
+    card = wait_for_card(page, "Review batches")
+    states = page.evaluate("() => window.seenStates")
+    assert states[0] == "queued+bar" and states[-1] == "completed_with_errors", states
+    assert card.get_attribute("data-status") == "completed_with_errors", "the bad row is reported"
+    assert card.locator(".sync-count").inner_text() == "3"
+    card.locator(".sync-errors summary").click()
+    assert "2026-11.jsonl:line 3" in card.locator(".traceback").inner_text()
+    # The tasks are in the data manager.
+    watched.follow("a[href$='/data']")
+    texts = page.eval_on_selector_all("tbody tr[data-task]", "els => els.map(e => e.textContent)")
+    assert len(texts) == 3 and any("Slow delivery" in t for t in texts), texts
+
+
+def test_source_wizard_with_workload_identity_federation(wif_server, fakes, watched, fake_gcs):
+    """The WIF type, end to end in the browser, against a server that reaches
+    GCS only through the WIF fakes (see conftest's `wif_server`)."""
+    from conftest import EMAIL, NUMBER, POOL, PROVIDER, WIF_ADMIN_PASSWORD, WIF_ADMIN_USERNAME, ApiSession, report
+
+    base_url, token, _log = wif_server
+    http = ApiSession(base_url, token)
+    page = watched.page
+    pid = make_project(http, "UI WIF")
+    bucket = f"ui-wif-{pid}-{int(time.time())}"
+    fake_gcs.create_bucket(bucket)
+    for i in range(3):
+        fake_gcs.upload(bucket, f"imgs/{i}.png", png(40, 30), "image/png")
+    sign_in(watched, base_url, WIF_ADMIN_USERNAME, WIF_ADMIN_PASSWORD, then=f"/projects/{pid}/settings/storage")
+    page.click("#add-source-storage")
+    page.check("input[name=provider][value=gcswif]")
+    page.click("#wizard-next")
+    assert page.inner_text("#connection-heading") == "Google Cloud Storage (WIF Auth)"
+    assert page.is_hidden("#w-credentials") and page.is_visible("#w-pool")
+    page.fill("#w-title", "Photos through WIF")
+    page.fill("#w-bucket", bucket)
+    page.fill("#w-pool", POOL)
+    page.fill("#w-provider", PROVIDER)
+    page.fill("#w-email", EMAIL)
+    page.fill("#w-number", "999999999999")
+    page.fill("#w-project-id", "dummy-project-id")
+    # STS refuses a pool in another project: named at the provider's field.
+    page.click("#test-connection")
+    said = page.wait_for_selector("[data-error-for='google_wif_provider_id']:not([hidden])").inner_text()
+    assert "Google STS refused" in said and "google_project_number" in said, said
+    watched.expect_refusal("/validate", 400)
+    watched.shot("23-wizard-wif-refused")
+    page.fill("#w-number", NUMBER)
+    page.click("#test-connection")
+    page.wait_for_selector("#connection-ok:not([hidden])")
+    page.click("#wizard-next")
+    page.fill("#w-prefix", "imgs")
+    page.click("#load-preview")
+    page.wait_for_selector("#preview-list .preview-key")
+    keys = page.eval_on_selector_all("#preview-list .preview-key", "els => els.map(e => e.textContent)")
+    assert keys == ["imgs/0.png", "imgs/1.png", "imgs/2.png"], keys
+    page.click("#wizard-next")
+    page.wait_for_selector("#review-list div")  # after the import settings' check
+    review = page.inner_text("#review-list")
+    assert "Google Cloud Storage (WIF Auth)" in review and f"gs://{bucket}/imgs" in review and "Pre-signed" in review
+    watched.shot("24-wizard-wif-review")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#wizard-save-sync")
+    card = wait_for_card(page, "Photos through WIF")
+    assert card.get_attribute("data-status") == "completed"
+    assert card.locator(".sync-count").inner_text() == "3"
+    stored = http.get("/api/storages/gcswif", params={"project": pid}).json()
+    assert len(stored) == 1 and stored[0]["google_wif_pool_id"] == POOL and stored[0]["presign"] is True
+    # The tasks are in the data manager, their images signed through IAM.
+    watched.follow("a[href$='/data']")
+    assert page.locator("tbody tr[data-task]").count() == 3
+    page.wait_for_function(
+        "() => { const i = [...document.querySelectorAll('tbody img')]; return i.length === 3 && i.every(x => x.complete && x.naturalWidth === 40); }"
+    )
+    redirects = [r for r in watched.responses if "/resolve/" in r.url and r.status == 303]
+    assert redirects and all("X-Goog-Signature=" in r.headers["location"] for r in redirects)
+    seen = report(fakes)
+    assert seen["violations"] == [] and seen["unauthorized"] == [], seen
+    assert "signBlob" in seen["seen"], seen

@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 pub mod access;
 pub mod annotations;
 pub mod auth;
+mod connection_check;
 pub mod error;
 pub mod export;
 pub mod extract;

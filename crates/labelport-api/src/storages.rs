@@ -19,12 +19,10 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
 use labelport_db::{DbError, StorageRow, UserRow};
 use labelport_domain::access::Role;
 use labelport_domain::storage::{
-    compile_filter, listed_types, normalize_prefix, Direction, DirectionOptions, StorageInput, StorageKind,
-    StorageSettings,
+    compile_filter, listed_types, normalize_prefix, Direction, StorageInput, StorageKind, StorageSettings,
 };
 use labelport_storage::{ObjectStore, StorageError};
 use labelport_sync::run::meta_time;
@@ -32,13 +30,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 
+use crate::connection_check::{advice, check_connection};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::views::stored_json;
 
-/// The connection check gives up after this long.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// The files preview stops after this long, as Label Studio (30 s).
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -234,102 +231,6 @@ async fn views(state: &AppState, rows: &[StorageRow]) -> ApiResult<Json<Value>> 
         out.push(storage_view(state, row).await?);
     }
     Ok(Json(Value::Array(out)))
-}
-
-/// Runs a connection check with a time limit. The check answers the
-/// storage's error, or a message of its own; either becomes a 400.
-async fn run_connection_check(
-    bucket: &str,
-    check: impl std::future::Future<Output = Result<Option<String>, StorageError>>,
-) -> ApiResult<()> {
-    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-        Err(_) => Err(ApiError::body(format!(
-            "Connecting to gs://{bucket} timed out after {CHECK_TIMEOUT:?}"
-        ))),
-        Ok(Err(e)) => Err(ApiError::body(e.to_string())),
-        Ok(Ok(Some(message))) => Err(ApiError::body(message)),
-        Ok(Ok(None)) => Ok(()),
-    }
-}
-
-/// Tries the connection as the storage is configured (Test connection).
-/// Source: the bucket is readable and, with a prefix, lists at least one
-/// object under it. Target: the bucket exists and can be written — a small
-/// probe object under the prefix is written and deleted; with
-/// `can_delete_objects` a probe that cannot be deleted is an error too.
-/// A failure is a 400 a user can act on.
-async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettings) -> ApiResult<()> {
-    let check = async {
-        let store = state.storage_env.connect(kind, s).await?;
-        store.check().await?;
-        match &s.options {
-            DirectionOptions::Import(o) => {
-                // The prefix as a sync lists it (`/images/` is `images/`).
-                let prefix = normalize_prefix(&s.prefix);
-                if !prefix.is_empty() {
-                    let page = store.list_page(&prefix, true, None, 1).await?;
-                    if page.objects.is_empty() {
-                        return Ok(Some(format!(
-                            "No objects found in gs://{}/{prefix} or the prefix does not exist",
-                            s.bucket
-                        )));
-                    }
-                }
-                // With presign on, media of a federated storage will be
-                // signed through IAM signBlob: sign once now, so a refusal
-                // (no Token Creator role, no account to sign as) is found
-                // here rather than by annotators.
-                let federated = matches!(
-                    state.storage_env.credentials(kind, s),
-                    Ok(labelport_storage::connect::Credentials::Federated(_))
-                );
-                if o.presign && federated {
-                    let probe = format!("{}labelport-signing-check", normalize_prefix(&s.prefix));
-                    if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
-                        return Ok(Some(format!(
-                            "Presigned URLs cannot be made for gs://{}: {reason}. Fix the signer's permissions, \
-                             or turn presign off to serve media through the proxy.",
-                            s.bucket
-                        )));
-                    }
-                }
-                Ok(None)
-            }
-            DirectionOptions::Export(o) => {
-                let prefix = s.prefix.trim_end_matches('/');
-                let probe = format!(
-                    "{}{}.labelport-write-check-{}",
-                    prefix,
-                    if prefix.is_empty() { "" } else { "/" },
-                    uuid::Uuid::new_v4()
-                );
-                store
-                    .write(&probe, Bytes::from_static(b"{}"), "application/json")
-                    .await
-                    .map_err(|e| match e {
-                        StorageError::PermissionDenied(m) => {
-                            StorageError::PermissionDenied(format!("cannot write to gs://{}: {m}", s.bucket))
-                        }
-                        other => other,
-                    })?;
-                match store.delete(&probe).await {
-                    Ok(()) => Ok(None),
-                    Err(e) if o.can_delete_objects => Ok(Some(format!(
-                        "can_delete_objects is on but objects in gs://{} cannot be deleted: {e}",
-                        s.bucket
-                    ))),
-                    Err(e) => {
-                        tracing::warn!(
-                            "export check: the probe gs://{}/{probe} could not be deleted: {e}",
-                            s.bucket
-                        );
-                        Ok(None)
-                    }
-                }
-            }
-        }
-    };
-    run_connection_check(&s.bucket, check).await
 }
 
 async fn list(
@@ -662,7 +563,9 @@ pub async fn list_all_import(
 
 #[utoipa::path(post, path = "/api/storages/{kind}/files", request_body = StorageInput, tag = "storages",
     params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
-    responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list")))]
+    responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list. \
+        With use_blob_urls false (task files), also tasks: the first tasks the first matching files give, \
+        [{key, position, data} or {key, position, error}] (a Labelport addition)")))]
 pub async fn files_import(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -674,22 +577,26 @@ pub async fn files_import(
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::field("limit", "Must be between 1 and 10000."));
     }
-    let recursive = settings.import().is_some_and(|o| o.recursive_scan);
+    let options = settings.import().cloned().unwrap_or_default();
     let store = state
         .storage_env
         .connect(kind, &settings)
         .await
-        .map_err(|e| ApiError::body(e.to_string()))?;
+        .map_err(|e| advice(kind, &settings, e))?;
     let prefix = normalize_prefix(&settings.prefix);
     let regex = compile_filter(&settings.regex_filter).map_err(|e| ApiError::field("regex_filter", e))?;
     let started = std::time::Instant::now();
     let mut files: Vec<Value> = Vec::new();
+    let mut keys: Vec<(String, i64)> = Vec::new();
     let mut token = None;
     'pages: loop {
-        let page = tokio::time::timeout(PREVIEW_TIMEOUT, store.list_page(&prefix, recursive, token, 1000))
-            .await
-            .map_err(|_| ApiError::body("Listing the bucket timed out"))?
-            .map_err(|e| ApiError::body(e.to_string()))?;
+        let page = tokio::time::timeout(
+            PREVIEW_TIMEOUT,
+            store.list_page(&prefix, options.recursive_scan, token, 1000),
+        )
+        .await
+        .map_err(|_| ApiError::body("Listing the bucket timed out"))?
+        .map_err(|e| advice(kind, &settings, e))?;
         for o in page.objects {
             if o.key.ends_with('/') || regex.as_ref().is_some_and(|r| !r.matches(&o.key)) {
                 continue;
@@ -699,6 +606,7 @@ pub async fn files_import(
                 break 'pages;
             }
             files.push(json!({"key": o.key, "last_modified": o.updated, "size": o.size}));
+            keys.push((o.key, o.generation));
         }
         if started.elapsed() > PREVIEW_TIMEOUT {
             files.push(json!({"key": "... storage scan timeout reached ...", "last_modified": null, "size": null}));
@@ -709,5 +617,60 @@ pub async fn files_import(
             None => break,
         }
     }
-    Ok(Json(json!({ "files": files })))
+    let mut answer = json!({ "files": files });
+    if !settings.use_blob_urls {
+        answer["tasks"] = Value::Array(preview_tasks(&store, &keys).await);
+    }
+    Ok(Json(answer))
+}
+
+/// At most this many tasks in a preview of task files…
+const PREVIEW_TASKS: usize = 10;
+/// …read from at most this many files, each for at most this long.
+const PREVIEW_TASK_FILES: usize = 3;
+const PREVIEW_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first tasks that the first task files among `keys` give, read and
+/// parsed by the sync's own readers (`labelport_sync::readers`) and task
+/// rules (`parse_task_element`): `{key, position, data}` for a task,
+/// `{key, position, error}` for a row a sync would report as bad, and
+/// `{key, error}` for a file it could not read.
+async fn preview_tasks<S: ObjectStore>(store: &S, keys: &[(String, i64)]) -> Vec<Value> {
+    use futures::StreamExt;
+    use labelport_sync::readers::{read_rows, FileFormat};
+    let mut out = Vec::new();
+    for (key, generation) in keys.iter().take(PREVIEW_TASK_FILES) {
+        if out.len() >= PREVIEW_TASKS {
+            break;
+        }
+        let Some(format) = FileFormat::for_key(key) else {
+            out.push(json!({"key": key, "error": "not a JSON, JSONL or Parquet file: a sync reports it as an error (use File Name Filter to skip it)"}));
+            continue;
+        };
+        let read = async {
+            let stream = store.read_stream(key, Some(*generation), 0, None).await?;
+            let mut rows = read_rows(format, key, stream);
+            let mut got = Vec::new();
+            while out.len() + got.len() < PREVIEW_TASKS {
+                let Some(row) = rows.next().await else { break };
+                match row {
+                    Ok(row) => got.push(match row.value.and_then(labelport_domain::import::parse_task_element) {
+                        Ok(task) => json!({"key": key, "position": row.position, "data": task.data}),
+                        Err(e) => json!({"key": key, "position": row.position, "error": e}),
+                    }),
+                    Err(e) => {
+                        got.push(json!({"key": key, "error": e.to_string()}));
+                        break;
+                    }
+                }
+            }
+            Ok::<_, StorageError>(got)
+        };
+        match tokio::time::timeout(PREVIEW_READ_TIMEOUT, read).await {
+            Ok(Ok(got)) => out.extend(got),
+            Ok(Err(e)) => out.push(json!({"key": key, "error": e.to_string()})),
+            Err(_) => out.push(json!({"key": key, "error": "reading the file took too long for a preview"})),
+        }
+    }
+    out
 }

@@ -132,8 +132,8 @@ impl StorageEnv {
                     });
                 let hint = format!(
                     "{who} needs Storage Admin (roles/storage.admin) on the bucket, or at least Storage Object \
-                     Viewer (roles/storage.objectViewer) to import and Storage Object Creator \
-                     (roles/storage.objectCreator) to export"
+                     Viewer (roles/storage.objectViewer) to import and Storage Object User \
+                     (roles/storage.objectUser: create, and delete to overwrite) to export"
                 );
                 (GcsAuth::Federated(tokens), Some(hint))
             }

@@ -167,7 +167,10 @@ fn classify(err: GcsError, what: &str, hint: Option<&str>) -> StorageError {
         // that failed and the way to fix it); anything else is summarised.
         GcsError::TokenSource(e) => match e.downcast_ref::<WifError>() {
             Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
-            Some(wif) => StorageError::Auth(format!("{what}: {wif}")),
+            Some(wif) => StorageError::Federation {
+                what: what.to_owned(),
+                cause: wif.clone(),
+            },
             None => StorageError::Auth(format!(
                 "{what}: could not get a Google access token: {}",
                 summarise(&e.to_string())

@@ -54,6 +54,10 @@ pub enum StorageError {
     PermissionDenied(String),
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// Workload Identity Federation refused a step (not retried): `what`
+    /// was being done; `cause` names the step and the fix.
+    #[error("{what}: {cause}")]
+    Federation { what: String, cause: wif::WifError },
     /// Worth retrying (429, 5xx, connection trouble).
     #[error("storage temporarily unavailable: {0}")]
     Transient(String),
@@ -74,7 +78,7 @@ impl StorageError {
         match self {
             StorageError::NotFound(_) | StorageError::BucketNotFound(_) => "missing",
             StorageError::PermissionDenied(_) => "permission",
-            StorageError::Auth(_) => "auth",
+            StorageError::Auth(_) | StorageError::Federation { .. } => "auth",
             StorageError::Transient(_) => "transient",
             StorageError::Invalid(_) => "invalid",
             StorageError::Other(_) => "other",

@@ -67,7 +67,10 @@ pub enum ExportError {
 fn is_fatal(e: &StorageError) -> bool {
     matches!(
         e,
-        StorageError::BucketNotFound(_) | StorageError::Auth(_) | StorageError::PermissionDenied(_)
+        StorageError::BucketNotFound(_)
+            | StorageError::Auth(_)
+            | StorageError::Federation { .. }
+            | StorageError::PermissionDenied(_)
     )
 }
 

@@ -446,10 +446,13 @@ async fn failed_uploads_are_retried_reported_and_written_later() {
             )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-        let text = e.to_string();
+        let said = e["validation_errors"]["google_application_credentials"][0]
+            .as_str()
+            .unwrap_or_default();
         assert!(
-            text.contains("permission denied") && text.contains("cannot write to gs://flaky"),
-            "{text}"
+            said.contains("may not write objects to gs://flaky")
+                && said.contains("Next step: grant it Storage Object User (roles/storage.objectUser)"),
+            "{e}"
         );
         let (_, list) = app.get(&format!("/api/storages/export/gcs?project={pid}")).await;
         assert_eq!(list, json!([]), "nothing created");

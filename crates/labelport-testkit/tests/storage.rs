@@ -97,11 +97,10 @@ async fn storage_crud_validation_and_secrets() {
             .post("/api/storages/gcs", json!({"project": pid, "bucket": "no-such-bucket"}))
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+        // Each problem is filed under the field to change, with the next step.
+        let said = e["validation_errors"]["bucket"][0].as_str().unwrap_or_default();
         assert!(
-            e["validation_errors"]["non_field_errors"][0]
-                .as_str()
-                .unwrap()
-                .contains("no-such-bucket"),
+            said.contains("\"no-such-bucket\" does not exist") && said.contains("Next step"),
             "{e}"
         );
         let (s, e) = app
@@ -111,7 +110,11 @@ async fn storage_crud_validation_and_secrets() {
             )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert!(e.to_string().contains("No objects found"), "{e}");
+        let said = e["validation_errors"]["prefix"][0].as_str().unwrap_or_default();
+        assert!(
+            said.contains("No objects found in gs://media/nothing-here/") && said.contains("Next step"),
+            "{e}"
+        );
         let (s, body) = app
             .post(
                 "/api/storages/gcs/validate",
@@ -542,4 +545,81 @@ async fn a_bucket_that_disappears_fails_the_sync_with_a_clear_message() {
         assert!(st["meta"]["time_failure"].is_string());
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn tasks_mode_preview_shows_the_first_tasks_a_sync_would_make() {
+    let gcs = emulator().await;
+    gcs.upload(
+        "media",
+        "preview/a.jsonl",
+        b"{\"text\": \"one\"}\n{\"data\": {\"text\": \"two\"}, \"predictions\": []}\n[1]\n{\"text\": \"four\"}\n"
+            .to_vec(),
+        "application/x-ndjson",
+    )
+    .await
+    .unwrap();
+    gcs.upload(
+        "media",
+        "preview/b.json",
+        b"[{\"text\": \"five\"}]".to_vec(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    gcs.upload("media", "preview/c.txt", b"not tasks".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with_gcs(labelport_testkit::Backend::Sqlite, &gcs, 0).await;
+    let pid = project(&app, TEXT_CONFIG).await;
+    let (s, got) = app
+        .post(
+            "/api/storages/gcs/files",
+            json!({"project": pid, "bucket": "media", "prefix": "preview", "use_blob_urls": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["files"].as_array().unwrap().len(), 3, "{got}");
+    let tasks = got["tasks"].as_array().expect("tasks mode previews tasks");
+    let shown: Vec<(String, String)> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_owned(),
+                if t["data"].is_object() {
+                    t["data"]["text"].as_str().unwrap().to_owned()
+                } else {
+                    format!("error: {}", t["error"].as_str().unwrap())
+                },
+            )
+        })
+        .collect();
+    assert_eq!(shown.len(), 6, "{got}");
+    assert_eq!(shown[0], ("preview/a.jsonl".into(), "one".into()));
+    assert_eq!(
+        shown[1],
+        ("preview/a.jsonl".into(), "two".into()),
+        "a wrapped task shows its data"
+    );
+    assert!(
+        shown[2].1.starts_with("error: "),
+        "a bad row is shown as a sync reports it: {got}"
+    );
+    assert_eq!(tasks[2]["position"], "line 3", "{got}");
+    assert_eq!(shown[3], ("preview/a.jsonl".into(), "four".into()));
+    assert_eq!(shown[4], ("preview/b.json".into(), "five".into()));
+    assert!(
+        shown[5].0 == "preview/c.txt" && shown[5].1.contains("not a JSON, JSONL or Parquet file"),
+        "{got}"
+    );
+    // Files mode: no task preview.
+    let (_, got) = app
+        .post(
+            "/api/storages/gcs/files",
+            json!({"project": pid, "bucket": "media", "prefix": "preview", "use_blob_urls": true}),
+        )
+        .await;
+    assert!(got.get("tasks").is_none(), "{got}");
+    // Nothing was imported by a preview.
+    assert!(all_tasks(&app, pid).await.is_empty());
 }

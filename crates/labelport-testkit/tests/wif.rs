@@ -375,6 +375,8 @@ async fn each_refusal_is_named_at_test_connection() {
             && text.contains("google_project_number"),
         "{text}"
     );
+    // Filed under the provider, the field the wizard shows it at.
+    assert!(v["validation_errors"]["google_wif_provider_id"].is_array(), "{v}");
     // STS refuses the identity (attribute condition not met).
     w.wif.configure(|e| {
         e.refuse_sts = Some((
@@ -399,6 +401,7 @@ async fn each_refusal_is_named_at_test_connection() {
             && text.contains("roles/iam.workloadIdentityUser"),
         "{text}"
     );
+    assert!(v["validation_errors"]["google_service_account_email"].is_array(), "{v}");
     // IAM refuses signBlob (no Token Creator): found at Test connection
     // because presign is on.
     w.wif
@@ -422,10 +425,18 @@ async fn each_refusal_is_named_at_test_connection() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let text = v.to_string();
+    // Filed under the account, with the command that grants the role.
+    let said = v["validation_errors"]["google_service_account_email"][0]
+        .as_str()
+        .unwrap_or_default();
     assert!(
-        text.contains("cannot write") && text.contains("roles/storage.admin"),
-        "{text}"
+        said.contains("may not write objects to gs://refusals")
+            && said.contains("--role=roles/storage.objectUser")
+            && said.contains(&format!(
+                "--member=serviceAccount:{}",
+                wif_fields()["google_service_account_email"].as_str().unwrap()
+            )),
+        "{v}"
     );
     w.proxy.heal();
     assert_eq!(w.wif.violations(), Vec::<String>::new());

@@ -27,6 +27,8 @@
   // Set while editing: {api, type}; the provider is fixed and a stored key
   // is kept unless a new one is typed.
   let editing = null;
+  // The settings the preview shown was loaded with.
+  let previewOf = null;
   const steps = () => STEPS[direction].filter(([name]) => !(editing && name === "provider"));
 
   const provider = () => (editing ? editing.type : form.querySelector("input[name=provider]:checked").value);
@@ -64,15 +66,45 @@
     lp.show(error, "");
   }
 
-  /** Puts an API error next to the fields it names; the rest above the buttons. */
+  /** Shows the preview as made with other settings than those typed now. */
+  function stale(yes) {
+    document.getElementById("preview-stale").hidden = !yes;
+    for (const id of ["preview-list", "preview-tasks"]) document.getElementById(id).classList.toggle("stale", yes);
+  }
+
+  /** Whether `el` belongs to the form as the provider and direction now show it. */
+  function inMode(el) {
+    for (let node = el; node && node !== form; node = node.parentElement) {
+      if (node.matches(".source-only, .target-only, .gcs-only, .wif-only") && node.hidden) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Puts an API error next to the field it names — going back to the step
+   * that holds the field when needed (a prefix with nothing under it, found
+   * at Save, shows on Import Settings) — and the rest above the buttons.
+   */
   function showErrors(result) {
     const errors = (result.body && result.body.validation_errors) || {};
+    const placed = [];
     const loose = [];
     for (const [field, list] of Object.entries(errors)) {
       const text = (Array.isArray(list) ? list : [list]).join(" ");
-      const target = [...form.querySelectorAll('[data-error-for="' + CSS.escape(field) + '"]')].find((el) => !el.closest("[hidden]"));
-      if (target) lp.show(target, text);
+      const target = [...form.querySelectorAll('[data-error-for="' + CSS.escape(field) + '"]')].find(inMode);
+      const step = target && target.closest(".step");
+      const index = step ? steps().findIndex(([name]) => name === step.dataset.step) : -1;
+      if (index >= 0) placed.push([target, text, index]);
       else loose.push(text);
+    }
+    if (placed.length) {
+      // The earliest step with a problem is where the user goes.
+      const first = Math.min(...placed.map(([, , i]) => i));
+      if (first !== at) {
+        at = first;
+        render();
+      }
+      for (const [target, text] of placed) lp.show(target, text);
     }
     if (loose.length || !Object.keys(errors).length) lp.show(error, loose.length ? loose.join("\n") : lp.message(result));
   }
@@ -139,10 +171,14 @@
     at = 0;
     tested = false;
     editing = null;
+    previewOf = null;
     form.elements.google_application_credentials.placeholder = form.elements.google_application_credentials.dataset.placeholder;
     form.reset();
     clearErrors();
     document.getElementById("preview-list").innerHTML = '<li class="muted">No preview yet: press Load Preview.</li>';
+    document.getElementById("preview-tasks").hidden = true;
+    document.getElementById("preview-tasks-head").hidden = true;
+    stale(false);
     render();
     dialog.showModal();
   }
@@ -184,8 +220,13 @@
   form.addEventListener("change", (event) => {
     // A changed connection field must be tested again; presign settings need not.
     if (event.target.closest('[data-step="connection"]') && !["presign", "presign_ttl", "can_delete_objects"].includes(event.target.name)) tested = false;
-    if (event.target.closest('[data-step="import"]')) {
-      document.getElementById("preview-list").innerHTML = '<li class="muted">Settings changed: press Load Preview.</li>';
+    // A preview made with other settings than those now typed is stale
+    // (the change event of a field may come after Load Preview's click).
+    // Marked, not emptied: the layout must not move under the pointer
+    // (this runs on the field's blur, between Load Preview's mouse down
+    // and up).
+    if (event.target.closest('[data-step="import"]') && previewOf !== null && previewOf !== JSON.stringify(body())) {
+      stale(true);
     }
     if (event.target.name === "provider") tested = false;
     render();
@@ -203,9 +244,21 @@
     render();
   });
 
-  next.addEventListener("click", () => {
+  next.addEventListener("click", async () => {
     clearErrors();
-    if (steps()[at][0] === "connection" && !tested && !editing) return;
+    const name = steps()[at][0];
+    if (name === "connection" && !tested && !editing) return;
+    if (name === "import") {
+      // The prefix and filter are checked before Review, so a prefix with
+      // nothing under it is named here, at its field.
+      next.disabled = true;
+      const result = await lp.api("POST", base() + "/validate", editing ? { ...body(), id: Number(editing.api.split("/").pop()) } : body());
+      next.disabled = false;
+      if (!result.ok) {
+        showErrors(result);
+        return;
+      }
+    }
     at += 1;
     render();
   });
@@ -236,6 +289,8 @@
     clearErrors();
     const list = document.getElementById("preview-list");
     list.innerHTML = '<li class="muted">Loading…</li>';
+    previewOf = JSON.stringify(body());
+    stale(false);
     const result = await lp.api("POST", base() + "/files", { ...body(), limit: 30 });
     if (!result.ok) {
       list.innerHTML = '<li class="muted">No preview.</li>';
@@ -261,6 +316,28 @@
       }
       list.appendChild(li);
     }
+    const tasks = document.getElementById("preview-tasks");
+    tasks.innerHTML = "";
+    tasks.hidden = !result.body.tasks;
+    document.getElementById("preview-tasks-head").hidden = !result.body.tasks;
+    for (const t of result.body.tasks || []) {
+      const li = document.createElement("li");
+      const where = document.createElement("span");
+      where.className = "preview-key";
+      where.textContent = t.key + (t.position ? ":" + t.position : "");
+      const what = document.createElement("code");
+      if (t.error !== undefined) {
+        what.className = "error";
+        what.textContent = t.error;
+      } else {
+        const text = JSON.stringify(t.data);
+        what.textContent = text.length > 160 ? text.slice(0, 160) + "…" : text;
+        what.className = "preview-task";
+      }
+      li.append(where, what);
+      tasks.appendChild(li);
+    }
+    if (result.body.tasks && !result.body.tasks.length) tasks.innerHTML = '<li class="muted">No task file among the files listed.</li>';
   });
 
   async function finish(sync) {

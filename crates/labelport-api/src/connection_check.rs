@@ -1,0 +1,243 @@
+//! Test connection (`POST …/validate`, and the check before a create or
+//! an update): what is tried, and how a failure is answered.
+//!
+//! Label Studio answers every failed check with one `non_field_errors`
+//! message (`label-studio-storage-spec.md` §7). Labelport keeps the shape —
+//! 400, `validation_errors` — but files each problem under the field a user
+//! would change (`bucket`, `prefix`, `google_application_credentials`, a WIF
+//! field…) and says, in plain words, what to do next: which role to grant
+//! to which account, what the prefix should look like. The web UI shows each
+//! message at its field (issue 15, item 4).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use labelport_domain::storage::{normalize_prefix, Direction, DirectionOptions, StorageKind, StorageSettings};
+use labelport_domain::ValidationErrors;
+use labelport_storage::wif::WifError;
+use labelport_storage::{ObjectStore, StorageError};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The connection check gives up after this long.
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Google's predefined roles that the advice names
+/// (<https://cloud.google.com/storage/docs/access-control/iam-roles>).
+/// Reading: `storage.objects.list` and `storage.objects.get`.
+const READ_ROLE: &str = "Storage Object Viewer (roles/storage.objectViewer)";
+/// Writing: `storage.objects.create`, and `storage.objects.delete`, which
+/// GCS also asks for to overwrite an object (an annotation saved again).
+const WRITE_ROLE: &str = "Storage Object User (roles/storage.objectUser)";
+
+/// Tries the connection as the storage is configured (Test connection).
+/// Source: the bucket is readable and, with a prefix, lists at least one
+/// object under it; with presign on and a federated identity, one URL is
+/// signed through IAM. Target: a small probe object under the prefix is
+/// written and deleted; with `can_delete_objects` a probe that cannot be
+/// deleted is an error too.
+///
+/// Errors: a 400 whose `validation_errors` names the field to change and
+/// the next step ([`advice`]); a check that takes over [`CHECK_TIMEOUT`] is
+/// a `non_field_errors` 400.
+pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettings) -> ApiResult<()> {
+    let check = async {
+        let store = state.storage_env.connect(kind, s).await?;
+        store.check().await?;
+        match &s.options {
+            DirectionOptions::Import(o) => {
+                // The prefix as a sync lists it (`/images/` is `images/`).
+                let prefix = normalize_prefix(&s.prefix);
+                if !prefix.is_empty() {
+                    let page = store.list_page(&prefix, true, None, 1).await?;
+                    if page.objects.is_empty() {
+                        return Ok(Some(empty_prefix(&s.bucket, &prefix)));
+                    }
+                }
+                // With presign on, media of a federated storage will be
+                // signed through IAM signBlob: sign once now, so a refusal
+                // (no Token Creator role, no account to sign as) is found
+                // here rather than by annotators.
+                let federated = matches!(
+                    state.storage_env.credentials(kind, s),
+                    Ok(labelport_storage::connect::Credentials::Federated(_))
+                );
+                if o.presign && federated {
+                    let probe = format!("{prefix}labelport-signing-check");
+                    if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
+                        return Ok(Some(ValidationErrors::field(
+                            "presign",
+                            format!(
+                                "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} \
+                                 Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on itself, \
+                                 or turn pre-signed URLs off so that media go through Labelport's proxy.",
+                                s.bucket,
+                                account(kind, s)
+                            ),
+                        )));
+                    }
+                }
+                Ok(None)
+            }
+            DirectionOptions::Export(o) => {
+                let prefix = s.prefix.trim_end_matches('/');
+                let probe = format!(
+                    "{}{}.labelport-write-check-{}",
+                    prefix,
+                    if prefix.is_empty() { "" } else { "/" },
+                    uuid::Uuid::new_v4()
+                );
+                store
+                    .write(&probe, Bytes::from_static(b"{}"), "application/json")
+                    .await?;
+                match store.delete(&probe).await {
+                    Ok(()) => Ok(None),
+                    Err(e) if o.can_delete_objects => Ok(Some(ValidationErrors::field(
+                        "can_delete_objects",
+                        format!(
+                            "\"Can delete objects\" is on, but objects in gs://{} cannot be deleted ({e}). \
+                             Next step: grant {} {WRITE_ROLE} on the bucket, or turn this option off.",
+                            s.bucket,
+                            account(kind, s)
+                        ),
+                    ))),
+                    Err(e) => {
+                        tracing::warn!(
+                            "export check: the probe gs://{}/{probe} could not be deleted: {e}",
+                            s.bucket
+                        );
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Err(_) => Err(ApiError::body(format!(
+            "Connecting to gs://{} timed out after {CHECK_TIMEOUT:?}. Next step: try again; if it keeps \
+             timing out, check that this server can reach Google Cloud Storage (proxy, firewall, VPC).",
+            s.bucket
+        ))),
+        Ok(Err(e)) => Err(advice(kind, s, e)),
+        Ok(Ok(Some(problem))) => Err(ApiError::Validation(problem)),
+        Ok(Ok(None)) => Ok(()),
+    }
+}
+
+fn empty_prefix(bucket: &str, prefix: &str) -> ValidationErrors {
+    ValidationErrors::field(
+        "prefix",
+        format!(
+            "No objects found in gs://{bucket}/{prefix}: the prefix does not exist or is empty. Next step: \
+             check the prefix — a folder path inside the bucket such as images/2024/, without gs:// or the \
+             bucket's name — or leave it empty to use the whole bucket."
+        ),
+    )
+}
+
+/// Who the storage acts as, for advice: the key's `client_email`, the WIF
+/// service account, or the server's own identity.
+fn account(kind: StorageKind, s: &StorageSettings) -> String {
+    let email = match kind {
+        StorageKind::GcsWif => Some(s.wif.service_account_email.clone()).filter(|e| !e.is_empty()),
+        StorageKind::Gcs => s.credentials.as_ref().and_then(|c| {
+            serde_json::from_str::<serde_json::Value>(c.expose())
+                .ok()?
+                .get("client_email")?
+                .as_str()
+                .map(str::to_owned)
+        }),
+    };
+    match email {
+        Some(e) => format!("the service account {e}"),
+        None => "the server's own Google identity".to_owned(),
+    }
+}
+
+/// The field a credentials problem is filed under for this kind.
+fn credentials_field(kind: StorageKind) -> &'static str {
+    match kind {
+        StorageKind::Gcs => "google_application_credentials",
+        StorageKind::GcsWif => "google_service_account_email",
+    }
+}
+
+/// A failed check as the 400 a user can act on: the field concerned and,
+/// in plain words, the next step.
+pub(crate) fn advice(kind: StorageKind, s: &StorageSettings, e: StorageError) -> ApiError {
+    let bucket = &s.bucket;
+    let who = account(kind, s);
+    let (field, message) = match e {
+        StorageError::BucketNotFound(_) => (
+            "bucket",
+            format!(
+                "Bucket \"{bucket}\" does not exist, or {who} may not see it. Next step: check the name — only the \
+                 bucket's name, such as my-bucket, without gs:// or a folder."
+            ),
+        ),
+        StorageError::PermissionDenied(detail) => {
+            let (verb, role) = match s.direction() {
+                Direction::Import => ("list and read objects in", READ_ROLE),
+                Direction::Export => ("write objects to", WRITE_ROLE),
+            };
+            let member = match kind {
+                StorageKind::GcsWif => Some(s.wif.service_account_email.as_str()),
+                StorageKind::Gcs => None,
+            }
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .or_else(|| who.strip_prefix("the service account ").map(str::to_owned));
+            let command = member.map_or(String::new(), |m| {
+                let role_id = role.split('(').nth(1).unwrap_or("").trim_end_matches(')');
+                format!(
+                    " (gcloud storage buckets add-iam-policy-binding gs://{bucket} \
+                     --member=serviceAccount:{m} --role={role_id})"
+                )
+            });
+            (
+                credentials_field(kind),
+                format!(
+                    "Google refused: {who} may not {verb} gs://{bucket} ({detail}). Next step: grant it {role} on \
+                     the bucket{command}."
+                ),
+            )
+        }
+        StorageError::Auth(detail) => (
+            credentials_field(kind),
+            match (kind, &s.credentials) {
+                (StorageKind::Gcs, Some(_)) => format!(
+                    "Google did not accept this key ({detail}). Next step: the key may have been deleted or \
+                     disabled, or its service account removed: create a new JSON key (IAM & Admin > Service \
+                     Accounts > Keys > Add key) and paste it here."
+                ),
+                _ => format!(
+                    "This server could not get Google credentials ({detail}). Next step: paste a service account \
+                     key, or give the server an identity (GOOGLE_APPLICATION_CREDENTIALS, or run it on Google \
+                     Cloud)."
+                ),
+            },
+        ),
+        StorageError::Federation { what, cause } => {
+            let field = match &cause {
+                WifError::StsRefused { .. } => "google_wif_provider_id",
+                WifError::ImpersonationRefused { .. } => "google_service_account_email",
+                _ => "non_field_errors",
+            };
+            (field, format!("{what}: {cause}"))
+        }
+        StorageError::Transient(detail) => (
+            "non_field_errors",
+            format!(
+                "Google Cloud Storage did not answer properly ({detail}). Next step: try again in a minute; if it \
+                 keeps failing, check that this server can reach Google Cloud Storage."
+            ),
+        ),
+        StorageError::Invalid(detail) if detail.contains("bucket name") => ("bucket", detail),
+        StorageError::Invalid(detail) if matches!(kind, StorageKind::Gcs) && s.credentials.is_some() => {
+            ("google_application_credentials", detail)
+        }
+        other => ("non_field_errors", other.to_string()),
+    };
+    ApiError::Validation(ValidationErrors::field(field, message))
+}
