@@ -47,6 +47,11 @@ async fn a_download_cut_half_way_resumes_without_bad_rows_or_duplicates() {
         assert!(done["meta"]["attempts"].as_i64().unwrap() >= 2, "retried: {done}");
         assert!(proxy.downloads() - downloads_before >= 2, "read again");
         assert_created_once(&done, LINES);
+        // The rows read before the cut were kept, and are counted.
+        assert!(
+            done["meta"]["tasks_created_earlier_attempts"].as_i64().unwrap() > 0,
+            "the cut attempt's tasks: {done}"
+        );
         let (_, project) = app.get(&format!("/api/projects/{pid}")).await;
         assert_eq!(project["task_number"], LINES as i64, "{project}");
         assert_each_row_once(&app, pid, LINES).await;
