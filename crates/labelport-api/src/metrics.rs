@@ -157,7 +157,8 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// The metrics in Prometheus's text format, after reading the queue and
-/// the export backlog from the database.
+/// the export backlog from the database (when it cannot be read, those
+/// gauges keep their last values and the scrape still succeeds).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
@@ -185,17 +186,22 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
             }
         }
     }
-    let (pending, oldest) = state.db.export_backlog().await?;
-    ::metrics::gauge!(EXPORT_PENDING).set(pending as f64);
-    let lag = oldest
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-        .map_or(0.0, |t| {
-            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                .num_milliseconds()
-                .max(0) as f64
-                / 1000.0
-        });
-    ::metrics::gauge!(EXPORT_LAG).set(lag);
+    match state.db.export_backlog().await {
+        Ok((pending, oldest)) => {
+            ::metrics::gauge!(EXPORT_PENDING).set(pending as f64);
+            let lag = oldest
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map_or(0.0, |t| {
+                    (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                        .num_milliseconds()
+                        .max(0) as f64
+                        / 1000.0
+                });
+            ::metrics::gauge!(EXPORT_LAG).set(lag);
+        }
+        // As with the queue: the export gauges keep their last values.
+        Err(e) => tracing::warn!("/metrics: reading the export backlog: {e}"),
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         handle.render(),

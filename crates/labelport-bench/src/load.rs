@@ -6,7 +6,8 @@
 //! annotations. Prints the sync's time and the clients' p50/p99 latency,
 //! each beside the same work alone, the 5xx answers and "database is
 //! locked" errors seen, and checks afterwards that every write answered
-//! 201 is there.
+//! 201 is there and that no write was refused (no 5xx, no "database is
+//! locked", no other refusal) while the sync ran.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -292,6 +293,18 @@ pub async fn run(args: BenchLoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         tasks_ok && annotations_ok && report.tasks_created as usize == args.objects,
         "writes were lost under load"
+    );
+    anyhow::ensure!(
+        during.server_errors == 0 && during.locked == 0 && during.other_refusals.is_empty(),
+        "writes were refused under load: {} 5xx answers, {} \"database is locked\", {} other refusals{}",
+        during.server_errors,
+        during.locked,
+        during.other_refusals.len(),
+        during
+            .other_refusals
+            .first()
+            .map(|r| format!(" (first: {r})"))
+            .unwrap_or_default()
     );
     Ok(())
 }

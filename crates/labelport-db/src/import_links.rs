@@ -206,6 +206,22 @@ impl Db {
         Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(storage_id).fetch_one(p).await)?)
     }
 
+    /// The highest link id of any storage (0 when there is none): a mark
+    /// taken when a sync job starts, so that [`Db::count_links_after`] later
+    /// counts the links (one per task) that job made, over all its attempts.
+    /// Link ids only grow (SQLite `AUTOINCREMENT`, PostgreSQL sequence).
+    pub async fn last_link_id(&self) -> DbResult<i64> {
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM import_storage_links";
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
+    }
+
+    /// Links of a storage made after the mark `after_id` (a
+    /// [`Db::last_link_id`]).
+    pub async fn count_links_after(&self, storage_id: i64, after_id: i64) -> DbResult<i64> {
+        let sql = "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1 AND id > $2";
+        Ok(on_read!(self, p => sqlx::query_scalar::<_, i64>(sql).bind(storage_id).bind(after_id).fetch_one(p).await)?)
+    }
+
     /// Storage link facts of tasks (for rendering): (task_id, key, exists).
     pub async fn links_of_tasks(&self, task_ids: &[i64]) -> DbResult<Vec<(i64, String, bool)>> {
         if task_ids.is_empty() {

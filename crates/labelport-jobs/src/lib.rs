@@ -161,7 +161,7 @@ impl Workers {
             match self.run_one(&worker_id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => tracing::warn!("job queue: {e}"),
+                Err(e) => tracing::warn!(worker = %worker_id, "job queue: {e}"),
             }
             tokio::select! {
                 _ = self.notify.notified() => {}
@@ -176,7 +176,12 @@ impl Workers {
             return Ok(false);
         };
         let Some(handler) = self.handlers.get(&job.kind).cloned() else {
-            tracing::error!(job.id = job.id, "no handler for job kind {}", job.kind);
+            tracing::error!(
+                job.id = job.id,
+                job.kind = %job.kind,
+                worker = worker_id,
+                "job failed: no handler for its kind"
+            );
             self.db
                 .finish_job(job.id, worker_id, Some("no handler for this job kind"))
                 .await?;
@@ -187,7 +192,7 @@ impl Workers {
                 "interrupted {} times (its worker died or shut down each time); not tried again",
                 job.interruptions
             );
-            tracing::error!(job.id = job.id, job.kind = %job.kind, "job failed: {error}");
+            tracing::error!(job.id = job.id, job.kind = %job.kind, worker = worker_id, "job failed: {error}");
             self.db.finish_job(job.id, worker_id, Some(&error)).await?;
             metrics::counter!(JOBS_ENDED, "kind" => job.kind.clone(), "outcome" => "failed").increment(1);
             return Ok(true);
@@ -210,7 +215,13 @@ impl Workers {
                 "job taken over: its previous worker's lease ran out"
             );
         } else if job.interruptions > 0 {
-            tracing::info!(job.id = job.id, job.kind = %job.kind, "job resumed after an interruption");
+            tracing::info!(
+                job.id = job.id,
+                job.kind = %job.kind,
+                worker = worker_id,
+                interruptions = job.interruptions,
+                "job resumed after an interruption"
+            );
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = JobContext {
@@ -219,9 +230,10 @@ impl Workers {
             stop: stop.clone(),
         };
         let beat = {
-            let (db, id, worker, config, stop) = (
+            let (db, id, kind, worker, config, stop) = (
                 self.db.clone(),
                 job.id,
+                job.kind.clone(),
                 worker_id.to_owned(),
                 self.config.clone(),
                 stop.clone(),
@@ -232,11 +244,18 @@ impl Workers {
                     match db.heartbeat_job(id, &worker, config.lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(job.id = id, "lost the job's lease; stopping it");
+                            tracing::warn!(
+                                job.id = id,
+                                job.kind = %kind,
+                                worker = %worker,
+                                "lost the job's lease; stopping it"
+                            );
                             stop.store(true, Ordering::Relaxed);
                             return;
                         }
-                        Err(e) => tracing::warn!(job.id = id, "heartbeat failed: {e}"),
+                        Err(e) => {
+                            tracing::warn!(job.id = id, job.kind = %kind, worker = %worker, "heartbeat failed: {e}")
+                        }
                     }
                 }
             })
@@ -264,6 +283,8 @@ impl Workers {
                         running.abort();
                         tracing::warn!(
                             job.id = job.id,
+                            job.kind = %job.kind,
+                            worker = worker_id,
                             "the job did not stop within {:?}; handed back",
                             self.config.grace
                         );
@@ -287,7 +308,7 @@ impl Workers {
                 } else {
                     "the job's handler was cancelled".to_owned()
                 };
-                tracing::error!(job.id = job.id, job.kind = %job.kind, "{why}");
+                tracing::error!(job.id = job.id, job.kind = %job.kind, worker = worker_id, "{why}");
                 JobOutcome::Retry {
                     error: why,
                     after: panic_backoff(job.attempts),

@@ -43,6 +43,10 @@ pub async fn run_import_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         Err(outcome) => return outcome,
     };
     let mut run = SyncRun::new(&ctx, &row);
+    // `last_sync_count` counts what every attempt of this job created.
+    if let Err(e) = run.carry_created_tasks().await {
+        return retry(e, 1);
+    }
     if let Err(e) = run.start(ctx.job.attempts, ctx.job.interruptions).await {
         return retry(e, 1);
     }

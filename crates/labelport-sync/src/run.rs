@@ -92,7 +92,18 @@ pub struct SyncRun {
     job_id: String,
     started: Instant,
     pub meta: Map<String, Value>,
+    /// Added to every count this run writes: what earlier attempts of the
+    /// same job already did (see [`SyncRun::carry_created_tasks`]).
+    carried: i64,
 }
+
+/// `meta` key: the import job whose created tasks are being counted.
+pub const META_COUNTED_JOB: &str = "counted_job";
+/// `meta` key: the link id mark taken when [`META_COUNTED_JOB`] started.
+pub const META_LINKS_BEFORE: &str = "links_before";
+/// `meta` key: tasks created by earlier attempts of the current job
+/// (`last_sync_count` = this + `tasks_created` of the last attempt).
+pub const META_TASKS_CREATED_EARLIER: &str = "tasks_created_earlier_attempts";
 
 impl SyncRun {
     /// A run of `ctx`'s job on `row`; nothing is written yet.
@@ -105,7 +116,34 @@ impl SyncRun {
             job_id: ctx.job.id.to_string(),
             started: Instant::now(),
             meta: meta_map(&row.state.meta),
+            carried: 0,
         }
+    }
+
+    /// Import runs, before [`SyncRun::start`]: makes `last_sync_count` count
+    /// the tasks created by every attempt of this job, not only the last
+    /// one (an attempt retried, or resumed after its process died or shut
+    /// down, skips what earlier attempts linked). The first attempt marks
+    /// the newest link id in `meta`; a later attempt of the same job counts
+    /// the storage's links made since that mark (one per created task, all
+    /// committed) and carries them over. Exact whatever the progress writes
+    /// saw before an attempt ended.
+    pub async fn carry_created_tasks(&mut self) -> Result<(), DbError> {
+        let job = self.job_id.parse::<i64>().ok();
+        let counted = self.meta.get(META_COUNTED_JOB).and_then(Value::as_i64);
+        let same_job = counted.is_some() && counted == job;
+        let mark = self.meta.get(META_LINKS_BEFORE).and_then(Value::as_i64);
+        match mark.filter(|_| same_job) {
+            Some(mark) => self.carried = self.db.count_links_after(self.storage_id, mark).await?,
+            None => {
+                let mark = self.db.last_link_id().await?;
+                self.meta.insert(META_COUNTED_JOB.into(), job.into());
+                self.meta.insert(META_LINKS_BEFORE.into(), mark.into());
+                self.carried = 0;
+            }
+        }
+        self.meta.insert(META_TASKS_CREATED_EARLIER.into(), self.carried.into());
+        Ok(())
     }
 
     fn state_with(&self, status: &str, meta: &Map<String, Value>) -> SyncState {
@@ -148,9 +186,10 @@ impl SyncRun {
         R: Clone + Send + Sync + 'static,
     {
         let (db, direction, id, started) = (self.db.clone(), self.direction, self.storage_id, self.started);
-        let (base, meta) = (self.state.clone(), self.meta.clone());
+        let (base, meta, carried) = (self.state.clone(), self.meta.clone(), self.carried);
         spawn_progress_writer(rx, move |report: R| {
             let (count, extra) = progress(&report);
+            let count = carried + count;
             let mut m = meta.clone();
             m.extend(extra);
             m.insert("time_last_ping".into(), meta_time().into());
@@ -171,7 +210,8 @@ impl SyncRun {
     }
 
     /// Ends the run `completed`, or `completed_with_errors` with `errors` as
-    /// the traceback; `count` becomes `last_sync_count`, and `summary`
+    /// the traceback; `count` (plus what earlier attempts carried over)
+    /// becomes `last_sync_count`, and `summary`
     /// (what the engine did, in words) goes to the log line. A database
     /// error is a retry (the work is done; the next run finds nothing to do).
     pub async fn complete(mut self, count: i64, errors: Option<String>, summary: &str) -> JobOutcome {
@@ -186,6 +226,7 @@ impl SyncRun {
         };
         let mut state = self.state_with(status, &self.meta);
         state.last_sync = Some(labelport_db::now());
+        let count = self.carried + count;
         state.last_sync_count = Some(count);
         state.last_sync_job = Some(self.job_id.clone());
         let with_errors = errors.is_some();
@@ -217,8 +258,8 @@ impl SyncRun {
             .insert("duration".into(), self.started.elapsed().as_secs_f64().into());
         let mut state = self.state_with("failed", &self.meta);
         state.traceback = Some(message.to_owned());
-        if count.is_some() {
-            state.last_sync_count = count;
+        if let Some(count) = count {
+            state.last_sync_count = Some(self.carried + count);
         }
         if let Err(e) = self.write(&state).await {
             tracing::error!(storage.id = self.storage_id, "could not record the failure: {e}");

@@ -43,9 +43,15 @@ async fn a_download_cut_half_way_resumes_without_bad_rows_or_duplicates() {
         let done = app.wait_for_sync(&format!("/api/storages/gcs/{sid}")).await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
-        assert_eq!(done["meta"]["rows_failed"].as_i64().unwrap_or(0), 0, "{done}");
+        assert_eq!(done["meta"]["tasks_failed_validation"], 0, "no bad rows: {done}");
         assert!(done["meta"]["attempts"].as_i64().unwrap() >= 2, "retried: {done}");
         assert!(proxy.downloads() - downloads_before >= 2, "read again");
+        assert_created_once(&done, LINES);
+        // The rows read before the cut were kept, and are counted.
+        assert!(
+            done["meta"]["tasks_created_earlier_attempts"].as_i64().unwrap() > 0,
+            "the cut attempt's tasks: {done}"
+        );
         let (_, project) = app.get(&format!("/api/projects/{pid}")).await;
         assert_eq!(project["task_number"], LINES as i64, "{project}");
         assert_each_row_once(&app, pid, LINES).await;
@@ -58,6 +64,39 @@ const OBJECTS: usize = 1500;
 const TASK_FILES: usize = 30;
 const ROWS_PER_FILE: usize = 40;
 const ANNOTATED: usize = 50;
+
+/// A finished import sync counts exactly `tasks` created tasks, over all
+/// the attempts of its job: `last_sync_count` is the total, and the last
+/// attempt's `tasks_created` plus what earlier attempts made adds up to it
+/// (a retried attempt recounts nothing).
+#[track_caller]
+fn assert_created_once(storage: &serde_json::Value, tasks: usize) {
+    let meta = &storage["meta"];
+    assert_eq!(storage["last_sync_count"], tasks as i64, "last_sync_count: {storage}");
+    let last = meta["tasks_created"].as_i64().unwrap();
+    let earlier = meta["tasks_created_earlier_attempts"].as_i64().unwrap();
+    assert_eq!(last + earlier, tasks as i64, "counted once: {meta}");
+    if meta["attempts"].as_i64().unwrap_or(1) <= 1 && meta["interruptions"].as_i64().unwrap_or(0) == 0 {
+        assert_eq!(earlier, 0, "one attempt carries nothing over: {meta}");
+    }
+}
+
+/// The bytes the media test uploaded for a resolve URL's object:
+/// `imgs/00012.png` holds `image 12`.
+fn expected_media(url: &str) -> Vec<u8> {
+    let raw = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("fileuri="))
+        .unwrap_or_else(|| panic!("no fileuri in {url}"));
+    let raw = raw.replace("%3D", "=");
+    let uri = labelport_domain::resolve::decode_fileuri(&raw);
+    let n: usize = uri
+        .strip_prefix("gs://media/imgs/")
+        .and_then(|k| k.strip_suffix(".png"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a media object: {uri} ({url})"));
+    format!("image {n}").into_bytes()
+}
 
 /// Every row's `n` exactly once across the project's tasks.
 async fn assert_each_row_once(app: &TestApp, pid: i64, rows: usize) {
@@ -174,6 +213,7 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
         assert!(proxy.throttled(RequestKind::List) >= 1, "a list page was throttled");
         let (_, project) = app.get(&format!("/api/projects/{files_project}")).await;
         assert_eq!(project["task_number"], OBJECTS as i64, "{project}");
+        assert_created_once(&done, OBJECTS);
 
         // Tasks mode: every row of every file exactly once, none bad.
         let (_, p) = app
@@ -194,9 +234,10 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
         let done = app.wait_for_sync(&format!("/api/storages/gcs/{rows_storage}")).await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
-        assert_eq!(done["meta"]["rows_failed"].as_i64().unwrap_or(0), 0, "{done}");
+        assert_eq!(done["meta"]["tasks_failed_validation"], 0, "no bad rows: {done}");
         assert!(proxy.throttled(RequestKind::Read) >= 3, "file reads were throttled");
         assert_each_row_once(&app, rows_project, TASK_FILES * ROWS_PER_FILE).await;
+        assert_created_once(&done, TASK_FILES * ROWS_PER_FILE);
 
         // The media proxy: every object's bytes, whole.
         let (_, list) = app
@@ -209,20 +250,13 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
             let r = app.get_raw(url).await;
             assert_eq!(r.status(), StatusCode::OK, "{url}");
             let body = r.bytes().await.unwrap();
-            assert!(String::from_utf8_lossy(&body).starts_with("image "), "{url}: {body:?}");
+            assert_eq!(body.as_ref(), expected_media(url).as_slice(), "{url}: {body:?}");
         }
         assert!(proxy.throttled(RequestKind::Read) >= 4, "media reads were throttled");
 
-        // Export: one object per annotation, none missing, none extra.
-        let (s, st) = app
-            .post(
-                "/api/storages/export/gcs",
-                json!({"project": files_project, "bucket": out, "prefix": "ann"}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{st}");
-        let export_storage = st["id"].as_i64().unwrap();
-        proxy.throttle(&all, 10);
+        // Export: one object per annotation, none missing, none extra. The
+        // annotations are saved first, so the full sync that creating the
+        // storage starts writes all of them (no background run before it).
         for task in list["tasks"]
             .as_array()
             .unwrap()
@@ -239,15 +273,34 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
                 .await;
             assert_eq!(s, StatusCode::CREATED, "{a}");
         }
+        proxy.throttle(&all, 10);
+        let (s, st) = app
+            .post(
+                "/api/storages/export/gcs",
+                json!({"project": files_project, "bucket": out, "prefix": "ann"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let export_storage = st["id"].as_i64().unwrap();
+        let done = app
+            .wait_for_sync(&format!("/api/storages/export/gcs/{export_storage}"))
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
+        // Retried uploads are counted once: exactly one write per annotation.
+        assert_eq!(done["last_sync_count"], ANNOTATED as i64, "{done}");
+        assert_eq!(done["meta"]["total_annotations"], ANNOTATED as i64, "{done}");
+        wait_for_object_count(&gcs, &out, "ann", ANNOTATED).await;
+        assert!(proxy.throttled(RequestKind::Upload) >= 5, "uploads were throttled");
+        // A sync asked for again finds nothing left to write.
         app.post(&format!("/api/storages/export/gcs/{export_storage}/sync"), json!(null))
             .await;
         let done = app
             .wait_for_sync(&format!("/api/storages/export/gcs/{export_storage}"))
             .await;
         assert_eq!(done["status"], "completed", "{done}");
-        assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
-        wait_for_object_count(&gcs, &out, "ann", ANNOTATED).await;
-        assert!(proxy.throttled(RequestKind::Upload) >= 5, "uploads were throttled");
+        assert_eq!(done["last_sync_count"], 0, "nothing written twice: {done}");
+        assert_eq!(gcs.list(&out, "ann").await.unwrap().len(), ANNOTATED);
 
         // Requests that never get an answer time out (2 s here) and are tried again.
         proxy.heal();
@@ -259,6 +312,7 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
         assert_eq!(done["status"], "completed", "{done}");
         let (_, project) = app.get(&format!("/api/projects/{files_project}")).await;
         assert_eq!(project["task_number"], OBJECTS as i64, "{project}");
+        assert_created_once(&done, 0);
 
         proxy.hang(RequestKind::Read, 1);
         let (s, _) = app
@@ -274,6 +328,7 @@ async fn throttled_and_hanging_storage_gives_exact_results() {
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["traceback"], serde_json::Value::Null, "{done}");
         assert_each_row_once(&app, rows_project, (TASK_FILES + 1) * ROWS_PER_FILE).await;
+        assert_created_once(&done, ROWS_PER_FILE);
 
         proxy.hang(RequestKind::Upload, 1);
         let extra = list["tasks"][0]["id"].as_i64().unwrap();

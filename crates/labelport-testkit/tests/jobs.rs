@@ -288,3 +288,125 @@ async fn ended_jobs_and_expired_sessions_are_pruned() {
         t.drop_database().await;
     }
 }
+
+/// Log lines written while a test runs, as `tracing`'s JSON format writes them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// Every log line of a job's start, retry, takeover, resumption and end
+/// names the job (`job.id`), its kind (`job.kind`) and the worker running
+/// it (`worker`), so one job can be followed across processes.
+#[tokio::test(flavor = "current_thread")]
+async fn every_job_log_line_names_the_job_its_kind_and_the_worker() {
+    use labelport_jobs::{JobOutcome, Workers};
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This runtime has one thread: the workers' spawned tasks log here too.
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    for backend in backends() {
+        let t = TestDb::new(backend).await.unwrap();
+        let db = t.db.clone();
+        let workers = Workers::new(db.clone(), quick(60_000))
+            .handle("flaky", |ctx| async move {
+                if ctx.job.attempts == 1 {
+                    JobOutcome::Retry {
+                        error: "503 from storage".into(),
+                        after: Duration::ZERO,
+                    }
+                } else {
+                    JobOutcome::Done
+                }
+            })
+            .handle("ok", |_| async { JobOutcome::Done })
+            .handle("broken", |_| async { JobOutcome::Failed("bad settings".into()) })
+            .handle("polite", |_| async { JobOutcome::Interrupted });
+
+        // Started, retried, started again, done.
+        db.enqueue_job("flaky", Some("f"), "{}").await.unwrap().unwrap();
+        assert!(workers.run_one("w-retry").await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(workers.run_one("w-retry").await.unwrap());
+        // Taken over from a worker whose lease ran out.
+        db.enqueue_job("ok", Some("o"), "{}").await.unwrap().unwrap();
+        db.claim_job("dead", Duration::from_millis(50)).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(workers.run_one("w-takeover").await.unwrap());
+        // Resumed after a worker handed it back.
+        let resumed = db.enqueue_job("ok", Some("r"), "{}").await.unwrap().unwrap();
+        db.claim_job("stopping", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(db.release_job(resumed, "stopping").await.unwrap());
+        assert!(workers.run_one("w-resume").await.unwrap());
+        // Failed, and handed back.
+        db.enqueue_job("broken", Some("b"), "{}").await.unwrap().unwrap();
+        assert!(workers.run_one("w-fail").await.unwrap());
+        db.enqueue_job("polite", Some("p"), "{}").await.unwrap().unwrap();
+        assert!(workers.run_one("w-back").await.unwrap());
+        t.drop_database().await;
+    }
+
+    let lines = captured.lines();
+    let job_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            let m = l["fields"]["message"].as_str().unwrap_or_default();
+            m.starts_with("job ") && !m.starts_with("job queue")
+        })
+        .collect();
+    for l in &job_lines {
+        let f = &l["fields"];
+        assert!(f["job.id"].is_i64(), "no job.id: {l}");
+        assert!(f["job.kind"].is_string(), "no job.kind: {l}");
+        assert!(
+            f["worker"].as_str().is_some_and(|w| w.starts_with("w-")),
+            "no worker: {l}"
+        );
+    }
+    let expected = [
+        ("job started", "w-retry"),
+        ("job will be retried", "w-retry"),
+        ("job done", "w-retry"),
+        ("job taken over", "w-takeover"),
+        ("job resumed after an interruption", "w-resume"),
+        ("job failed", "w-fail"),
+        ("job handed back", "w-back"),
+    ];
+    for (message, worker) in expected {
+        let n = job_lines
+            .iter()
+            .filter(|l| {
+                l["fields"]["message"].as_str().unwrap().starts_with(message) && l["fields"]["worker"] == worker
+            })
+            .count();
+        assert_eq!(
+            n,
+            backends().len() * if message == "job started" { 2 } else { 1 },
+            "{message} by {worker}"
+        );
+    }
+}

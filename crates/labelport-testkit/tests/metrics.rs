@@ -1,7 +1,8 @@
-//! `GET /metrics`: admins only; after a sync, media through the proxy, an
-//! export and a missing object, the Prometheus text shows each of them.
+//! `GET /metrics`: admins only; after a sync, media through the proxy (one
+//! read throttled), an export held back by a refused upload and a missing
+//! object, the Prometheus text shows each of them.
 
-use labelport_testkit::{backends, FakeGcs, TestApp};
+use labelport_testkit::{backends, FakeGcs, FaultProxy, RequestKind, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -44,12 +45,15 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
             .await
             .unwrap();
     }
+    // Passes everything through unless told otherwise.
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
     for backend in backends() {
+        proxy.heal();
         // Deleted again below, on each backend.
         gcs.upload("metrics", "imgs/24.png", vec![7u8; 1000], "image/png")
             .await
             .unwrap();
-        let app = TestApp::spawn_with_gcs(backend, &gcs, 1).await;
+        let app = TestApp::spawn_with_gcs_endpoint(backend, &proxy.endpoint, 1).await;
         // Counting starts with the server, not at the first scrape.
         let (s, _) = app.get("/api/current-user/whoami").await;
         assert_eq!(s, StatusCode::OK);
@@ -87,13 +91,17 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
         let done = app.wait_for_sync(&format!("/api/storages/gcs/{sid}")).await;
         assert_eq!(done["status"], "completed", "{done}");
 
-        // Media through the proxy, and an object that is gone.
+        // Media through the proxy (the first read answered 429 and tried
+        // again: a transient error), and an object that is gone.
         let (_, list) = app.get(&format!("/api/tasks?project={pid}&page_size=3")).await;
+        proxy.throttle(&[RequestKind::Read], 10);
         for t in list["tasks"].as_array().unwrap() {
             let r = app.get_raw(t["data"]["image"].as_str().unwrap()).await;
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(r.bytes().await.unwrap().len(), 1000);
         }
+        assert_eq!(proxy.throttled(RequestKind::Read), 1, "one media read was throttled");
+        proxy.heal();
         gcs.delete("metrics", "imgs/24.png").await.unwrap();
         let (_, gone) = app.get(&format!("/api/tasks?project={pid}&page_size=30")).await;
         let gone_url = gone["tasks"]
@@ -115,6 +123,12 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{ex}");
         let eid = ex["id"].as_i64().unwrap();
+        let done = app.wait_for_sync(&format!("/api/storages/export/gcs/{eid}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        // The bucket refuses writes (403) while the save waits: the export
+        // is held back, and the gauges show it.
+        let failed_before = proxy.failed_uploads();
+        proxy.fail_uploads_with("", u64::MAX, 403);
         let task = list["tasks"][0]["id"].as_i64().unwrap();
         let (s, _) = app
             .post(
@@ -123,6 +137,27 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED);
+        let waiting = std::time::Instant::now();
+        while proxy.failed_uploads() == failed_before {
+            assert!(
+                waiting.elapsed() < std::time::Duration::from_secs(30),
+                "the export never tried to write"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (s, held) = scrape(&app, Some(&app.token)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(sample(&held, "labelport_export_pending", ""), Some(1.0), "{held}");
+        let lag = sample(&held, "labelport_export_lag_seconds", "").unwrap();
+        assert!(lag > 0.0 && lag < 60.0, "export lag while held back: {lag}");
+        assert!(
+            sample(&held, "labelport_storage_errors_total", "family=\"permission\"").unwrap_or(0.0)
+                - sample(&before, "labelport_storage_errors_total", "family=\"permission\"").unwrap_or(0.0)
+                >= 1.0,
+            "{held}"
+        );
+        proxy.heal();
         app.post(&format!("/api/storages/export/gcs/{eid}/sync"), json!(null))
             .await;
         let done = app.wait_for_sync(&format!("/api/storages/export/gcs/{eid}")).await;
@@ -139,6 +174,8 @@ async fn metrics_show_syncs_jobs_media_exports_and_errors() {
         assert!(grew("labelport_sync_objects_total", "direction=\"export\",op=\"written\"") >= 1.0);
         assert!(grew("labelport_proxy_bytes_total", "") >= 3000.0);
         assert!(grew("labelport_storage_errors_total", "family=\"missing\"") >= 1.0);
+        assert!(grew("labelport_storage_errors_total", "family=\"transient\"") >= 1.0);
+        assert!(grew("labelport_storage_errors_total", "family=\"permission\"") >= 1.0);
         assert!(
             grew("labelport_jobs_started_total", "kind=\"import_sync\"") >= 1.0,
             "{after}"

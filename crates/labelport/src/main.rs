@@ -306,16 +306,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
     let pages = labelport_web::router(state.clone());
-    labelport_api::serve_with_pages(listener, state, pages, shutdown_signal()).await?;
+    // The signal stops job-taking at once: running jobs checkpoint and
+    // hand back their leases while the HTTP server drains its requests.
+    let signalled = {
+        let workers = workers.clone();
+        async move {
+            shutdown_signal().await;
+            workers.shutdown();
+        }
+    };
+    let served = labelport_api::serve_with_pages(listener, state, pages, signalled).await;
     pruner.abort();
     if let Some(r) = requeuer {
         r.abort();
     }
+    // Also when the server ended without a signal (idempotent).
     workers.shutdown();
     for h in handles {
         let _ = h.await;
     }
     db.close().await;
+    served?;
     Ok(())
 }
 

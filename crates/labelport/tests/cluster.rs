@@ -3,10 +3,13 @@
 //! `labelport worker`. Sync calls for one storage sent to both servers at
 //! once make one job; the process running a 20,000-object sync is killed
 //! with SIGKILL half-way and another one finishes it with the exact task
-//! count. Then every process is restarted in turn (SIGTERM, start again)
-//! while a second sync runs and annotations are saved and exported: every
-//! save answered 201 is in the database and in the bucket exactly once, and
-//! the sync ends with the exact count.
+//! count, which the storage's `last_sync_count` shows too (both attempts'
+//! tasks, each once). Then every process is restarted in turn (SIGTERM,
+//! start again; the one running the sync first) while a second sync runs,
+//! an explicit export sync is asked for and annotations are saved and
+//! exported: every save answered 201 is in the database and in the bucket
+//! exactly once, and the sync, interrupted by a restart, ends with the
+//! exact count.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -201,16 +204,14 @@ async fn task_number(http: &reqwest::Client, ports: &[u16], project: i64) -> i64
 }
 
 async fn wait_completed(http: &reqwest::Client, ports: &[u16], storage: i64, limit: Duration) -> Value {
+    wait_storage_completed(http, ports, &format!("/api/storages/gcs/{storage}"), limit).await
+}
+
+/// Polls a storage (`path`, either direction) until it is `completed`.
+async fn wait_storage_completed(http: &reqwest::Client, ports: &[u16], path: &str, limit: Duration) -> Value {
     let started = Instant::now();
     loop {
-        let (_, st) = call(
-            http,
-            ports,
-            reqwest::Method::GET,
-            &format!("/api/storages/gcs/{storage}"),
-            None,
-        )
-        .await;
+        let (_, st) = call(http, ports, reqwest::Method::GET, path, None).await;
         if st["status"] == "completed" {
             return st;
         }
@@ -385,6 +386,18 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         OBJECTS as i64,
         "exact count after the takeover: {done}"
     );
+    // The storage counts what both attempts made, each task once.
+    assert_eq!(done["last_sync_count"], OBJECTS as i64, "{done}");
+    let earlier = done["meta"]["tasks_created_earlier_attempts"].as_i64().unwrap();
+    assert!(
+        earlier >= (OBJECTS / 2) as i64,
+        "the killed attempt's tasks are counted: {done}"
+    );
+    assert_eq!(
+        earlier + done["meta"]["tasks_created"].as_i64().unwrap(),
+        OBJECTS as i64,
+        "{done}"
+    );
     // The storage shows `completed` just before its job is marked done.
     let started = Instant::now();
     let job = loop {
@@ -464,6 +477,7 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
     )
     .await;
     assert_eq!(s, 201, "{ex}");
+    let ex_id = ex["id"].as_i64().unwrap();
     let (s, _) = call(
         &http,
         &both,
@@ -473,6 +487,13 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
     )
     .await;
     assert_eq!(s, 200);
+    let job2 = test_db
+        .db
+        .active_job(&Direction::Import.dedup_key(sid2))
+        .await
+        .unwrap()
+        .expect("the second sync's job")
+        .id;
     let (_, page) = call(
         &http,
         &both,
@@ -524,12 +545,39 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
             }
         })
     };
-    for name in ["serve-a", "worker", "serve-b"] {
+    // The process running the sync goes first, so the sync spans a restart.
+    let started = Instant::now();
+    let holder = loop {
+        if let Some(holder) = test_db.db.get_job(job2).await.unwrap().locked_by {
+            let pid: u32 = holder.split('-').next().unwrap().parse().unwrap();
+            break cluster.by_pid(pid).expect("a cluster process holds the job");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second sync did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut order = vec![holder];
+    order.extend(["serve-a", "worker", "serve-b"].into_iter().filter(|n| *n != holder));
+    for (step, name) in order.into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop(cluster.node(name), "-TERM").await;
         cluster.restart(name);
         if let Kind::Serve(port) = cluster.node(name).kind {
             wait_up(&http, port).await;
+        }
+        if step == 1 {
+            // An explicit full export sync while processes come and go.
+            let (s, st) = call(
+                &http,
+                &both,
+                reqwest::Method::POST,
+                &format!("/api/storages/export/gcs/{ex_id}/sync"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{st}");
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -546,6 +594,24 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         OBJECTS as i64,
         "exact count across restarts: {done}"
     );
+    assert_eq!(
+        done["last_sync_count"], OBJECTS as i64,
+        "counted once across restarts: {done}"
+    );
+    assert!(
+        done["meta"]["interruptions"].as_i64().unwrap() >= 1,
+        "the sync was interrupted by a restart: {done}"
+    );
+    let started = Instant::now();
+    let job = loop {
+        let job = test_db.db.get_job(job2).await.unwrap();
+        if job.status != "running" || started.elapsed() > Duration::from_secs(30) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(job.interruptions >= 1, "the restarts interrupted the sync: {job:?}");
+    assert_eq!(job.status, "done", "{job:?}");
 
     // Every save is in the database and, once exported, in the bucket exactly once.
     let (_, export) = call(
@@ -586,6 +652,17 @@ async fn two_servers_and_a_worker_share_syncs_survive_kill_and_rolling_restart()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The explicit export sync ended well, and wrote nothing extra.
+    let exported = wait_storage_completed(
+        &http,
+        &both,
+        &format!("/api/storages/export/gcs/{ex_id}"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(exported["traceback"].is_null(), "{exported}");
+    let names = gcs.list("many-out", "ann").await.unwrap();
+    assert_eq!(names.len(), saved.len(), "one object per save, none extra");
     eprintln!("{} saves exported across a rolling restart", saved.len());
     drop(cluster);
     test_db.drop_database().await;

@@ -208,6 +208,15 @@ async fn interrupted_mid_sync(how: Interrupt) {
     // Taken over after the kill, which cost the job no attempt.
     assert!(st["meta"]["interruptions"].as_i64().unwrap() >= 1, "taken over: {st}");
     assert_eq!(st["meta"]["attempts"], 1, "{st}");
+    // The storage counts the tasks of both runs of the job, each once.
+    assert_eq!(st["last_sync_count"], (LINES + 20) as i64, "{st}");
+    let earlier = st["meta"]["tasks_created_earlier_attempts"].as_i64().unwrap();
+    assert!(earlier > 0, "the interrupted run's tasks are counted: {st}");
+    assert_eq!(
+        earlier + st["meta"]["tasks_created"].as_i64().unwrap(),
+        (LINES + 20) as i64,
+        "{st}"
+    );
     let project: Value = get(&http, &format!("{base}/api/projects/{pid}")).await.unwrap();
     assert_eq!(project["task_number"], (LINES + 20) as i64);
     // Every row exactly once.
