@@ -182,12 +182,19 @@ DUCKDB_ROW = {
 }
 
 
+ANY_DATA_CONFIG = (
+    '<View><Text name="t" value="Check the values"/>'
+    '<Choices name="c" toName="t"><Choice value="ok"/></Choices></View>'
+)
+
+
 def test_parquet_from_polars_and_duckdb_keeps_every_value(client, fake_gcs, make_project, tmp_path):  # noqa: F811
     bucket = f"e2e-parquet-{uuid.uuid4().hex[:12]}"
     fake_gcs.create_bucket(bucket)
     fake_gcs.upload(bucket, "tasks/polars.parquet", polars_file(), "application/octet-stream")
     fake_gcs.upload(bucket, "tasks/duckdb.parquet", duckdb_file(str(tmp_path / "d.parquet")), "application/octet-stream")
-    pid = make_project().id
+    # A config that reads no data key: these rows are about values, not labeling.
+    pid = make_project(ANY_DATA_CONFIG).id
     storage = client.import_storage.gcs.create(
         project=pid, bucket=bucket, prefix="tasks", regex_filter=r".*\.parquet", use_blob_urls=False
     )
@@ -205,7 +212,8 @@ def test_parquet_from_real_writers_keeps_every_value(client, fake_gcs, make_proj
     fake_gcs.create_bucket(bucket)
     fake_gcs.upload(bucket, "tasks/pyarrow.parquet", parquet(pyarrow_table()), "application/octet-stream")
     fake_gcs.upload(bucket, "tasks/pandas.parquet", parquet(pandas_table()), "application/octet-stream")
-    pid = make_project().id
+    # A config that reads no data key: these rows are about values, not labeling.
+    pid = make_project(ANY_DATA_CONFIG).id
     storage = client.import_storage.gcs.create(
         project=pid, bucket=bucket, prefix="tasks", regex_filter=r".*\.parquet", use_blob_urls=False
     )

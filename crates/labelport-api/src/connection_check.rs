@@ -141,13 +141,29 @@ fn empty_prefix(bucket: &str, prefix: &str) -> ValidationErrors {
 fn account(kind: StorageKind, s: &StorageSettings) -> String {
     let email = match kind {
         StorageKind::GcsWif => Some(s.wif.service_account_email.clone()).filter(|e| !e.is_empty()),
-        StorageKind::Gcs => s.credentials.as_ref().and_then(|c| {
-            serde_json::from_str::<serde_json::Value>(c.expose())
-                .ok()?
-                .get("client_email")?
-                .as_str()
-                .map(str::to_owned)
-        }),
+        StorageKind::Gcs => {
+            let Some(pasted) = s
+                .credentials
+                .as_ref()
+                .and_then(|c| serde_json::from_str::<serde_json::Value>(c.expose()).ok())
+            else {
+                return "the server's own Google identity".to_owned();
+            };
+            // A key names its account; an external_account configuration
+            // names the one it impersonates in its URL, if any. (Only these
+            // two public fields are read: nothing of the key goes out.)
+            let key_email = pasted.get("client_email").and_then(|v| v.as_str()).map(str::to_owned);
+            let impersonated = pasted
+                .get("service_account_impersonation_url")
+                .and_then(|v| v.as_str())
+                .and_then(|url| url.split("serviceAccounts/").nth(1))
+                .and_then(|rest| rest.split(':').next())
+                .map(str::to_owned);
+            match key_email.or(impersonated) {
+                Some(e) => Some(e),
+                None => return "the federated identity of the pasted configuration".to_owned(),
+            }
+        }
     };
     match email {
         Some(e) => format!("the service account {e}"),
@@ -211,17 +227,25 @@ pub(crate) fn advice(kind: StorageKind, s: &StorageSettings, e: StorageError) ->
                      disabled, or its service account removed: create a new JSON key (IAM & Admin > Service \
                      Accounts > Keys > Add key) and paste it here."
                 ),
-                _ => format!(
+                (StorageKind::Gcs, None) => format!(
                     "This server could not get Google credentials ({detail}). Next step: paste a service account \
                      key, or give the server an identity (GOOGLE_APPLICATION_CREDENTIALS, or run it on Google \
                      Cloud)."
                 ),
+                (StorageKind::GcsWif, _) => format!(
+                    "Workload Identity Federation gave no Google token ({detail}). Next step: check the pool, \
+                     provider and service account fields, and that this server has the identity the pool \
+                     trusts (its AWS role, or LABELPORT_WIF_CREDENTIAL_SOURCE)."
+                ),
             },
         ),
         StorageError::Federation { what, cause } => {
-            let field = match &cause {
-                WifError::StsRefused { .. } => "google_wif_provider_id",
-                WifError::ImpersonationRefused { .. } => "google_service_account_email",
+            // A gcs storage with a pasted external_account configuration
+            // has no WIF fields: its federation problems are its key's.
+            let field = match (&cause, kind) {
+                (_, StorageKind::Gcs) => "google_application_credentials",
+                (WifError::StsRefused { .. }, StorageKind::GcsWif) => "google_wif_provider_id",
+                (WifError::ImpersonationRefused { .. }, StorageKind::GcsWif) => "google_service_account_email",
                 _ => "non_field_errors",
             };
             (field, format!("{what}: {cause}"))

@@ -565,7 +565,7 @@ pub async fn list_all_import(
     params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
     responses((status = 200, description = "{files: [{key, last_modified, size}]}; a null key marks a cut list. \
         With use_blob_urls false (task files), also tasks: the first tasks the first matching files give, \
-        [{key, position, data} or {key, position, error}] (a Labelport addition)")))]
+        [{key, position, data (or data_truncated)} or {key, position, error}] (a Labelport addition)")))]
 pub async fn files_import(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -587,7 +587,7 @@ pub async fn files_import(
     let regex = compile_filter(&settings.regex_filter).map_err(|e| ApiError::field("regex_filter", e))?;
     let started = std::time::Instant::now();
     let mut files: Vec<Value> = Vec::new();
-    let mut keys: Vec<(String, i64)> = Vec::new();
+    let mut keys: Vec<(String, i64, u64)> = Vec::new();
     let mut token = None;
     'pages: loop {
         let page = tokio::time::timeout(
@@ -606,7 +606,7 @@ pub async fn files_import(
                 break 'pages;
             }
             files.push(json!({"key": o.key, "last_modified": o.updated, "size": o.size}));
-            keys.push((o.key, o.generation));
+            keys.push((o.key, o.generation, o.size));
         }
         if started.elapsed() > PREVIEW_TIMEOUT {
             files.push(json!({"key": "... storage scan timeout reached ...", "last_modified": null, "size": null}));
@@ -619,45 +619,101 @@ pub async fn files_import(
     }
     let mut answer = json!({ "files": files });
     if !settings.use_blob_urls {
-        answer["tasks"] = Value::Array(preview_tasks(&store, &keys).await);
+        // Within the preview's time, and at most PREVIEW_READ_TIMEOUT more.
+        let deadline = tokio::time::Instant::now()
+            + PREVIEW_TIMEOUT
+                .saturating_sub(started.elapsed())
+                .min(PREVIEW_READ_TIMEOUT);
+        // Rows are checked against the project's config, as a sync does.
+        let project = match input.id {
+            Some(id) => state.db.get_storage(Direction::Import, id).await?.project_id,
+            None => input.project,
+        };
+        let config = match project {
+            Some(p) => {
+                labelport_domain::label_config::LabelConfig::parse(&state.db.get_project(p).await?.label_config).ok()
+            }
+            None => None,
+        };
+        answer["tasks"] = Value::Array(preview_tasks(&store, &keys, config.as_ref(), deadline).await);
     }
     Ok(Json(answer))
 }
 
 /// At most this many tasks in a preview of task files…
 const PREVIEW_TASKS: usize = 10;
-/// …read from at most this many files, each for at most this long.
+/// …read from at most this many files…
 const PREVIEW_TASK_FILES: usize = 3;
+/// …within this long after the listing (and the 30 s of the whole call).
 const PREVIEW_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Parquet file is read whole before its first row (its footer comes
+/// last): a larger one is not previewed.
+const PREVIEW_MAX_PARQUET_BYTES: u64 = 64 << 20;
+/// A task's data longer than this, as JSON, is sent cut (`data_truncated`).
+const PREVIEW_MAX_DATA_CHARS: usize = 4096;
 
-/// The first tasks that the first task files among `keys` give, read and
-/// parsed by the sync's own readers (`labelport_sync::readers`) and task
-/// rules (`parse_task_element`): `{key, position, data}` for a task,
-/// `{key, position, error}` for a row a sync would report as bad, and
-/// `{key, error}` for a file it could not read.
-async fn preview_tasks<S: ObjectStore>(store: &S, keys: &[(String, i64)]) -> Vec<Value> {
+/// The first tasks that the first task files among `keys` (key,
+/// generation, size) give, read and parsed by the sync's own readers
+/// (`labelport_sync::readers`, within preview bounds: 1 MiB a row) and
+/// task rules (`parse_task_element`, then the project's `config`), until
+/// `deadline`:
+/// `{key, position, data}` for a task (`data_truncated`, its JSON cut to
+/// 4,096 characters, for a large one), `{key, position, error}` for a row
+/// a sync would report as bad, and `{key, error}` for a file it could not
+/// read or that is too large to preview.
+async fn preview_tasks<S: ObjectStore>(
+    store: &S,
+    keys: &[(String, i64, u64)],
+    config: Option<&labelport_domain::label_config::LabelConfig>,
+    deadline: tokio::time::Instant,
+) -> Vec<Value> {
     use futures::StreamExt;
-    use labelport_sync::readers::{read_rows, FileFormat};
+    use labelport_sync::readers::{read_rows_for_preview, FileFormat};
     let mut out = Vec::new();
-    for (key, generation) in keys.iter().take(PREVIEW_TASK_FILES) {
+    for (key, generation, size) in keys.iter().take(PREVIEW_TASK_FILES) {
         if out.len() >= PREVIEW_TASKS {
             break;
         }
-        let Some(format) = FileFormat::for_key(key) else {
-            out.push(json!({"key": key, "error": "not a JSON, JSONL or Parquet file: a sync reports it as an error (use File Name Filter to skip it)"}));
-            continue;
+        let format = match FileFormat::for_key(key) {
+            None => {
+                out.push(json!({"key": key, "error": "not a JSON, JSONL or Parquet file: a sync reports it as an error (use File Name Filter to skip it)"}));
+                continue;
+            }
+            Some(FileFormat::Parquet) if *size > PREVIEW_MAX_PARQUET_BYTES => {
+                out.push(json!({"key": key, "error": format!(
+                    "a Parquet file of {} MiB is not previewed (a sync reads it)", size >> 20
+                )}));
+                continue;
+            }
+            Some(format) => format,
         };
         let read = async {
             let stream = store.read_stream(key, Some(*generation), 0, None).await?;
-            let mut rows = read_rows(format, key, stream);
+            let mut rows = read_rows_for_preview(format, key, stream);
             let mut got = Vec::new();
             while out.len() + got.len() < PREVIEW_TASKS {
                 let Some(row) = rows.next().await else { break };
                 match row {
-                    Ok(row) => got.push(match row.value.and_then(labelport_domain::import::parse_task_element) {
-                        Ok(task) => json!({"key": key, "position": row.position, "data": task.data}),
-                        Err(e) => json!({"key": key, "position": row.position, "error": e}),
-                    }),
+                    Ok(row) => got.push(
+                        match row
+                            .value
+                            .and_then(labelport_domain::import::parse_task_element)
+                            .and_then(|t| match config {
+                                Some(c) => c.check_task_data(&t.data).map(|()| t),
+                                None => Ok(t),
+                            }) {
+                            Ok(task) => {
+                                let text = task.data.to_string();
+                                if text.len() > PREVIEW_MAX_DATA_CHARS {
+                                    let cut: String = text.chars().take(PREVIEW_MAX_DATA_CHARS).collect();
+                                    json!({"key": key, "position": row.position, "data_truncated": cut + "…"})
+                                } else {
+                                    json!({"key": key, "position": row.position, "data": task.data})
+                                }
+                            }
+                            Err(e) => json!({"key": key, "position": row.position, "error": e}),
+                        },
+                    ),
                     Err(e) => {
                         got.push(json!({"key": key, "error": e.to_string()}));
                         break;
@@ -666,10 +722,15 @@ async fn preview_tasks<S: ObjectStore>(store: &S, keys: &[(String, i64)]) -> Vec
             }
             Ok::<_, StorageError>(got)
         };
-        match tokio::time::timeout(PREVIEW_READ_TIMEOUT, read).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(got)) => out.extend(got),
             Ok(Err(e)) => out.push(json!({"key": key, "error": e.to_string()})),
-            Err(_) => out.push(json!({"key": key, "error": "reading the file took too long for a preview"})),
+            Err(_) => {
+                out.push(
+                    json!({"key": key, "error": "reading the file took too long for a preview (a sync reads it)"}),
+                );
+                break;
+            }
         }
     }
     out

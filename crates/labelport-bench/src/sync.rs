@@ -138,6 +138,10 @@ pub(crate) async fn setup(db: &Db, bucket: &str, use_blob_urls: bool) -> anyhow:
         use_blob_urls,
         policy: DeletionPolicy::Keep,
         user_id: user.id,
+        // As a sync job: rows are checked against the project's config.
+        config: labelport_domain::label_config::LabelConfig::parse(&project.label_config)
+            .ok()
+            .map(std::sync::Arc::new),
     })
 }
 

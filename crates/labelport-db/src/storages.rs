@@ -33,6 +33,9 @@ pub struct StorageRow {
     /// always false.
     pub sync_requested: bool,
     pub created_at: String,
+    /// Import with an interval sync: when it is next due (UTC, the
+    /// database's clock); None otherwise.
+    pub next_sync_at: Option<String>,
 }
 
 impl StorageRow {
@@ -68,7 +71,13 @@ const SHARED_SETTINGS: [&str; 12] = [
 /// Settings columns of one direction only, in bind order.
 fn own_settings(direction: Direction) -> &'static [&'static str] {
     match direction {
-        Direction::Import => &["presign", "presign_ttl", "recursive_scan", "deletion_policy"],
+        Direction::Import => &[
+            "presign",
+            "presign_ttl",
+            "recursive_scan",
+            "deletion_policy",
+            "sync_interval",
+        ],
         Direction::Export => &["can_delete_objects", "export_format"],
     }
 }
@@ -96,6 +105,8 @@ struct StorageRecord {
     presign_ttl: i64,
     recursive_scan: bool,
     deletion_policy: String,
+    sync_interval: Option<i64>,
+    next_sync_at: Option<String>,
     can_delete_objects: bool,
     export_format: String,
     sync_requested: bool,
@@ -114,15 +125,16 @@ fn columns(direction: Direction) -> &'static str {
         Direction::Import => {
             "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
              google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
-             wif_project_number, presign, presign_ttl, recursive_scan, deletion_policy, \
-             FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
+             wif_project_number, presign, presign_ttl, recursive_scan, deletion_policy, sync_interval, \
+             next_sync_at, FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
              status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
         Direction::Export => {
             "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
              google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
              wif_project_number, TRUE AS presign, CAST(1 AS BIGINT) AS presign_ttl, \
-             FALSE AS recursive_scan, 'keep' AS deletion_policy, can_delete_objects, export_format, \
+             FALSE AS recursive_scan, 'keep' AS deletion_policy, CAST(NULL AS BIGINT) AS sync_interval, \
+             CAST(NULL AS TEXT) AS next_sync_at, can_delete_objects, export_format, \
              sync_requested, status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
     }
@@ -150,6 +162,7 @@ impl StorageRecord {
                     );
                     DeletionPolicy::Keep
                 }),
+                sync_interval: self.sync_interval,
             }),
             Direction::Export => DirectionOptions::Export(ExportOptions {
                 can_delete_objects: self.can_delete_objects,
@@ -203,6 +216,7 @@ impl StorageRecord {
             },
             sync_requested: self.sync_requested,
             created_at: self.created_at,
+            next_sync_at: self.next_sync_at,
         })
     }
 }
@@ -232,7 +246,8 @@ macro_rules! bind_settings {
                 .bind(o.presign)
                 .bind(o.presign_ttl)
                 .bind(o.recursive_scan)
-                .bind(o.deletion_policy.as_str()),
+                .bind(o.deletion_policy.as_str())
+                .bind(o.sync_interval),
             DirectionOptions::Export(o) => q.bind(o.can_delete_objects).bind(o.export_format.as_str()),
         }
     }};
@@ -282,6 +297,7 @@ impl Db {
         let keys = self.keys()?;
         let sealed = sealed(keys, settings);
         let prefix = normalize_prefix(&settings.prefix);
+        let schedule = self.schedule_sql();
         let record = on_write!(self, p => {
             let mut tx = p.begin().await?;
             let record = bind_settings!(sqlx::query_as::<_, StorageRecord>(&sql), settings, &sealed)
@@ -290,9 +306,12 @@ impl Db {
                 .bind(&at)
                 .fetch_one(&mut *tx)
                 .await?;
-            if direction == Direction::Import {
+            let record = if direction == Direction::Import {
                 crate::adopt_import_links!(tx, record.id, prefix.clone());
-            }
+                sqlx::query_as::<_, StorageRecord>(&schedule).bind(record.id).fetch_one(&mut *tx).await?
+            } else {
+                record
+            };
             tx.commit().await?;
             Ok::<_, DbError>(record)
         })?;
@@ -375,6 +394,10 @@ impl Db {
         // their links for a storage of that bucket; under its new bucket
         // and prefix it adopts what another storage left.
         let rebucketed = direction == Direction::Import && settings.bucket != before.bucket;
+        // A new interval counts from now; an unchanged one keeps its time.
+        let rescheduled = direction == Direction::Import
+            && settings.import().map(|o| o.sync_interval) != before.import().map(|o| o.sync_interval);
+        let schedule = self.schedule_sql();
         let prefix = normalize_prefix(&settings.prefix);
         let keys = self.keys()?;
         let sealed = sealed(keys, settings);
@@ -393,6 +416,12 @@ impl Db {
             if record.is_some() && direction == Direction::Import {
                 crate::adopt_import_links!(tx, id, prefix.clone());
             }
+            let record = match record {
+                Some(_) if rescheduled => {
+                    Some(sqlx::query_as::<_, StorageRecord>(&schedule).bind(id).fetch_one(&mut *tx).await?)
+                }
+                other => other,
+            };
             tx.commit().await?;
             Ok::<_, DbError>(record)
         })?;
@@ -466,5 +495,49 @@ impl Db {
             tx.commit().await?;
             Ok(job)
         })
+    }
+}
+
+/// The database's clock plus `minutes_expr` minutes, in the stored time
+/// format (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC): every process compares
+/// against the same clock.
+fn db_time_plus_minutes(pool: &crate::Pool, minutes_expr: &str) -> String {
+    match pool {
+        crate::Pool::Postgres(_) => format!(
+            "to_char((clock_timestamp() + make_interval(mins => ({minutes_expr})::int)) AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ),
+        crate::Pool::Sqlite { .. } => {
+            format!("(strftime('%Y-%m-%dT%H:%M:%f', 'now', (({minutes_expr}) * 60) || ' seconds') || '000Z')")
+        }
+    }
+}
+
+impl Db {
+    /// `UPDATE` (binding the storage id as `$1`) that sets a source
+    /// storage's next interval sync to now + its interval (NULL without
+    /// one), returning the row.
+    fn schedule_sql(&self) -> String {
+        format!(
+            "UPDATE import_storages SET next_sync_at = CASE WHEN sync_interval IS NULL THEN NULL ELSE {} END \
+             WHERE id = $1 RETURNING {}",
+            db_time_plus_minutes(&self.pool, "sync_interval"),
+            columns(Direction::Import)
+        )
+    }
+
+    /// Interval sync: the source storages whose next sync is due, each
+    /// moved on by its interval in the same statement — so, whatever the
+    /// number of processes calling this, one of them gets each due storage
+    /// once per interval (a row is updated by one statement at a time, and
+    /// the others then no longer see it due). The caller queues their syncs.
+    pub async fn claim_due_interval_syncs(&self) -> DbResult<Vec<i64>> {
+        let now = db_time_plus_minutes(&self.pool, "0");
+        let sql = format!(
+            "UPDATE import_storages SET next_sync_at = {} \
+             WHERE sync_interval IS NOT NULL AND next_sync_at <= {now} AND project_id IS NOT NULL RETURNING id",
+            db_time_plus_minutes(&self.pool, "sync_interval"),
+        );
+        Ok(on_write!(self, p => sqlx::query_scalar::<_, i64>(&sql).fetch_all(p).await)?)
     }
 }

@@ -24,6 +24,8 @@ use crate::ValidationErrors;
 /// Longest signed-URL lifetime Google allows: 7 days, in minutes (V4
 /// signing: `X-Goog-Expires` ≤ 604800 s).
 pub const MAX_PRESIGN_TTL_MINUTES: i64 = 10080;
+/// The longest interval sync, in minutes: one year.
+pub const MAX_SYNC_INTERVAL_MINUTES: i64 = 525_600;
 
 /// Which way data flows between a project and a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,6 +222,9 @@ pub struct ImportOptions {
     /// false: only objects directly under the prefix (delimiter `/`).
     pub recursive_scan: bool,
     pub deletion_policy: DeletionPolicy,
+    /// Interval sync: a sync every this many minutes, 1..=
+    /// [`MAX_SYNC_INTERVAL_MINUTES`]; None: only when asked (issue 17).
+    pub sync_interval: Option<i64>,
 }
 
 impl Default for ImportOptions {
@@ -230,6 +235,7 @@ impl Default for ImportOptions {
             presign_ttl: 1,
             recursive_scan: false,
             deletion_policy: DeletionPolicy::Keep,
+            sync_interval: None,
         }
     }
 }
@@ -447,6 +453,12 @@ pub struct StorageInput {
     /// (default, as Label Studio), `flag`, or `delete` (tasks without
     /// annotations).
     pub deletion_policy: Option<String>,
+    /// Import (a Labelport addition): sync every this many minutes,
+    /// 1–525600; `0` or `null` turns it off (the default); absent leaves it
+    /// as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub sync_interval: Option<Option<i64>>,
     /// Export: delete an annotation's object when the annotation (or its
     /// task or project) is deleted. Default false.
     pub can_delete_objects: Option<bool>,
@@ -458,6 +470,14 @@ pub struct StorageInput {
     pub synchronizable: Option<bool>,
     /// files: how many objects to preview (1–10000, default 100).
     pub limit: Option<i64>,
+}
+
+/// A field that may be sent as `null`: absent is None (left as it is),
+/// `null` is `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A string, or a JSON object given as is (a key file pasted unquoted), as
@@ -563,7 +583,14 @@ impl StorageSettings {
         if self.bucket.is_empty() {
             errors.add("bucket", "This field is required: the bucket name (without gs://).");
         } else if self.bucket.contains('/') {
-            errors.add("bucket", "A bucket name has no '/'; put the folder in prefix.");
+            let (name, folder) = self.bucket.split_once('/').unwrap_or_default();
+            errors.add(
+                "bucket",
+                format!(
+                    "A bucket name has no '/': the bucket is \"{name}\"; put \"{folder}\" in the prefix \
+                     (Bucket Prefix, with the import settings)."
+                ),
+            );
         }
         match &mut self.options {
             DirectionOptions::Import(o) => {
@@ -576,6 +603,19 @@ impl StorageSettings {
                         None => errors.add(
                             "deletion_policy",
                             format!("Must be one of {}.", DeletionPolicy::NAMES.join(", ")),
+                        ),
+                    }
+                }
+                if let Some(v) = input.sync_interval {
+                    match v {
+                        None | Some(0) => o.sync_interval = None,
+                        Some(m) if (1..=MAX_SYNC_INTERVAL_MINUTES).contains(&m) => o.sync_interval = Some(m),
+                        Some(_) => errors.add(
+                            "sync_interval",
+                            format!(
+                                "Must be a number of minutes from 1 to {MAX_SYNC_INTERVAL_MINUTES} (a year), \
+                                 or 0 or null for no interval sync."
+                            ),
                         ),
                     }
                 }

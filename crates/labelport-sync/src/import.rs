@@ -47,6 +47,10 @@ pub struct ImportSettings {
     pub use_blob_urls: bool,
     pub policy: DeletionPolicy,
     pub user_id: i64,
+    /// The project's label config: in tasks mode a row whose data lacks a
+    /// key the config reads is refused as a bad row, as an upload refuses
+    /// it (the editor could not show it). None: rows are not checked.
+    pub config: Option<std::sync::Arc<labelport_domain::label_config::LabelConfig>>,
 }
 
 /// Counters of a sync, reported while it runs and at the end.
@@ -370,7 +374,11 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 }
             };
             max_row = max_row.max(row.row_index);
-            let task = match row.value.and_then(parse_task_element) {
+            let config = self.settings.config.as_deref();
+            let task = match row.value.and_then(parse_task_element).and_then(|t| match config {
+                Some(c) => c.check_task_data(&t.data).map(|()| t),
+                None => Ok(t),
+            }) {
                 Ok(t) => t,
                 Err(message) => {
                     self.report.error(format!("{key}:{}: {message}", row.position));

@@ -19,7 +19,12 @@ use crate::run::{error_list, retry, storage_of_job, SyncRun};
 pub use labelport_domain::storage::IMPORT_SYNC;
 
 /// Builds the engine settings from a stored import storage.
-pub fn settings_of(row: &StorageRow, maximum_annotations: i64, user_id: i64) -> Result<ImportSettings, String> {
+pub fn settings_of(
+    row: &StorageRow,
+    maximum_annotations: i64,
+    user_id: i64,
+    label_config: &str,
+) -> Result<ImportSettings, String> {
     let s = &row.settings;
     let options = s.import().ok_or("not an import storage")?;
     Ok(ImportSettings {
@@ -33,6 +38,11 @@ pub fn settings_of(row: &StorageRow, maximum_annotations: i64, user_id: i64) -> 
         use_blob_urls: s.use_blob_urls,
         policy: options.deletion_policy,
         user_id,
+        // A config that no longer parses checks nothing (it was checked
+        // when saved).
+        config: labelport_domain::label_config::LabelConfig::parse(label_config)
+            .ok()
+            .map(std::sync::Arc::new),
     })
 }
 
@@ -55,7 +65,12 @@ pub async fn run_import_sync(ctx: JobContext, env: StorageEnv) -> JobOutcome {
         Ok(p) => p,
         Err(e) => return run.fail(&format!("project {project_id}: {e}"), None).await,
     };
-    let settings = match settings_of(&row, project.maximum_annotations, project.created_by.unwrap_or(0)) {
+    let settings = match settings_of(
+        &row,
+        project.maximum_annotations,
+        project.created_by.unwrap_or(0),
+        &project.label_config,
+    ) {
         Ok(s) => s,
         Err(message) => return run.fail(&message, None).await,
     };

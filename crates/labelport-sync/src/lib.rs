@@ -6,6 +6,7 @@
 pub mod export;
 pub mod export_job;
 pub mod import;
+pub mod interval;
 pub mod job;
 pub mod readers;
 pub mod run;

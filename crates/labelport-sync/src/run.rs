@@ -162,6 +162,21 @@ impl SyncRun {
     /// `interruptions` — runs whose process died or shut down, taken over —,
     /// `time_in_progress`; the last sync's errors cleared).
     pub async fn start(&mut self, attempts: i64, interruptions: i64) -> Result<(), DbError> {
+        // A job's first attempt starts from a clean slate: the previous
+        // job's counters and times would show as this run's progress until
+        // its first write.
+        if attempts <= 1 && interruptions == 0 {
+            self.meta.retain(|k, _| {
+                [
+                    "time_queued",
+                    "trigger",
+                    META_COUNTED_JOB,
+                    META_LINKS_BEFORE,
+                    META_TASKS_CREATED_EARLIER,
+                ]
+                .contains(&k.as_str())
+            });
+        }
         self.meta.insert("attempts".into(), attempts.into());
         self.meta.insert("interruptions".into(), interruptions.into());
         self.meta.insert("time_in_progress".into(), meta_time().into());

@@ -620,6 +620,73 @@ async fn tasks_mode_preview_shows_the_first_tasks_a_sync_would_make() {
         )
         .await;
     assert!(got.get("tasks").is_none(), "{got}");
+    // Bounded: a task's large data is cut, a row over 1 MiB is an error
+    // (not 256 MiB read), and a file that is not a task file is named.
+    let long = "y".repeat(10_000);
+    let huge = "z".repeat(2 << 20);
+    gcs.upload(
+        "media",
+        "bounded/a.jsonl",
+        format!("{{\"text\": \"{long}\"}}\n{{\"text\": \"{huge}\"}}\n{{\"text\": \"after\"}}\n").into_bytes(),
+        "application/x-ndjson",
+    )
+    .await
+    .unwrap();
+    let (s, got) = app
+        .post(
+            "/api/storages/gcs/files",
+            json!({"project": pid, "bucket": "media", "prefix": "bounded", "use_blob_urls": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    let tasks = got["tasks"].as_array().unwrap();
+    let cut = tasks[0]["data_truncated"].as_str().expect("large data is cut");
+    assert!(
+        cut.chars().count() <= 4097 && cut.starts_with("{\"text\":\"yyy"),
+        "{}",
+        &cut[..40]
+    );
+    assert!(tasks[0].get("data").is_none());
+    assert!(
+        tasks[1]["error"].is_string(),
+        "a row over 1 MiB is refused: {}",
+        tasks[1]
+    );
+    assert!(got.to_string().len() < 64 << 10, "the answer stays small");
     // Nothing was imported by a preview.
     assert!(all_tasks(&app, pid).await.is_empty());
+
+    // A row without a key the label config reads: refused by the preview
+    // and by the sync alike (the editor could not show it), as an upload
+    // refuses it.
+    gcs.upload(
+        "media",
+        "keys/a.jsonl",
+        b"{\"text\": \"fine\"}\n{\"image\": \"x.png\"}\n".to_vec(),
+        "application/x-ndjson",
+    )
+    .await
+    .unwrap();
+    let body = json!({"project": pid, "bucket": "media", "prefix": "keys", "use_blob_urls": false});
+    let (_, got) = app.post("/api/storages/gcs/files", body.clone()).await;
+    assert_eq!(got["tasks"][0]["data"]["text"], "fine", "{got}");
+    let refusal = got["tasks"][1]["error"].as_str().unwrap_or_default();
+    assert!(refusal.contains("data has no \"text\" key"), "{got}");
+    let (s, st) = app.post("/api/storages/gcs", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let (_, _) = app
+        .post(&format!("/api/storages/gcs/{}/sync", st["id"]), json!(null))
+        .await;
+    app.run_jobs().await;
+    let (_, done) = app.get(&format!("/api/storages/gcs/{}", st["id"])).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["last_sync_count"], 1, "{done}");
+    assert!(
+        done["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("keys/a.jsonl:line 2: data has no \"text\" key"),
+        "{done}"
+    );
+    assert_eq!(all_tasks(&app, pid).await.len(), 1);
 }

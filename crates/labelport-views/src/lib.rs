@@ -335,6 +335,9 @@ pub fn storage_json(row: &StorageRow, state: &SyncState) -> Result<Value, ViewEr
             "presign_ttl": o.presign_ttl,
             "recursive_scan": o.recursive_scan,
             "deletion_policy": o.deletion_policy.as_str(),
+            // Interval sync (Labelport): minutes, and when it runs next.
+            "sync_interval": o.sync_interval,
+            "next_sync": row.next_sync_at,
         }),
         DirectionOptions::Export(o) => json!({
             "can_delete_objects": o.can_delete_objects,

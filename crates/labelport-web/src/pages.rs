@@ -280,6 +280,9 @@ struct StorageCard {
     /// poll it and call its `sync` and `DELETE`.
     api: String,
     can_delete_objects: bool,
+    /// A source storage's interval sync: minutes, and when it runs next.
+    sync_interval: Option<i64>,
+    next_sync: Option<String>,
 }
 
 fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
@@ -311,6 +314,8 @@ fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
             Direction::Export => format!("/api/storages/export/{}/{}", row.kind.name(), row.id),
         },
         can_delete_objects: matches!(&s.options, DirectionOptions::Export(o) if o.can_delete_objects),
+        sync_interval: s.import().and_then(|o| o.sync_interval),
+        next_sync: row.next_sync_at.clone(),
     }
 }
 

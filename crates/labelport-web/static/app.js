@@ -200,6 +200,13 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     return words.charAt(0).toUpperCase() + words.slice(1);
   };
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "Not synced yet");
+  /** "Every 15 min · next 10:42:07", from the card's data. */
+  const every = (el) => {
+    const minutes = el.dataset.minutes;
+    el.textContent = minutes
+      ? "Every " + minutes + " min" + (el.dataset.next ? " · next " + new Date(el.dataset.next).toLocaleTimeString() : "")
+      : "Off";
+  };
   const progressText = (card, storage) => {
     const meta = storage.meta;
     if (storage.status === "queued") return "Queued: waiting for a worker…";
@@ -222,6 +229,12 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     badge.className = "badge status status-" + storage.status;
     badge.textContent = label(storage.status);
     card.querySelector(".last-sync").textContent = when(storage.last_sync);
+    const interval = card.querySelector(".interval");
+    if (interval) {
+      interval.dataset.minutes = storage.sync_interval || "";
+      interval.dataset.next = storage.next_sync || "";
+      every(interval);
+    }
     const count = storage.last_sync_count;
     card.querySelector(".sync-count").textContent = count === null || count === undefined ? "–" : count;
     const progress = card.querySelector(".sync-progress");
@@ -248,6 +261,7 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
   }
 
   cards.forEach((card) => {
+    card.querySelectorAll(".interval").forEach(every);
     card.querySelectorAll(".last-sync[data-time]").forEach((el) => {
       if (el.dataset.time) el.textContent = when(el.dataset.time);
     });

@@ -27,8 +27,9 @@
   // Set while editing: {api, type}; the provider is fixed and a stored key
   // is kept unless a new one is typed.
   let editing = null;
-  // The settings the preview shown was loaded with.
+  // The settings the preview shown was loaded with, and how many were asked.
   let previewOf = null;
+  let previews = 0;
   const steps = () => STEPS[direction].filter(([name]) => !(editing && name === "provider"));
 
   const provider = () => (editing ? editing.type : form.querySelector("input[name=provider]:checked").value);
@@ -53,6 +54,8 @@
         b.use_blob_urls = form.elements.use_blob_urls.value === "true";
         b.regex_filter = value("regex_filter");
         b.recursive_scan = checked("recursive_scan");
+        const every = value("sync_interval");
+        b.sync_interval = every === "" ? null : Number(every);
       }
     } else {
       b.prefix = value("prefix_target");
@@ -61,9 +64,21 @@
     return b;
   }
 
+  /** The body of a check (validate, files): while editing, with the
+   * storage's id, so the API fills in what is stored (the key above all). */
+  function checkBody() {
+    return editing ? { ...body(), id: Number(editing.api.split("/").pop()) } : body();
+  }
+
   function clearErrors() {
     form.querySelectorAll(".field-error").forEach((el) => lp.show(el, ""));
     lp.show(error, "");
+  }
+
+  /** What a preview depends on: the body without its title or interval. */
+  function previewKey() {
+    const { title, sync_interval, ...rest } = body();
+    return JSON.stringify(rest);
   }
 
   /** Shows the preview as made with other settings than those typed now. */
@@ -98,8 +113,10 @@
       else loose.push(text);
     }
     if (placed.length) {
-      // The earliest step with a problem is where the user goes.
+      // The earliest step with a problem is where the user goes; a problem
+      // of the connection asks for a new Test Connection.
       const first = Math.min(...placed.map(([, , i]) => i));
+      if (placed.some(([target]) => target.closest('[data-step="connection"]'))) tested = false;
       if (first !== at) {
         at = first;
         render();
@@ -151,6 +168,7 @@
       ["Import Method", b.use_blob_urls ? "Files: one task per object" : "Tasks: JSON, JSONL or Parquet task files"],
       ["File Name Filter", b.regex_filter || "none"],
       ["Scan all sub-folders", b.recursive_scan ? "Yes" : "No"],
+      ["Interval sync", b.sync_interval ? "Every " + b.sync_interval + " min" : "Off: sync when asked"],
       ["Media", b.presign ? "Pre-signed URLs, " + b.presign_ttl + " min" : "Proxied through Labelport"],
     ];
     const list = document.getElementById("review-list");
@@ -196,7 +214,7 @@
     const set = (name, v) => {
       if (form.elements[name] && v !== undefined && v !== null) form.elements[name].value = v;
     };
-    for (const f of ["title", "bucket", "google_project_id", "regex_filter", "presign_ttl",
+    for (const f of ["title", "bucket", "google_project_id", "regex_filter", "presign_ttl", "sync_interval",
       "google_wif_pool_id", "google_wif_provider_id", "google_service_account_email", "google_project_number"]) set(f, s[f]);
     set(direction === "source" ? "prefix" : "prefix_target", s.prefix);
     if (direction === "source") {
@@ -225,8 +243,8 @@
     // Marked, not emptied: the layout must not move under the pointer
     // (this runs on the field's blur, between Load Preview's mouse down
     // and up).
-    if (event.target.closest('[data-step="import"]') && previewOf !== null && previewOf !== JSON.stringify(body())) {
-      stale(true);
+    if (previewOf !== null) {
+      stale(previewOf !== previewKey());
     }
     if (event.target.name === "provider") tested = false;
     render();
@@ -252,8 +270,10 @@
       // The prefix and filter are checked before Review, so a prefix with
       // nothing under it is named here, at its field.
       next.disabled = true;
-      const result = await lp.api("POST", base() + "/validate", editing ? { ...body(), id: Number(editing.api.split("/").pop()) } : body());
+      back.disabled = true;
+      const result = await lp.api("POST", base() + "/validate", checkBody());
       next.disabled = false;
+      back.disabled = false;
       if (!result.ok) {
         showErrors(result);
         return;
@@ -279,7 +299,7 @@
       }
     }
     if (missing) return;
-    const result = await lp.api("POST", base() + "/validate", b);
+    const result = await lp.api("POST", base() + "/validate", checkBody());
     tested = result.ok;
     if (!result.ok) showErrors(result);
     render();
@@ -289,10 +309,16 @@
     clearErrors();
     const list = document.getElementById("preview-list");
     list.innerHTML = '<li class="muted">Loading…</li>';
-    previewOf = JSON.stringify(body());
+    previewOf = previewKey();
     stale(false);
-    const result = await lp.api("POST", base() + "/files", { ...body(), limit: 30 });
+    // Only the answer to the latest click is shown.
+    const asked = ++previews;
+    const result = await lp.api("POST", base() + "/files", { ...checkBody(), limit: 30 });
+    if (asked !== previews) return;
     if (!result.ok) {
+      previewOf = null;
+      document.getElementById("preview-tasks").hidden = true;
+      document.getElementById("preview-tasks-head").hidden = true;
       list.innerHTML = '<li class="muted">No preview.</li>';
       showErrors(result);
       return;
@@ -330,7 +356,7 @@
         what.className = "error";
         what.textContent = t.error;
       } else {
-        const text = JSON.stringify(t.data);
+        const text = t.data_truncated !== undefined ? t.data_truncated : JSON.stringify(t.data);
         what.textContent = text.length > 160 ? text.slice(0, 160) + "…" : text;
         what.className = "preview-task";
       }

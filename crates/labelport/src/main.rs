@@ -304,6 +304,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             labelport_sync::export_job::REQUEUE_EVERY,
         )
     });
+    // Interval syncs are queued by every process (serve without workers
+    // too): the database hands each due storage to one of them.
+    let scheduler = labelport_sync::interval::spawn_interval_scheduler(
+        db.clone(),
+        state.jobs_notify.clone(),
+        labelport_sync::interval::CHECK_EVERY,
+    );
     let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
     let pages = labelport_web::router(state.clone());
     // The signal stops job-taking at once: running jobs checkpoint and
@@ -317,6 +324,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let served = labelport_api::serve_with_pages(listener, state, pages, signalled).await;
     pruner.abort();
+    scheduler.abort();
     if let Some(r) = requeuer {
         r.abort();
     }
@@ -413,9 +421,15 @@ async fn main() -> anyhow::Result<()> {
                 labelport_sync::export_job::REQUEUE_EVERY,
             );
             let pruner = labelport_jobs::spawn_pruner(db.clone(), PRUNE_EVERY, KEEP_ENDED_JOBS);
+            let scheduler = labelport_sync::interval::spawn_interval_scheduler(
+                db.clone(),
+                state.jobs_notify.clone(),
+                labelport_sync::interval::CHECK_EVERY,
+            );
             tracing::info!("{} job workers running", args.workers.max(1));
             shutdown_signal().await;
             pruner.abort();
+            scheduler.abort();
             requeuer.abort();
             workers.shutdown();
             for h in handles {

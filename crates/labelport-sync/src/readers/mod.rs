@@ -139,6 +139,19 @@ pub fn read_rows(format: FileFormat, key: &str, stream: ByteStream) -> RowStream
     read_rows_with(format, key, stream, Limits::DEFAULT)
 }
 
+/// As [`read_rows`], within the bounds of a preview ([`PREVIEW_LIMITS`]):
+/// a row or a single-object file over 1 MiB is an error, not 256 MiB read.
+pub fn read_rows_for_preview(format: FileFormat, key: &str, stream: ByteStream) -> RowStream {
+    read_rows_with(format, key, stream, PREVIEW_LIMITS)
+}
+
+/// A preview's bounds: 1 MiB a row (or a whole `.json` object).
+pub(crate) const PREVIEW_LIMITS: Limits = Limits {
+    max_row_bytes: 1 << 20,
+    max_object_bytes: 1 << 20,
+    ..Limits::DEFAULT
+};
+
 /// Sizes that bound memory; smaller in tests to exercise the limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
