@@ -44,6 +44,19 @@ const WRITE_ROLE: &str = "Storage Object User (roles/storage.objectUser)";
 pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettings) -> ApiResult<()> {
     let check = async {
         let store = state.storage_env.connect(kind, s).await?;
+        // Ask GCS which permissions are held before trying them, so every
+        // missing one is named at once (issue 17, item 1).
+        let needed = needed_permissions(s);
+        if let Some(granted) = store.granted_permissions(&needed).await? {
+            let missing: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|p| !granted.iter().any(|g| g == p))
+                .collect();
+            if !missing.is_empty() {
+                return Ok(Some(missing_permissions(kind, s, &missing)));
+            }
+        }
         store.check().await?;
         match &s.options {
             DirectionOptions::Import(o) => {
@@ -125,6 +138,55 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
     }
 }
 
+/// The bucket permissions a storage uses
+/// (<https://cloud.google.com/storage/docs/access-control/iam-permissions>):
+/// a source lists and reads objects; a target writes them, and deletes them
+/// to overwrite (an annotation saved again) and with `can_delete_objects`.
+fn needed_permissions(s: &StorageSettings) -> Vec<&'static str> {
+    match s.direction() {
+        Direction::Import => vec!["storage.objects.list", "storage.objects.get"],
+        Direction::Export => vec!["storage.objects.create", "storage.objects.delete"],
+    }
+}
+
+/// The 400 naming the missing permissions, the role that grants them all
+/// and the command that grants it.
+fn missing_permissions(kind: StorageKind, s: &StorageSettings, missing: &[&str]) -> ValidationErrors {
+    let role = match s.direction() {
+        Direction::Import => READ_ROLE,
+        Direction::Export => WRITE_ROLE,
+    };
+    let who = account(kind, s);
+    ValidationErrors::field(
+        credentials_field(kind),
+        format!(
+            "{who} lacks {} on gs://{}. Next step: grant it {role} on the bucket{}.",
+            missing.join(", "),
+            s.bucket,
+            grant_command(kind, s, &who, role)
+        ),
+    )
+}
+
+/// ` (gcloud storage buckets add-iam-policy-binding …)` for the account,
+/// when it is known; empty otherwise.
+fn grant_command(kind: StorageKind, s: &StorageSettings, who: &str, role: &str) -> String {
+    let member = match kind {
+        StorageKind::GcsWif => Some(s.wif.service_account_email.as_str()),
+        StorageKind::Gcs => None,
+    }
+    .filter(|e| !e.is_empty())
+    .map(str::to_owned)
+    .or_else(|| who.strip_prefix("the service account ").map(str::to_owned));
+    member.map_or(String::new(), |m| {
+        let role_id = role.split('(').nth(1).unwrap_or("").trim_end_matches(')');
+        format!(
+            " (gcloud storage buckets add-iam-policy-binding gs://{} --member=serviceAccount:{m} --role={role_id})",
+            s.bucket
+        )
+    })
+}
+
 fn empty_prefix(bucket: &str, prefix: &str) -> ValidationErrors {
     ValidationErrors::field(
         "prefix",
@@ -197,20 +259,7 @@ pub(crate) fn advice(kind: StorageKind, s: &StorageSettings, e: StorageError) ->
                 Direction::Import => ("list and read objects in", READ_ROLE),
                 Direction::Export => ("write objects to", WRITE_ROLE),
             };
-            let member = match kind {
-                StorageKind::GcsWif => Some(s.wif.service_account_email.as_str()),
-                StorageKind::Gcs => None,
-            }
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned)
-            .or_else(|| who.strip_prefix("the service account ").map(str::to_owned));
-            let command = member.map_or(String::new(), |m| {
-                let role_id = role.split('(').nth(1).unwrap_or("").trim_end_matches(')');
-                format!(
-                    " (gcloud storage buckets add-iam-policy-binding gs://{bucket} \
-                     --member=serviceAccount:{m} --role={role_id})"
-                )
-            });
+            let command = grant_command(kind, s, &who, role);
             (
                 credentials_field(kind),
                 format!(

@@ -274,6 +274,38 @@ impl GcsStore {
         }
     }
 
+    /// Which of `wanted` (IAM permissions such as `storage.objects.get`)
+    /// the storage's identity holds on the bucket, from GCS's
+    /// `buckets.testIamPermissions`
+    /// (<https://cloud.google.com/storage/docs/json_api/v1/buckets/testIamPermissions>).
+    /// None when the service cannot say (an emulator without the method
+    /// answers 404): the caller then finds out by trying.
+    ///
+    /// Errors: as any request (a refused token, a missing bucket…).
+    pub async fn granted_permissions(&self, wanted: &[&str]) -> StorageResult<Option<Vec<String>>> {
+        use gcloud_storage::http::buckets::test_iam_permissions::TestIamPermissionsRequest;
+        let request = TestIamPermissionsRequest {
+            resource: self.bucket.clone(),
+            permissions: wanted.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let what = "testing permissions on the bucket";
+        match tokio::time::timeout(self.timeout, self.client.test_iam_permissions(&request)).await {
+            Err(_) => Err(StorageError::Transient(format!(
+                "{what}: no answer within {} s",
+                self.timeout.as_secs_f64()
+            ))),
+            Ok(Ok(answer)) => Ok(Some(answer.permissions)),
+            // GCS leaves `permissions` out when none is held, and
+            // gcloud-storage 1.3's response type requires the field: that
+            // answer fails to decode, and means "none".
+            Ok(Err(GcsError::HttpClient(e))) if e.is_decode() => Ok(Some(Vec::new())),
+            Ok(Err(e)) => match self.classify(e, what) {
+                StorageError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     fn bucket_error(&self, e: StorageError) -> StorageError {
         match e {
             StorageError::NotFound(_) => StorageError::BucketNotFound(self.bucket.clone()),

@@ -56,6 +56,11 @@ struct Inner {
     hang: Mutex<(std::collections::HashMap<RequestKind, u64>, u64)>,
     /// Requests of a kind answered only after this delay.
     slow: Mutex<std::collections::HashMap<RequestKind, std::time::Duration>>,
+    /// When set, `buckets.testIamPermissions` (which the emulator lacks)
+    /// is answered here: these permissions are held, and the permissions
+    /// each request asked about are recorded.
+    granted: Mutex<Option<Vec<String>>>,
+    permission_checks: Mutex<Vec<Vec<String>>>,
 }
 
 /// What a request to the JSON API does, for choosing which ones fail.
@@ -123,6 +128,8 @@ impl FaultProxy {
             throttle: Mutex::new(None),
             hang: Mutex::default(),
             slow: Mutex::default(),
+            granted: Mutex::default(),
+            permission_checks: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -164,7 +171,7 @@ impl FaultProxy {
     }
 
     /// Ends the failing uploads, the vanished bucket, the throttling, the
-    /// slowness and the hangs still due.
+    /// slowness, the hangs still due and the permissions answer.
     pub fn heal(&self) {
         *self.inner.rule.lock().unwrap() = None;
         *self.inner.vanish.lock().unwrap() = None;
@@ -173,11 +180,26 @@ impl FaultProxy {
         }
         self.inner.hang.lock().unwrap().0.clear();
         self.inner.slow.lock().unwrap().clear();
+        // testIamPermissions goes back to the emulator (which cannot say).
+        *self.inner.granted.lock().unwrap() = None;
     }
 
     /// Uploads answered 503 so far.
     pub fn failed_uploads(&self) -> u64 {
         *self.inner.failed.lock().unwrap()
+    }
+
+    /// From now on answers GCS's `buckets.testIamPermissions`
+    /// (`GET /storage/v1/b/{bucket}/iam/testPermissions?permissions=…`) as
+    /// GCS does: the asked permissions that are in `granted`, the field
+    /// left out when there are none.
+    pub fn grant_permissions(&self, granted: &[&str]) {
+        *self.inner.granted.lock().unwrap() = Some(granted.iter().map(|p| (*p).to_owned()).collect());
+    }
+
+    /// The permissions each `testIamPermissions` request asked about.
+    pub fn permission_checks(&self) -> Vec<Vec<String>> {
+        self.inner.permission_checks.lock().unwrap().clone()
     }
 
     /// From now on, every request must carry `Authorization: Bearer <t>`
@@ -299,6 +321,27 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .push(format!("{} {}", req.method(), req.uri().path()));
             let body = r#"{"error":{"code":401,"message":"Invalid Credentials","status":"UNAUTHENTICATED"}}"#;
             return Response::builder().status(401).body(Body::from(body)).unwrap();
+        }
+    }
+    let granted = inner.granted.lock().unwrap().clone();
+    if let Some(granted) = granted {
+        if req.method() == axum::http::Method::GET && req.uri().path().ends_with("/iam/testPermissions") {
+            let asked: Vec<String> = url_params(req.uri().query().unwrap_or_default())
+                .into_iter()
+                .filter(|(k, _)| k == "permissions")
+                .map(|(_, v)| v)
+                .collect();
+            inner.permission_checks.lock().unwrap().push(asked.clone());
+            let held: Vec<&String> = asked.iter().filter(|p| granted.contains(p)).collect();
+            let mut body = serde_json::json!({"kind": "storage#testIamPermissionsResponse"});
+            if !held.is_empty() {
+                body["permissions"] = serde_json::json!(held);
+            }
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
         }
     }
     let kind = RequestKind::of(&req);

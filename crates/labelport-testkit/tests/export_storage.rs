@@ -825,3 +825,77 @@ async fn a_deleted_projects_storage_whose_deletions_keep_failing_is_given_up_aft
         app.stop().await;
     }
 }
+
+/// Test connection asks GCS which permissions are held
+/// (`buckets.testIamPermissions`, answered by the FaultProxy as GCS does;
+/// the emulator lacks it) and names every missing one with the role that
+/// grants them, for both directions (issue 17, item 1).
+#[tokio::test]
+async fn test_connection_names_missing_permissions_and_the_role() {
+    let gcs = emulator(&["guarded"]).await;
+    gcs.upload("guarded", "in/a.txt", b"a".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    let app = TestApp::spawn_with_gcs_endpoint(labelport_testkit::Backend::Sqlite, &proxy.endpoint, 0).await;
+    let (_, p) = app.post("/api/projects", json!({"title": "perm"})).await;
+    let pid = p["id"].as_i64().unwrap();
+    let source = json!({"project": pid, "bucket": "guarded", "prefix": "in"});
+    let target = json!({"project": pid, "bucket": "guarded", "prefix": "out"});
+
+    // The emulator cannot say: the check goes on by trying, and passes.
+    let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+
+    // Only listing granted: reading is named as missing, before any try.
+    proxy.grant_permissions(&["storage.objects.list"]);
+    let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let said = e["validation_errors"]["google_application_credentials"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("lacks storage.objects.get on gs://guarded")
+            && said.contains("grant it Storage Object Viewer (roles/storage.objectViewer)"),
+        "{e}"
+    );
+    assert_eq!(
+        proxy.permission_checks().last().unwrap(),
+        &["storage.objects.list", "storage.objects.get"]
+    );
+    // Nothing granted (GCS then leaves the field out): both named.
+    proxy.grant_permissions(&[]);
+    let (_, e) = app.post("/api/storages/gcs", source.clone()).await;
+    let said = e["validation_errors"]["google_application_credentials"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains("lacks storage.objects.list, storage.objects.get"), "{e}");
+    let (_, list) = app.get(&format!("/api/storages/gcs?project={pid}")).await;
+    assert_eq!(list, json!([]), "nothing created");
+
+    // A target needs create and delete (overwriting an object deletes it).
+    proxy.grant_permissions(&["storage.objects.list", "storage.objects.get", "storage.objects.create"]);
+    let (s, e) = app.post("/api/storages/export/gcs/validate", target.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let said = e["validation_errors"]["google_application_credentials"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("lacks storage.objects.delete")
+            && !said.contains("storage.objects.create,")
+            && said.contains("Storage Object User (roles/storage.objectUser)"),
+        "{e}"
+    );
+    // Everything granted: both pass.
+    proxy.grant_permissions(&[
+        "storage.objects.list",
+        "storage.objects.get",
+        "storage.objects.create",
+        "storage.objects.delete",
+    ]);
+    let (s, e) = app.post("/api/storages/gcs/validate", source).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, e) = app.post("/api/storages/export/gcs/validate", target).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    app.stop().await;
+}

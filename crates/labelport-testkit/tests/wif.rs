@@ -439,6 +439,25 @@ async fn each_refusal_is_named_at_test_connection() {
         "{v}"
     );
     w.proxy.heal();
+    // GCS says which permissions the account lacks: named with the
+    // command that grants the role to that account.
+    w.proxy.grant_permissions(&["storage.objects.list"]);
+    let (s, v) = validate(body.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let said = v["validation_errors"]["google_service_account_email"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("lacks storage.objects.get")
+            && said.contains("--role=roles/storage.objectViewer")
+            && said.contains(&format!("--member=serviceAccount:{}", email())),
+        "{v}"
+    );
+    w.proxy
+        .grant_permissions(&["storage.objects.list", "storage.objects.get"]);
+    let (s, v) = validate(body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    w.proxy.heal();
     assert_eq!(w.wif.violations(), Vec::<String>::new());
     app.stop().await;
 
