@@ -738,6 +738,9 @@ def test_add_source_and_target_storage_wizards(server, watched, http, fake_gcs):
     task = http.post("/api/tasks", json={"project": pid, "data": {"image": f"gs://{signed_bucket}/imgs/0.png"}}).json()["id"]
     page.reload()
     card = page.locator(f".storage-card[data-storage='{signed}'][data-direction='source']")
+    # Fix CORS is offered where media go by signed URL only.
+    assert card.locator(".fix-cors").count() == 1
+    assert page.locator(".storage-card[data-direction='source']", has_text="Wizard photos").locator(".fix-cors").count() == 0
     card.locator(".edit-storage").click()
     page.wait_for_selector("#storage-wizard[open]")
     assert page.inner_text("#wizard-title") == "Edit Source Storage"
@@ -891,6 +894,10 @@ def test_source_wizard_with_workload_identity_federation(wif_server, fakes, watc
     page.fill("#w-number", NUMBER)
     page.click("#test-connection")
     page.wait_for_selector("#connection-ok:not([hidden])")
+    # Presign is on: Test Connection also reads the bucket's CORS policy
+    # (the emulator keeps none) and says what that means for browsers.
+    advice = page.wait_for_selector("#cors-advice:not([hidden])").inner_text()
+    assert f"gs://{bucket} has no CORS policy" in advice and "Fix CORS" in advice, advice
     page.click("#wizard-next")
     page.fill("#w-prefix", "imgs")
     page.click("#load-preview")

@@ -136,9 +136,9 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         ("POST", "/api/storages/export/{kind}/validate") => {
             Need::Project(BodyStorageOrProject(Direction::Export), Manager)
         }
-        (_, "/api/storages/{kind}/{id}") | ("POST", "/api/storages/{kind}/{id}/sync") => {
-            Need::Project(PathStorage(Direction::Import), Manager)
-        }
+        (_, "/api/storages/{kind}/{id}")
+        | ("POST", "/api/storages/{kind}/{id}/sync")
+        | ("POST", "/api/storages/{kind}/{id}/cors") => Need::Project(PathStorage(Direction::Import), Manager),
         (_, "/api/storages/export/{kind}/{id}") | ("POST", "/api/storages/export/{kind}/{id}/sync") => {
             Need::Project(PathStorage(Direction::Export), Manager)
         }

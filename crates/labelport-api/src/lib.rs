@@ -219,6 +219,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             storages::delete_import
         ))
         .routes(routes!(storages::sync_import))
+        .routes(routes!(storages::cors_import))
         .routes(routes!(storages::list_export, storages::create_export))
         .routes(routes!(storages::validate_export))
         .routes(routes!(

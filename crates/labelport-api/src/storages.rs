@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use labelport_db::{DbError, StorageRow, UserRow};
 use labelport_domain::access::Role;
@@ -346,10 +346,136 @@ async fn validate(
     direction: Direction,
     kind: StorageKind,
     input: StorageInput,
-) -> ApiResult<StatusCode> {
+    headers: &HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let settings = settings_for_check(state, user, direction, kind, &input).await?;
     check_connection(state, kind, &settings).await?;
-    Ok(StatusCode::OK)
+    // With presign on, browsers read objects from GCS itself: say whether
+    // the bucket's CORS policy lets the labeling page do so (a Labelport
+    // addition; Label Studio answers an empty 200).
+    if settings.import().is_some_and(|o| o.presign) {
+        let origin = page_origin(state, headers);
+        let report = cors_report(state, kind, &settings, &origin).await;
+        return Ok((StatusCode::OK, Json(json!({ "cors": report }))).into_response());
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The origin browsers load the labeling page from: the public URL's
+/// (`LABELPORT_PUBLIC_URL`), else the request's `Origin`, else its `Host`.
+fn page_origin(state: &AppState, headers: &HeaderMap) -> String {
+    use labelport_domain::cors::origin_of;
+    let header = |name: axum::http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    origin_of(&state.public_url)
+        .or_else(|| header(axum::http::header::ORIGIN).and_then(origin_of))
+        .or_else(|| header(axum::http::header::HOST).map(|h| format!("http://{h}")))
+        .unwrap_or_else(|| "http://localhost".to_owned())
+}
+
+/// The CORS check of a storage's bucket for `origin`; a policy that cannot
+/// be read is reported (not allowed) with the reason and what to do.
+async fn cors_report(
+    state: &AppState,
+    kind: StorageKind,
+    settings: &StorageSettings,
+    origin: &str,
+) -> labelport_domain::cors::CorsReport {
+    let rules = async { state.storage_env.connect(kind, settings).await?.cors_rules().await };
+    match tokio::time::timeout(PREVIEW_READ_TIMEOUT, rules).await {
+        Ok(Ok(rules)) => labelport_domain::cors::check(&settings.bucket, origin, &rules),
+        Ok(Err(e)) => labelport_domain::cors::CorsReport {
+            origin: origin.to_owned(),
+            allowed: false,
+            advice: format!(
+                "The bucket's CORS policy could not be read ({e}), so whether browsers may load pre-signed URLs \
+                 is unknown. Reading it needs storage.buckets.get (Storage Legacy Bucket Reader, or Storage \
+                 Admin); or turn pre-signed URLs off to use the proxy."
+            ),
+        },
+        Err(_) => labelport_domain::cors::CorsReport {
+            origin: origin.to_owned(),
+            allowed: false,
+            advice: "Reading the bucket's CORS policy took too long; try again.".to_owned(),
+        },
+    }
+}
+
+/// `POST /api/storages/{kind}/{id}/cors`: adds a rule for the labeling
+/// page's origin (GET and HEAD, with the headers the editor reads) to the
+/// bucket's CORS policy, keeping the rules it has; nothing is written when
+/// a rule already allows it. Answers the check afterwards.
+async fn fix_cors(
+    state: &AppState,
+    user: &UserRow,
+    kind: StorageKind,
+    id: i64,
+    headers: &HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let row = stored(state, Direction::Import, kind, id).await?;
+    // Changing the bucket acts as the storage's identity, as a sync does.
+    check_ambient(state, user, kind, &row.settings)?;
+    let origin = page_origin(state, headers);
+    let before = cors_report(state, kind, &row.settings, &origin).await;
+    if before.allowed {
+        return Ok(Json(json!({ "cors": before, "changed": false })));
+    }
+    let rule = labelport_domain::cors::CorsRule {
+        origin: vec![origin.clone()],
+        method: vec!["GET".into(), "HEAD".into()],
+        response_header: [
+            "Content-Type",
+            "Content-Length",
+            "Content-Range",
+            "Accept-Ranges",
+            "ETag",
+        ]
+        .map(String::from)
+        .to_vec(),
+        max_age_seconds: Some(3600),
+    };
+    let written = async {
+        state
+            .storage_env
+            .connect(kind, &row.settings)
+            .await?
+            .add_cors_rule(&rule)
+            .await
+    };
+    let rules = match tokio::time::timeout(PREVIEW_READ_TIMEOUT, written).await {
+        Ok(Ok(rules)) => rules,
+        Ok(Err(StorageError::PermissionDenied(m))) => {
+            return Err(ApiError::body(format!(
+                "The bucket's CORS policy could not be changed ({m}). Next step: grant the storage's account \
+                 storage.buckets.update (Storage Admin) on gs://{}, or add the rule yourself: origin {origin}, \
+                 methods GET and HEAD (gcloud storage buckets update gs://{} --cors-file=cors.json).",
+                row.settings.bucket, row.settings.bucket
+            )))
+        }
+        Ok(Err(e)) => return Err(ApiError::body(format!("Changing the bucket's CORS policy failed: {e}"))),
+        Err(_) => {
+            return Err(ApiError::body(
+                "Changing the bucket's CORS policy took too long; try again.",
+            ))
+        }
+    };
+    tracing::info!(storage.id = id, origin = %origin, "added a CORS rule to gs://{}", row.settings.bucket);
+    let after = labelport_domain::cors::check(&row.settings.bucket, &origin, &rules);
+    Ok(Json(json!({ "cors": after, "changed": true })))
+}
+
+#[utoipa::path(post, path = "/api/storages/{kind}/{id}/cors", tag = "storages",
+    params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
+    responses((status = 200, description = "{cors: {origin, allowed, advice}, changed}: the bucket's CORS policy now lets \
+        the labeling page's origin GET its objects (a rule added, the others kept; a Labelport addition)"),
+        (status = 400, description = "The policy could not be read or changed: why, and what to do")))]
+pub async fn cors_import(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    KindIdPath(kind, id): KindIdPath,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    fix_cors(&state, &user, kind, id, &headers).await
 }
 
 /// Queues a sync (a full one for a target storage) and wakes the workers.
@@ -485,15 +611,17 @@ macro_rules! storage_routes {
 
         #[utoipa::path(post, path = $validate_path, tag = "storages", request_body = StorageInput,
             params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
-            responses((status = 200, description = "The connection works (empty body)"),
-                (status = 400, description = "What is wrong")))]
+            responses((status = 200, description = "The connection works: an empty body, or for a source storage with presign \
+                {cors: {origin, allowed, advice}}, whether browsers on the labeling page's origin may read objects by signed URL"),
+                (status = 400, description = "What is wrong, at the field to change, with the next step")))]
         pub async fn $validate(
             State(state): State<AppState>,
             AuthUser(user): AuthUser,
             KindPath(kind): KindPath,
+            headers: HeaderMap,
             JsonBody(input): JsonBody<StorageInput>,
-        ) -> ApiResult<StatusCode> {
-            validate(&state, &user, $direction, kind, input).await
+        ) -> ApiResult<axum::response::Response> {
+            validate(&state, &user, $direction, kind, input, &headers).await
         }
 
         #[utoipa::path(post, path = $sync_path, tag = "storages",

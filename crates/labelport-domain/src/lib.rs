@@ -4,6 +4,7 @@
 //! kind, settings and their checks: [`storage`]).
 
 pub mod access;
+pub mod cors;
 pub mod import;
 pub mod label_config;
 pub mod resolve;

@@ -107,6 +107,12 @@ pub struct GcsStore {
     bucket: String,
     permission_hint: Option<Arc<str>>,
     timeout: Duration,
+    /// For the bucket-metadata requests made without the client library
+    /// (see [`GcsStore::cors_rules`]): the JSON API's base URL, the same
+    /// tokens as the client's (None: anonymous), an HTTP client.
+    endpoint: String,
+    tokens: Option<Arc<dyn token_source::TokenSource>>,
+    http: reqwest::Client,
 }
 
 /// `read_timeout` bounds the wait for each read, so a download that stalls
@@ -118,6 +124,21 @@ fn http_client(timeout: Duration) -> StorageResult<reqwest_middleware::ClientWit
         .build()
         .map_err(|e| StorageError::Other(format!("building the HTTP client: {e}")))?;
     Ok(reqwest_middleware::ClientBuilder::new(client).build())
+}
+
+/// One CORS rule of GCS's JSON, each field optional.
+fn cors_rule(v: &serde_json::Value) -> labelport_domain::cors::CorsRule {
+    let list = |k: &str| {
+        v[k].as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    labelport_domain::cors::CorsRule {
+        origin: list("origin"),
+        method: list("method"),
+        response_header: list("responseHeader"),
+        max_age_seconds: v["maxAgeSeconds"].as_i64(),
+    }
 }
 
 /// At most this much of an error text from a token endpoint reaches a
@@ -236,11 +257,22 @@ impl GcsStore {
                 ..client_config
             },
         };
+        let tokens = client_config.token_source_provider.as_ref().map(|p| p.token_source());
+        let endpoint = client_config.storage_endpoint.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| StorageError::Other(format!("building the HTTP client: {e}")))?;
         Ok(GcsStore {
             client: Client::new(client_config),
             bucket: config.bucket,
             permission_hint: config.permission_hint.map(Arc::from),
             timeout,
+            endpoint,
+            tokens,
+            http,
         })
     }
 
@@ -304,6 +336,154 @@ impl GcsStore {
                 other => Err(other),
             },
         }
+    }
+
+    /// One JSON API request on the bucket resource itself
+    /// (`/storage/v1/b/{bucket}`), with the storage's token.
+    ///
+    /// Written here rather than through gcloud-storage 1.3 because its
+    /// bucket types do not fit a partial read or write: `Cors` requires
+    /// every field (GCS leaves `responseHeader` and `maxAgeSeconds` out
+    /// when unset, so a real policy can fail to decode) and
+    /// `BucketPatchConfig` sends every unset field as `null`, which a PATCH
+    /// takes as "clear it" (labels, lifecycle, retention…).
+    async fn bucket_request(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> StorageResult<serde_json::Value> {
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| StorageError::Invalid(format!("the storage endpoint {:?}: {e}", self.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|()| {
+                StorageError::Invalid(format!("the storage endpoint {:?} cannot take a path", self.endpoint))
+            })?
+            .pop_if_empty()
+            .extend(["storage", "v1", "b", self.bucket.as_str()]);
+        let mut request = self.http.request(method, url).query(query);
+        if let Some(tokens) = &self.tokens {
+            let token = tokens.token().await.map_err(|e| match e.downcast_ref::<WifError>() {
+                Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
+                Some(wif) => StorageError::Federation {
+                    what: what.to_owned(),
+                    cause: wif.clone(),
+                },
+                None => StorageError::Auth(format!(
+                    "{what}: could not get a Google access token: {}",
+                    summarise(&e.to_string())
+                )),
+            })?;
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+                StorageError::Transient(format!("{what}: {e}"))
+            } else {
+                StorageError::Other(format!("{what}: {e}"))
+            }
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| StorageError::Transient(format!("{what}: {e}")))?;
+        let message = || {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(summarise))
+                .unwrap_or_else(|| summarise(&text))
+        };
+        let hint = self
+            .permission_hint
+            .as_deref()
+            .map(|h| format!(". {h}"))
+            .unwrap_or_default();
+        match status {
+            200..=299 => serde_json::from_str(&text)
+                .map_err(|e| StorageError::Other(format!("{what}: an answer that is not JSON: {e}"))),
+            404 => Err(StorageError::BucketNotFound(self.bucket.clone())),
+            401 => Err(StorageError::Auth(format!("{what}: {}{hint}", message()))),
+            403 => Err(StorageError::PermissionDenied(format!("{what}: {}{hint}", message()))),
+            408 | 412 | 429 | 500..=599 => Err(StorageError::Transient(format!("{what}: HTTP {status} {}", message()))),
+            _ => Err(StorageError::Other(format!("{what}: HTTP {status} {}", message()))),
+        }
+    }
+
+    /// The bucket's CORS policy as stored (each rule's JSON, kept whole so
+    /// a rewrite loses nothing) and its metageneration.
+    async fn cors_policy(&self) -> StorageResult<(Vec<serde_json::Value>, Option<String>)> {
+        let bucket = self
+            .bucket_request(
+                "reading the bucket's CORS policy",
+                reqwest::Method::GET,
+                &[("fields", "cors,metageneration".to_owned())],
+                None,
+            )
+            .await?;
+        let rules = bucket["cors"].as_array().cloned().unwrap_or_default();
+        // GCS writes int64 fields as strings.
+        let metageneration = match &bucket["metageneration"] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        Ok((rules, metageneration))
+    }
+
+    /// The bucket's CORS policy (`buckets.get`, which needs
+    /// `storage.buckets.get`), every rule; empty when it has none
+    /// (<https://cloud.google.com/storage/docs/json_api/v1/buckets#cors>).
+    ///
+    /// Errors: as any request (a refusal is `PermissionDenied`).
+    pub async fn cors_rules(&self) -> StorageResult<Vec<labelport_domain::cors::CorsRule>> {
+        Ok(self.cors_policy().await?.0.iter().map(cors_rule).collect())
+    }
+
+    /// Adds `rule` to the bucket's CORS policy, keeping every rule it has,
+    /// with `buckets.patch` (`storage.buckets.update`) guarded by the
+    /// metageneration read, so a policy changed meanwhile is read again
+    /// rather than overwritten. Returns the policy as written.
+    ///
+    /// Errors: as any request; a policy that keeps changing is `Transient`.
+    pub async fn add_cors_rule(
+        &self,
+        rule: &labelport_domain::cors::CorsRule,
+    ) -> StorageResult<Vec<labelport_domain::cors::CorsRule>> {
+        let new = serde_json::to_value(rule).map_err(|e| StorageError::Other(e.to_string()))?;
+        let mut last = None;
+        for _ in 0..3 {
+            let (mut rules, metageneration) = self.cors_policy().await?;
+            rules.push(new.clone());
+            let mut query = vec![("fields", "cors,metageneration".to_owned())];
+            if let Some(m) = metageneration {
+                query.push(("ifMetagenerationMatch", m));
+            }
+            let body = serde_json::json!({ "cors": rules });
+            match self
+                .bucket_request(
+                    "writing the bucket's CORS policy",
+                    reqwest::Method::PATCH,
+                    &query,
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(written) => {
+                    return Ok(written["cors"]
+                        .as_array()
+                        .map(|r| r.iter().map(cors_rule).collect())
+                        .unwrap_or_default())
+                }
+                Err(e @ StorageError::Transient(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StorageError::Transient("the CORS policy kept changing".into())))
     }
 
     fn bucket_error(&self, e: StorageError) -> StorageError {

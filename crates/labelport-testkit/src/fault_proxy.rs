@@ -61,6 +61,22 @@ struct Inner {
     /// each request asked about are recorded.
     granted: Mutex<Option<Vec<String>>>,
     permission_checks: Mutex<Vec<Vec<String>>>,
+    /// When set, the bucket resource (`GET`/`PATCH /storage/v1/b/{bucket}`)
+    /// is answered here with this CORS policy and metageneration (the
+    /// emulator keeps no CORS policy), and each PATCH is recorded.
+    cors: Mutex<Option<(Vec<serde_json::Value>, i64)>>,
+    cors_patches: Mutex<Vec<CorsPatch>>,
+}
+
+/// A `PATCH` of the bucket resource as the proxy received it.
+#[derive(Debug, Clone)]
+pub struct CorsPatch {
+    /// The query (`ifMetagenerationMatch`, `fields`…).
+    pub query: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: serde_json::Value,
+    /// The answer given: 200, or 412 for a stale metageneration.
+    pub status: u16,
 }
 
 /// What a request to the JSON API does, for choosing which ones fail.
@@ -130,6 +146,8 @@ impl FaultProxy {
             slow: Mutex::default(),
             granted: Mutex::default(),
             permission_checks: Mutex::default(),
+            cors: Mutex::default(),
+            cors_patches: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -180,8 +198,10 @@ impl FaultProxy {
         }
         self.inner.hang.lock().unwrap().0.clear();
         self.inner.slow.lock().unwrap().clear();
-        // testIamPermissions goes back to the emulator (which cannot say).
+        // testIamPermissions and the bucket resource go back to the
+        // emulator (which cannot say, and keeps no CORS policy).
         *self.inner.granted.lock().unwrap() = None;
+        *self.inner.cors.lock().unwrap() = None;
     }
 
     /// Uploads answered 503 so far.
@@ -195,6 +215,24 @@ impl FaultProxy {
     /// left out when there are none.
     pub fn grant_permissions(&self, granted: &[&str]) {
         *self.inner.granted.lock().unwrap() = Some(granted.iter().map(|p| (*p).to_owned()).collect());
+    }
+
+    /// From now on answers the bucket resource itself with this CORS policy
+    /// (each rule as GCS's JSON writes it), as GCS does; a PATCH must carry
+    /// the current `ifMetagenerationMatch` (else 412) and replaces the
+    /// policy with its body's `cors`.
+    pub fn set_cors(&self, rules: Vec<serde_json::Value>) {
+        *self.inner.cors.lock().unwrap() = Some((rules, 1));
+    }
+
+    /// The CORS policy now held (None: not set).
+    pub fn cors(&self) -> Option<Vec<serde_json::Value>> {
+        self.inner.cors.lock().unwrap().as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// Every PATCH of the bucket resource received.
+    pub fn cors_patches(&self) -> Vec<CorsPatch> {
+        self.inner.cors_patches.lock().unwrap().clone()
     }
 
     /// The permissions each `testIamPermissions` request asked about.
@@ -322,6 +360,47 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let body = r#"{"error":{"code":401,"message":"Invalid Credentials","status":"UNAUTHENTICATED"}}"#;
             return Response::builder().status(401).body(Body::from(body)).unwrap();
         }
+    }
+    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let bucket_resource = segments.len() == 4 && segments[..3] == ["storage", "v1", "b"];
+    if bucket_resource && inner.cors.lock().unwrap().is_some() {
+        let bucket = segments[3].to_owned();
+        let method = req.method().clone();
+        let query = url_params(req.uri().query().unwrap_or_default());
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+        let mut held = inner.cors.lock().unwrap();
+        let (rules, metageneration) = held.as_mut().expect("checked above");
+        let answer = |rules: &Vec<serde_json::Value>, m: i64| {
+            let mut b = serde_json::json!({"kind": "storage#bucket", "name": bucket, "metageneration": m.to_string()});
+            if !rules.is_empty() {
+                b["cors"] = serde_json::json!(rules);
+            }
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap()
+        };
+        if method == axum::http::Method::PATCH {
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let expected = metageneration.to_string();
+            let current = query
+                .iter()
+                .any(|(k, v)| k == "ifMetagenerationMatch" && *v == expected);
+            let status = if current { 200 } else { 412 };
+            inner.cors_patches.lock().unwrap().push(CorsPatch {
+                query: query.clone(),
+                body: parsed.clone(),
+                status,
+            });
+            if !current {
+                let body = r#"{"error":{"code":412,"message":"Precondition Failed"}}"#;
+                return Response::builder().status(412).body(Body::from(body)).unwrap();
+            }
+            *rules = parsed["cors"].as_array().cloned().unwrap_or_default();
+            *metageneration += 1;
+        }
+        return answer(rules, *metageneration);
     }
     let granted = inner.granted.lock().unwrap().clone();
     if let Some(granted) = granted {

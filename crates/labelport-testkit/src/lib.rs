@@ -46,7 +46,7 @@ pub fn private_key_piece(key_json: &str) -> String {
     line[line.len() / 2 - 12..line.len() / 2 + 12].to_owned()
 }
 pub use fake_wif::{FakeWif, WifExpectations};
-pub use fault_proxy::{FaultProxy, RequestKind};
+pub use fault_proxy::{CorsPatch, FaultProxy, RequestKind};
 
 /// Env var naming a PostgreSQL server for tests (any database on it).
 pub const TEST_DATABASE_URL_ENV: &str = "LABELPORT_TEST_DATABASE_URL";

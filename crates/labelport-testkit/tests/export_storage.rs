@@ -899,3 +899,82 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     assert_eq!(s, StatusCode::OK, "{e}");
     app.stop().await;
 }
+
+/// With presign on, Test connection says whether the bucket's CORS policy
+/// lets the labeling page's origin read objects, and `POST …/{id}/cors`
+/// adds a rule for it, keeping the rules there are (issue 17, item 2). The
+/// emulator keeps no CORS policy: the FaultProxy answers the bucket
+/// resource as GCS does and records the PATCH it gets.
+#[tokio::test]
+async fn cors_is_checked_at_test_connection_and_fixed_keeping_the_policy() {
+    let gcs = emulator(&["browsers"]).await;
+    gcs.upload("browsers", "a/1.txt", b"a".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    let app = TestApp::spawn_with_gcs_endpoint(labelport_testkit::Backend::Sqlite, &proxy.endpoint, 0).await;
+    let (_, p) = app.post("/api/projects", json!({"title": "cors"})).await;
+    let pid = p["id"].as_i64().unwrap();
+    // A real policy's shape: a rule for another site, without responseHeader.
+    let theirs = json!({"origin": ["https://other.example.com"], "method": ["GET"], "maxAgeSeconds": 60});
+    proxy.set_cors(vec![theirs.clone()]);
+    let body = json!({"project": pid, "bucket": "browsers", "prefix": "a", "presign": true});
+
+    let (s, v) = app.post("/api/storages/gcs/validate", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let origin = v["cors"]["origin"].as_str().unwrap().to_owned();
+    assert!(origin.starts_with("http://127.0.0.1:"), "the request's host: {v}");
+    assert_eq!(v["cors"]["allowed"], false, "{v}");
+    assert!(
+        v["cors"]["advice"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no rule for {origin} and GET")),
+        "{v}"
+    );
+    // The proxy needs no CORS: no report.
+    let (s, v) = app
+        .post(
+            "/api/storages/gcs/validate",
+            json!({"project": pid, "bucket": "browsers", "presign": false}),
+        )
+        .await;
+    assert_eq!((s, v), (StatusCode::OK, Value::Null));
+
+    let (_, st) = app.post("/api/storages/gcs", body.clone()).await;
+    let id = st["id"].as_i64().unwrap();
+    let (s, fixed) = app.post(&format!("/api/storages/gcs/{id}/cors"), json!(null)).await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_eq!(fixed["changed"], true);
+    assert_eq!(fixed["cors"]["allowed"], true, "{fixed}");
+    // One PATCH, guarded by the metageneration read, with only the policy:
+    // their rule as it was, then ours.
+    let patches = proxy.cors_patches();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    let patch = &patches[0];
+    assert_eq!(patch.status, 200);
+    assert!(
+        patch.query.contains(&("ifMetagenerationMatch".into(), "1".into())),
+        "{patch:?}"
+    );
+    assert_eq!(
+        patch.body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["cors"],
+        "nothing else of the bucket is touched: {patch:?}"
+    );
+    assert_eq!(patch.body["cors"][0], theirs);
+    assert_eq!(patch.body["cors"][1]["origin"], json!([origin]));
+    assert_eq!(patch.body["cors"][1]["method"], json!(["GET", "HEAD"]));
+    assert!(patch.body["cors"][1]["responseHeader"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Content-Type")));
+    assert_eq!(proxy.cors().unwrap().len(), 2);
+    // Test connection now agrees; a second fix writes nothing.
+    let (_, v) = app.post("/api/storages/gcs/validate", body).await;
+    assert_eq!(v["cors"]["allowed"], true, "{v}");
+    let (_, again) = app.post(&format!("/api/storages/gcs/{id}/cors"), json!(null)).await;
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(proxy.cors_patches().len(), 1);
+    app.stop().await;
+}

@@ -22,6 +22,7 @@ fn kind_routes() -> Vec<(Method, String, Option<Value>)> {
         routes.push((Method::POST, format!("{base}/{{kind}}/{{id}}/sync"), None));
         if files {
             routes.push((Method::POST, format!("{base}/{{kind}}/files"), body()));
+            routes.push((Method::POST, format!("{base}/{{kind}}/{{id}}/cors"), None));
         }
     }
     routes

@@ -283,6 +283,9 @@ struct StorageCard {
     /// A source storage's interval sync: minutes, and when it runs next.
     sync_interval: Option<i64>,
     next_sync: Option<String>,
+    /// A source storage whose media go by signed URL (its bucket's CORS
+    /// policy matters).
+    presign: bool,
 }
 
 fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
@@ -316,6 +319,7 @@ fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
         can_delete_objects: matches!(&s.options, DirectionOptions::Export(o) if o.can_delete_objects),
         sync_interval: s.import().and_then(|o| o.sync_interval),
         next_sync: row.next_sync_at.clone(),
+        presign: s.import().is_some_and(|o| o.presign),
     }
 }
 

@@ -278,6 +278,20 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
       show(card, result.body);
       poll(card);
     });
+    const fixCors = card.querySelector(".fix-cors");
+    if (fixCors) {
+      fixCors.addEventListener("click", async () => {
+        fixCors.disabled = true;
+        const result = await lp.api("POST", card.dataset.api + "/cors");
+        fixCors.disabled = false;
+        const shown = card.querySelector(".cors-result");
+        shown.classList.toggle("error", !result.ok);
+        lp.show(
+          shown,
+          result.ok ? (result.body.changed ? "A CORS rule was added. " : "Nothing to change. ") + result.body.cors.advice : lp.message(result),
+        );
+      });
+    }
     card.querySelector(".delete-storage").addEventListener("click", async (event) => {
       if (!confirm(event.target.dataset.confirm)) return;
       const result = await lp.api("DELETE", card.dataset.api);

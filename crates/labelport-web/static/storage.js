@@ -71,6 +71,7 @@
   }
 
   function clearErrors() {
+    lp.show(document.getElementById("cors-advice"), "");
     form.querySelectorAll(".field-error").forEach((el) => lp.show(el, ""));
     lp.show(error, "");
   }
@@ -302,6 +303,10 @@
     const result = await lp.api("POST", base() + "/validate", checkBody());
     tested = result.ok;
     if (!result.ok) showErrors(result);
+    // With presign on, the answer says whether browsers may read the
+    // bucket's objects (its CORS policy).
+    const cors = result.ok && result.body && result.body.cors;
+    lp.show(document.getElementById("cors-advice"), cors && !cors.allowed ? cors.advice : "");
     render();
   });
 
