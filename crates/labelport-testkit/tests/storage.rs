@@ -115,10 +115,20 @@ async fn storage_crud_validation_and_secrets() {
             said.contains("No objects found in gs://media/nothing-here/") && said.contains("Next step"),
             "{e}"
         );
+        // Presign (the default): the answer says whether browsers may read
+        // the objects (the emulator keeps no CORS policy). Proxy: empty.
         let (s, body) = app
             .post(
                 "/api/storages/gcs/validate",
                 json!({"project": pid, "bucket": "media", "prefix": "imgs"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["cors"]["allowed"], false, "{body}");
+        let (s, body) = app
+            .post(
+                "/api/storages/gcs/validate",
+                json!({"project": pid, "bucket": "media", "prefix": "imgs", "presign": false}),
             )
             .await;
         assert_eq!((s, body), (StatusCode::OK, Value::Null));
