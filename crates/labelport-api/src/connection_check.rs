@@ -44,86 +44,26 @@ const WRITE_ROLE: &str = "Storage Object User (roles/storage.objectUser)";
 pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &StorageSettings) -> ApiResult<()> {
     let check = async {
         let store = state.storage_env.connect(kind, s).await?;
-        // Ask GCS which permissions are held before trying them, so every
-        // missing one is named at once (issue 17, item 1).
-        let needed = needed_permissions(s);
-        if let Some(granted) = store.granted_permissions(&needed).await? {
-            let missing: Vec<&str> = needed
-                .iter()
-                .copied()
-                .filter(|p| !granted.iter().any(|g| g == p))
-                .collect();
-            if !missing.is_empty() {
-                return Ok(Some(missing_permissions(kind, s, &missing)));
-            }
-        }
-        store.check().await?;
-        match &s.options {
-            DirectionOptions::Import(o) => {
-                // The prefix as a sync lists it (`/images/` is `images/`).
-                let prefix = normalize_prefix(&s.prefix);
-                if !prefix.is_empty() {
-                    let page = store.list_page(&prefix, true, None, 1).await?;
-                    if page.objects.is_empty() {
-                        return Ok(Some(empty_prefix(&s.bucket, &prefix)));
-                    }
-                }
-                // With presign on, media of a federated storage will be
-                // signed through IAM signBlob: sign once now, so a refusal
-                // (no Token Creator role, no account to sign as) is found
-                // here rather than by annotators.
-                let federated = matches!(
-                    state.storage_env.credentials(kind, s),
-                    Ok(labelport_storage::connect::Credentials::Federated(_))
-                );
-                if o.presign && federated {
-                    let probe = format!("{prefix}labelport-signing-check");
-                    if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
-                        return Ok(Some(ValidationErrors::field(
-                            "presign",
-                            format!(
-                                "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} \
-                                 Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on itself, \
-                                 or turn pre-signed URLs off so that media go through Labelport's proxy.",
-                                s.bucket,
-                                account(kind, s)
-                            ),
-                        )));
-                    }
-                }
-                Ok(None)
-            }
-            DirectionOptions::Export(o) => {
-                let prefix = s.prefix.trim_end_matches('/');
-                let probe = format!(
-                    "{}{}.labelport-write-check-{}",
-                    prefix,
-                    if prefix.is_empty() { "" } else { "/" },
-                    uuid::Uuid::new_v4()
-                );
-                store
-                    .write(&probe, Bytes::from_static(b"{}"), "application/json")
-                    .await?;
-                match store.delete(&probe).await {
-                    Ok(()) => Ok(None),
-                    Err(e) if o.can_delete_objects => Ok(Some(ValidationErrors::field(
-                        "can_delete_objects",
-                        format!(
-                            "\"Can delete objects\" is on, but objects in gs://{} cannot be deleted ({e}). \
-                             Next step: grant {} {WRITE_ROLE} on the bucket, or turn this option off.",
-                            s.bucket,
-                            account(kind, s)
-                        ),
-                    ))),
-                    Err(e) => {
-                        tracing::warn!(
-                            "export check: the probe gs://{}/{probe} could not be deleted: {e}",
-                            s.bucket
-                        );
-                        Ok(None)
-                    }
+        match probe(state, kind, s, &store).await {
+            // Refused: ask GCS which permissions are held, so every missing
+            // one is named at once (issue 17, item 1). Only after a refusal:
+            // grants on a prefix or a managed folder are not seen by
+            // testIamPermissions, and must not fail a check that works.
+            Err(StorageError::PermissionDenied(detail)) => {
+                let needed = needed_permissions(s);
+                let missing: Option<Vec<&str>> = store.granted_permissions(&needed).await.map(|granted| {
+                    needed
+                        .iter()
+                        .copied()
+                        .filter(|p| !granted.iter().any(|g| g == p))
+                        .collect()
+                });
+                match missing {
+                    Some(missing) if !missing.is_empty() => Ok(Some(missing_permissions(kind, s, &missing))),
+                    _ => Err(StorageError::PermissionDenied(detail)),
                 }
             }
+            other => other,
         }
     };
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
@@ -138,6 +78,84 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
     }
 }
 
+/// The tries of [`check_connection`]: Ok(None) when all pass, Ok(Some(…))
+/// for a problem found by looking, Err for a refused or failed request.
+async fn probe(
+    state: &AppState,
+    kind: StorageKind,
+    s: &StorageSettings,
+    store: &labelport_storage::gcs::GcsStore,
+) -> Result<Option<ValidationErrors>, StorageError> {
+    store.check().await?;
+    match &s.options {
+        DirectionOptions::Import(o) => {
+            // The prefix as a sync lists it (`/images/` is `images/`).
+            let prefix = normalize_prefix(&s.prefix);
+            if !prefix.is_empty() {
+                let page = store.list_page(&prefix, true, None, 1).await?;
+                if page.objects.is_empty() {
+                    return Ok(Some(empty_prefix(&s.bucket, &prefix)));
+                }
+            }
+            // With presign on, media of a federated storage will be
+            // signed through IAM signBlob: sign once now, so a refusal
+            // (no Token Creator role, no account to sign as) is found
+            // here rather than by annotators.
+            let federated = matches!(
+                state.storage_env.credentials(kind, s),
+                Ok(labelport_storage::connect::Credentials::Federated(_))
+            );
+            if o.presign && federated {
+                let probe = format!("{prefix}labelport-signing-check");
+                if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
+                    return Ok(Some(ValidationErrors::field(
+                        "presign",
+                        format!(
+                            "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} \
+                                 Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on itself, \
+                                 or turn pre-signed URLs off so that media go through Labelport's proxy.",
+                            s.bucket,
+                            account(kind, s)
+                        ),
+                    )));
+                }
+            }
+            Ok(None)
+        }
+        DirectionOptions::Export(o) => {
+            let prefix = s.prefix.trim_end_matches('/');
+            let probe = format!(
+                "{}{}.labelport-write-check-{}",
+                prefix,
+                if prefix.is_empty() { "" } else { "/" },
+                uuid::Uuid::new_v4()
+            );
+            store
+                .write(&probe, Bytes::from_static(b"{}"), "application/json")
+                .await?;
+            match store.delete(&probe).await {
+                Ok(()) => Ok(None),
+                Err(e) if o.can_delete_objects => Ok(Some(ValidationErrors::field(
+                    "can_delete_objects",
+                    format!(
+                        "\"Can delete objects\" is on, but objects in gs://{} cannot be deleted ({e}). \
+                             Next step: grant {} {WRITE_ROLE} on the bucket, or turn this option off.",
+                        s.bucket,
+                        account(kind, s)
+                    ),
+                ))),
+                Err(e) => {
+                    tracing::warn!(
+                        "export check: the probe gs://{}/{probe} could not be deleted: {e}",
+                        s.bucket
+                    );
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
 /// The bucket permissions a storage uses
 /// (<https://cloud.google.com/storage/docs/access-control/iam-permissions>):
 /// a source lists and reads objects; a target writes them, and deletes them
@@ -145,7 +163,11 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
 fn needed_permissions(s: &StorageSettings) -> Vec<&'static str> {
     match s.direction() {
         Direction::Import => vec!["storage.objects.list", "storage.objects.get"],
-        Direction::Export => vec!["storage.objects.create", "storage.objects.delete"],
+        Direction::Export => vec![
+            "storage.objects.list",
+            "storage.objects.create",
+            "storage.objects.delete",
+        ],
     }
 }
 

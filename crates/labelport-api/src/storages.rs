@@ -373,6 +373,28 @@ fn page_origin(state: &AppState, headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "http://localhost".to_owned())
 }
 
+/// The origin Fix CORS may write into a bucket's policy: the public URL's,
+/// else the browser's own page (its `Origin` names the host it called),
+/// never an origin a script merely claims.
+///
+/// Errors: 400 when neither is known (set `LABELPORT_PUBLIC_URL`).
+fn fix_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
+    use labelport_domain::cors::origin_of;
+    if let Some(origin) = origin_of(&state.public_url) {
+        return Ok(origin);
+    }
+    let header = |name: axum::http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = header(axum::http::header::ORIGIN).and_then(origin_of);
+    let host = header(axum::http::header::HOST).map(str::to_ascii_lowercase);
+    match (origin, host) {
+        (Some(origin), Some(host)) if origin.split_once("://").is_some_and(|(_, h)| h == host) => Ok(origin),
+        _ => Err(ApiError::body(
+            "Which origin to allow is not known: call this from the web UI (Fix CORS on the storage's card), \
+             or start the server with LABELPORT_PUBLIC_URL set to the address annotators open.",
+        )),
+    }
+}
+
 /// The CORS check of a storage's bucket for `origin`; a policy that cannot
 /// be read is reported (not allowed) with the reason and what to do.
 async fn cors_report(
@@ -415,7 +437,7 @@ async fn fix_cors(
     let row = stored(state, Direction::Import, kind, id).await?;
     // Changing the bucket acts as the storage's identity, as a sync does.
     check_ambient(state, user, kind, &row.settings)?;
-    let origin = page_origin(state, headers);
+    let origin = fix_origin(state, headers)?;
     let before = cors_report(state, kind, &row.settings, &origin).await;
     if before.allowed {
         return Ok(Json(json!({ "cors": before, "changed": false })));
@@ -486,6 +508,7 @@ async fn request_sync(state: &AppState, row: &StorageRow) -> ApiResult<()> {
         _ => serde_json::Map::new(),
     };
     meta.insert("time_queued".into(), meta_time().into());
+    meta.insert("trigger".into(), "manual".into());
     let queued = state
         .db
         .request_sync(direction, row.id, &Value::Object(meta).to_string())

@@ -504,7 +504,7 @@ impl Db {
 fn db_time_plus_minutes(pool: &crate::Pool, minutes_expr: &str) -> String {
     match pool {
         crate::Pool::Postgres(_) => format!(
-            "to_char((clock_timestamp() + make_interval(mins => ({minutes_expr})::int)) AT TIME ZONE 'UTC', \
+            "to_char((now() + make_interval(mins => ({minutes_expr})::int)) AT TIME ZONE 'UTC', \
              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
         ),
         crate::Pool::Sqlite { .. } => {
@@ -533,6 +533,13 @@ impl Db {
     /// the others then no longer see it due). The caller queues their syncs.
     pub async fn claim_due_interval_syncs(&self) -> DbResult<Vec<i64>> {
         let now = db_time_plus_minutes(&self.pool, "0");
+        // An idle tick only reads (SQLite's one writer is not taken).
+        let any_due =
+            format!("SELECT COUNT(*) FROM import_storages WHERE sync_interval IS NOT NULL AND next_sync_at <= {now}");
+        let due: i64 = on_read!(self, p => sqlx::query_scalar::<_, i64>(&any_due).fetch_one(p).await)?;
+        if due == 0 {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE import_storages SET next_sync_at = {} \
              WHERE sync_interval IS NOT NULL AND next_sync_at <= {now} AND project_id IS NOT NULL RETURNING id",

@@ -58,15 +58,16 @@ pub fn check(bucket: &str, origin: &str, rules: &[CorsRule]) -> CorsReport {
     }
 }
 
-/// The origin (`scheme://host[:port]`) of a URL such as the server's public
-/// URL; None when it is not an absolute http(s) URL.
+/// The origin of a URL such as the server's public URL, serialized as
+/// browsers send it in `Origin` (WHATWG URL: lower-case host, no
+/// user-info, no default port); None when it is not an absolute http(s)
+/// URL.
 pub fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme != "http" && scheme != "https" {
+    let parsed = url::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return None;
     }
-    let host = rest.split(['/', '?', '#']).next().filter(|h| !h.is_empty())?;
-    Some(format!("{scheme}://{host}"))
+    Some(parsed.origin().ascii_serialization())
 }
 
 #[cfg(test)]
@@ -116,6 +117,10 @@ mod tests {
         assert_eq!(
             origin_of("http://127.0.0.1:8080").as_deref(),
             Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            origin_of("https://u:p@Label.Example.COM:443/x").as_deref(),
+            Some("https://label.example.com")
         );
         assert_eq!(origin_of("ftp://a"), None);
         assert_eq!(origin_of("https://"), None);

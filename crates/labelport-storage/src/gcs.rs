@@ -307,35 +307,33 @@ impl GcsStore {
     }
 
     /// Which of `wanted` (IAM permissions such as `storage.objects.get`)
-    /// the storage's identity holds on the bucket, from GCS's
+    /// the storage's identity holds on the bucket as a whole, from GCS's
     /// `buckets.testIamPermissions`
     /// (<https://cloud.google.com/storage/docs/json_api/v1/buckets/testIamPermissions>).
-    /// None when the service cannot say (an emulator without the method
-    /// answers 404): the caller then finds out by trying.
-    ///
-    /// Errors: as any request (a refused token, a missing bucket…).
-    pub async fn granted_permissions(&self, wanted: &[&str]) -> StorageResult<Option<Vec<String>>> {
-        use gcloud_storage::http::buckets::test_iam_permissions::TestIamPermissionsRequest;
-        let request = TestIamPermissionsRequest {
-            resource: self.bucket.clone(),
-            permissions: wanted.iter().map(|p| (*p).to_owned()).collect(),
-        };
-        let what = "testing permissions on the bucket";
-        match tokio::time::timeout(self.timeout, self.client.test_iam_permissions(&request)).await {
-            Err(_) => Err(StorageError::Transient(format!(
-                "{what}: no answer within {} s",
-                self.timeout.as_secs_f64()
-            ))),
-            Ok(Ok(answer)) => Ok(Some(answer.permissions)),
-            // GCS leaves `permissions` out when none is held, and
-            // gcloud-storage 1.3's response type requires the field: that
-            // answer fails to decode, and means "none".
-            Ok(Err(GcsError::HttpClient(e))) if e.is_decode() => Ok(Some(Vec::new())),
-            Ok(Err(e)) => match self.classify(e, what) {
-                StorageError::NotFound(_) => Ok(None),
-                other => Err(other),
-            },
-        }
+    /// Grants on managed folders, IAM conditions on a prefix and object
+    /// ACLs are not seen here: callers ask only after a request was
+    /// refused, to name what is missing, never to refuse by themselves.
+    /// None when the service cannot say (an emulator without the method,
+    /// any failure): the caller keeps the refusal it had.
+    pub async fn granted_permissions(&self, wanted: &[&str]) -> Option<Vec<String>> {
+        let query: Vec<(&str, String)> = wanted.iter().map(|p| ("permissions", (*p).to_owned())).collect();
+        let answer = self
+            .bucket_request(
+                "testing permissions on the bucket",
+                reqwest::Method::GET,
+                &["iam", "testPermissions"],
+                &query,
+                None,
+            )
+            .await
+            .ok()?;
+        // GCS leaves `permissions` out when none is held.
+        Some(
+            answer["permissions"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+        )
     }
 
     /// One JSON API request on the bucket resource itself
@@ -351,6 +349,7 @@ impl GcsStore {
         &self,
         what: &str,
         method: reqwest::Method,
+        sub_path: &[&str],
         query: &[(&str, String)],
         body: Option<&serde_json::Value>,
     ) -> StorageResult<serde_json::Value> {
@@ -361,7 +360,8 @@ impl GcsStore {
                 StorageError::Invalid(format!("the storage endpoint {:?} cannot take a path", self.endpoint))
             })?
             .pop_if_empty()
-            .extend(["storage", "v1", "b", self.bucket.as_str()]);
+            .extend(["storage", "v1", "b", self.bucket.as_str()])
+            .extend(sub_path);
         let mut request = self.http.request(method, url).query(query);
         if let Some(tokens) = &self.tokens {
             let token = tokens.token().await.map_err(|e| match e.downcast_ref::<WifError>() {
@@ -421,6 +421,7 @@ impl GcsStore {
             .bucket_request(
                 "reading the bucket's CORS policy",
                 reqwest::Method::GET,
+                &[],
                 &[("fields", "cors,metageneration".to_owned())],
                 None,
             )
@@ -458,6 +459,10 @@ impl GcsStore {
         let mut last = None;
         for _ in 0..3 {
             let (mut rules, metageneration) = self.cors_policy().await?;
+            // Someone (a second click) may have added it meanwhile.
+            if rules.iter().map(cors_rule).any(|r| r == *rule) {
+                return Ok(rules.iter().map(cors_rule).collect());
+            }
             rules.push(new.clone());
             let mut query = vec![("fields", "cors,metageneration".to_owned())];
             if let Some(m) = metageneration {
@@ -468,6 +473,7 @@ impl GcsStore {
                 .bucket_request(
                     "writing the bucket's CORS policy",
                     reqwest::Method::PATCH,
+                    &[],
                     &query,
                     Some(&body),
                 )

@@ -353,6 +353,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         let mut updates: Vec<(i64, String)> = Vec::new();
         let mut max_row: i64 = -2;
         let mut complete = true;
+        let mut refused_for_config = false;
         while let Some(item) = rows.next().await {
             let row = match item {
                 Ok(row) => row,
@@ -374,17 +375,22 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 }
             };
             max_row = max_row.max(row.row_index);
-            let config = self.settings.config.as_deref();
-            let task = match row.value.and_then(parse_task_element).and_then(|t| match config {
-                Some(c) => c.check_task_data(&t.data).map(|()| t),
-                None => Ok(t),
-            }) {
+            let task = match row.value.and_then(parse_task_element) {
                 Ok(t) => t,
                 Err(message) => {
                     self.report.error(format!("{key}:{}: {message}", row.position));
                     continue;
                 }
             };
+            if let Some(Err(message)) = self.settings.config.as_deref().map(|c| c.check_task_data(&task.data)) {
+                // Refused for the project's config, not for the file: the
+                // file stays marked unread, so these rows come in once the
+                // config reads what they hold (a bad JSON row waits for the
+                // file to change instead).
+                self.report.error(format!("{key}:{}: {message}", row.position));
+                refused_for_config = true;
+                continue;
+            }
             match linked.get(&row.row_index) {
                 Some(task_id) if update => {
                     updates.push((*task_id, task.data.to_string()));
@@ -413,7 +419,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             self.publish(false);
         }
         self.flush().await?;
-        if !complete {
+        if !complete || refused_for_config {
             // Keep the links marked unread so the next sync reads it again.
             self.db
                 .update_linked_tasks(self.settings.storage_id, &key, Some((0, "")), &updates)

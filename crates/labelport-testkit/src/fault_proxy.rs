@@ -66,6 +66,9 @@ struct Inner {
     /// emulator keeps no CORS policy), and each PATCH is recorded.
     cors: Mutex<Option<(Vec<serde_json::Value>, i64)>>,
     cors_patches: Mutex<Vec<CorsPatch>>,
+    /// Requests of these kinds are answered 403, as GCS refuses an
+    /// identity without the permission.
+    denied: Mutex<std::collections::HashSet<RequestKind>>,
 }
 
 /// A `PATCH` of the bucket resource as the proxy received it.
@@ -148,6 +151,7 @@ impl FaultProxy {
             permission_checks: Mutex::default(),
             cors: Mutex::default(),
             cors_patches: Mutex::default(),
+            denied: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -202,6 +206,7 @@ impl FaultProxy {
         // emulator (which cannot say, and keeps no CORS policy).
         *self.inner.granted.lock().unwrap() = None;
         *self.inner.cors.lock().unwrap() = None;
+        self.inner.denied.lock().unwrap().clear();
     }
 
     /// Uploads answered 503 so far.
@@ -215,6 +220,13 @@ impl FaultProxy {
     /// left out when there are none.
     pub fn grant_permissions(&self, granted: &[&str]) {
         *self.inner.granted.lock().unwrap() = Some(granted.iter().map(|p| (*p).to_owned()).collect());
+    }
+
+    /// From now on answers every request of `kind` 403 (until
+    /// [`FaultProxy::heal`]), as GCS answers an identity that lacks the
+    /// permission.
+    pub fn deny(&self, kind: RequestKind) {
+        self.inner.denied.lock().unwrap().insert(kind);
     }
 
     /// From now on answers the bucket resource itself with this CORS policy
@@ -424,6 +436,10 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     let kind = RequestKind::of(&req);
+    if inner.denied.lock().unwrap().contains(&kind) {
+        let body = r#"{"error":{"code":403,"message":"caller does not have storage permission (injected)"}}"#;
+        return Response::builder().status(403).body(Body::from(body)).unwrap();
+    }
     let hangs = {
         let mut hang = inner.hang.lock().unwrap();
         match hang.0.get_mut(&kind) {

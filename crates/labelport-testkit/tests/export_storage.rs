@@ -843,12 +843,19 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     let source = json!({"project": pid, "bucket": "guarded", "prefix": "in"});
     let target = json!({"project": pid, "bucket": "guarded", "prefix": "out"});
 
-    // The emulator cannot say: the check goes on by trying, and passes.
+    // Permissions GCS reports on the bucket as a whole are only asked for
+    // after a refusal: grants on a prefix, which it does not see, must not
+    // fail a check whose requests work.
+    proxy.grant_permissions(&["storage.objects.list"]);
     let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
     assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(
+        proxy.permission_checks().is_empty(),
+        "not asked while nothing is refused"
+    );
 
-    // Only listing granted: reading is named as missing, before any try.
-    proxy.grant_permissions(&["storage.objects.list"]);
+    // Listing refused: GCS is asked, and every missing permission named.
+    proxy.deny(labelport_testkit::RequestKind::List);
     let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let said = e["validation_errors"]["google_application_credentials"][0]
@@ -872,8 +879,21 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     assert!(said.contains("lacks storage.objects.list, storage.objects.get"), "{e}");
     let (_, list) = app.get(&format!("/api/storages/gcs?project={pid}")).await;
     assert_eq!(list, json!([]), "nothing created");
+    // Refused although GCS reports the permissions held (a condition, an
+    // ACL): the refusal itself is shown, with the role.
+    proxy.grant_permissions(&["storage.objects.list", "storage.objects.get"]);
+    let (_, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
+    let said = e["validation_errors"]["google_application_credentials"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("Google refused") && said.contains("may not list and read objects in gs://guarded"),
+        "{e}"
+    );
+    proxy.heal();
 
-    // A target needs create and delete (overwriting an object deletes it).
+    // A target needs list, create and delete (overwriting deletes).
+    proxy.fail_uploads_with("", u64::MAX, 403);
     proxy.grant_permissions(&["storage.objects.list", "storage.objects.get", "storage.objects.create"]);
     let (s, e) = app.post("/api/storages/export/gcs/validate", target.clone()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
@@ -886,13 +906,8 @@ async fn test_connection_names_missing_permissions_and_the_role() {
             && said.contains("Storage Object User (roles/storage.objectUser)"),
         "{e}"
     );
-    // Everything granted: both pass.
-    proxy.grant_permissions(&[
-        "storage.objects.list",
-        "storage.objects.get",
-        "storage.objects.create",
-        "storage.objects.delete",
-    ]);
+    proxy.heal();
+    // Healed: both pass.
     let (s, e) = app.post("/api/storages/gcs/validate", source).await;
     assert_eq!(s, StatusCode::OK, "{e}");
     let (s, e) = app.post("/api/storages/export/gcs/validate", target).await;
@@ -943,7 +958,28 @@ async fn cors_is_checked_at_test_connection_and_fixed_keeping_the_policy() {
 
     let (_, st) = app.post("/api/storages/gcs", body.clone()).await;
     let id = st["id"].as_i64().unwrap();
-    let (s, fixed) = app.post(&format!("/api/storages/gcs/{id}/cors"), json!(null)).await;
+    // Fix CORS writes the origin of the browser's own page only: without a
+    // public URL, a call whose Origin is not the host it called is refused.
+    let fix = |origin: Option<String>| {
+        let mut request = app
+            .http
+            .post(format!("{}/api/storages/gcs/{id}/cors", app.base_url))
+            .header("Authorization", format!("Token {}", app.token));
+        if let Some(o) = origin {
+            request = request.header("Origin", o);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for claimed in [None, Some("https://evil.example.com".to_owned())] {
+        let (s, e) = fix(claimed.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{claimed:?}: {e}");
+        assert!(e.to_string().contains("LABELPORT_PUBLIC_URL"), "{e}");
+    }
+    assert!(proxy.cors_patches().is_empty());
+    let (s, fixed) = fix(Some(origin.clone())).await;
     assert_eq!(s, StatusCode::OK, "{fixed}");
     assert_eq!(fixed["changed"], true);
     assert_eq!(fixed["cors"]["allowed"], true, "{fixed}");
@@ -973,7 +1009,7 @@ async fn cors_is_checked_at_test_connection_and_fixed_keeping_the_policy() {
     // Test connection now agrees; a second fix writes nothing.
     let (_, v) = app.post("/api/storages/gcs/validate", body).await;
     assert_eq!(v["cors"]["allowed"], true, "{v}");
-    let (_, again) = app.post(&format!("/api/storages/gcs/{id}/cors"), json!(null)).await;
+    let (_, again) = fix(Some(origin.clone())).await;
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(proxy.cors_patches().len(), 1);
     app.stop().await;

@@ -125,6 +125,13 @@ async fn storage_crud_validation_and_secrets() {
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
         assert_eq!(body["cors"]["allowed"], false, "{body}");
+        assert!(
+            body["cors"]["advice"]
+                .as_str()
+                .unwrap()
+                .contains("gs://media has no CORS policy"),
+            "read, and found empty: {body}"
+        );
         let (s, body) = app
             .post(
                 "/api/storages/gcs/validate",
@@ -699,4 +706,17 @@ async fn tasks_mode_preview_shows_the_first_tasks_a_sync_would_make() {
         "{done}"
     );
     assert_eq!(all_tasks(&app, pid).await.len(), 1);
+    // Once the config reads what the row holds, the next sync brings it in
+    // (the file stayed marked unread); the first row is not made twice.
+    let (s, p) = app
+        .patch(&format!("/api/projects/{pid}"), json!({"label_config": IMAGE_CONFIG}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let (_, _) = app
+        .post(&format!("/api/storages/gcs/{}/sync", st["id"]), json!(null))
+        .await;
+    app.run_jobs().await;
+    let tasks = all_tasks(&app, pid).await;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert_eq!(tasks.iter().filter(|t| t["data"].get("image").is_some()).count(), 1);
 }

@@ -441,6 +441,7 @@ async fn each_refusal_is_named_at_test_connection() {
     w.proxy.heal();
     // GCS says which permissions the account lacks: named with the
     // command that grants the role to that account.
+    w.proxy.deny(labelport_testkit::RequestKind::List);
     w.proxy.grant_permissions(&["storage.objects.list"]);
     let (s, v) = validate(body.clone()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -453,11 +454,9 @@ async fn each_refusal_is_named_at_test_connection() {
             && said.contains(&format!("--member=serviceAccount:{}", email())),
         "{v}"
     );
-    w.proxy
-        .grant_permissions(&["storage.objects.list", "storage.objects.get"]);
+    w.proxy.heal();
     let (s, v) = validate(body.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    w.proxy.heal();
     assert_eq!(w.wif.violations(), Vec::<String>::new());
     app.stop().await;
 
