@@ -156,6 +156,23 @@ pub fn summarise(text: &str) -> String {
     format!("{cut}…")
 }
 
+/// A token source's failure: our own WIF chain's errors are written for
+/// users whole (the step that failed and the way to fix it; transient ones
+/// retried); anything else is summarised.
+fn token_error(what: &str, e: &(dyn std::error::Error + Send + Sync + 'static)) -> StorageError {
+    match e.downcast_ref::<WifError>() {
+        Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
+        Some(wif) => StorageError::Federation {
+            what: what.to_owned(),
+            cause: wif.clone(),
+        },
+        None => StorageError::Auth(format!(
+            "{what}: could not get a Google access token: {}",
+            summarise(&e.to_string())
+        )),
+    }
+}
+
 /// Sorts a Google error into what a caller can act on; a refusal of the
 /// credentials (401, 403) gets `hint` (which role to grant).
 fn classify(err: GcsError, what: &str, hint: Option<&str>) -> StorageError {
@@ -184,19 +201,7 @@ fn classify(err: GcsError, what: &str, hint: Option<&str>) -> StorageError {
             Some(408 | 429 | 500..=599) => StorageError::Transient(format!("{what}: {e}")),
             _ => StorageError::Other(format!("{what}: {e}")),
         },
-        // Our own chain's errors are written for users whole (the step
-        // that failed and the way to fix it); anything else is summarised.
-        GcsError::TokenSource(e) => match e.downcast_ref::<WifError>() {
-            Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
-            Some(wif) => StorageError::Federation {
-                what: what.to_owned(),
-                cause: wif.clone(),
-            },
-            None => StorageError::Auth(format!(
-                "{what}: could not get a Google access token: {}",
-                summarise(&e.to_string())
-            )),
-        },
+        GcsError::TokenSource(e) => token_error(what, e.as_ref()),
         other => StorageError::Other(format!("{what}: {other}")),
     }
 }
@@ -364,17 +369,7 @@ impl GcsStore {
             .extend(sub_path);
         let mut request = self.http.request(method, url).query(query);
         if let Some(tokens) = &self.tokens {
-            let token = tokens.token().await.map_err(|e| match e.downcast_ref::<WifError>() {
-                Some(wif) if wif.is_transient() => StorageError::Transient(format!("{what}: {wif}")),
-                Some(wif) => StorageError::Federation {
-                    what: what.to_owned(),
-                    cause: wif.clone(),
-                },
-                None => StorageError::Auth(format!(
-                    "{what}: could not get a Google access token: {}",
-                    summarise(&e.to_string())
-                )),
-            })?;
+            let token = tokens.token().await.map_err(|e| token_error(what, e.as_ref()))?;
             request = request.header(reqwest::header::AUTHORIZATION, token);
         }
         if let Some(body) = body {
