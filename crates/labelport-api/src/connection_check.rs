@@ -60,7 +60,11 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
                 });
                 match missing {
                     Some(missing) if !missing.is_empty() => Ok(Some(missing_permissions(kind, s, &missing))),
-                    _ => Err(StorageError::PermissionDenied(detail)),
+                    // Every permission held, and still refused: not IAM's
+                    // doing (issue 17, item 3).
+                    Some(_) => Ok(Some(network_refusal(kind, s, &detail, true))),
+                    None if names_ip_filter(&detail) => Ok(Some(network_refusal(kind, s, &detail, false))),
+                    None => Err(StorageError::PermissionDenied(detail)),
                 }
             }
             other => other,
@@ -207,6 +211,59 @@ fn grant_command(kind: StorageKind, s: &StorageSettings, who: &str, role: &str) 
             s.bucket
         )
     })
+}
+
+/// Whether a refusal's own words name a network rule: the bucket's IP
+/// filter (Google: "Bucket IP filtering") or a VPC Service Controls
+/// perimeter.
+fn names_ip_filter(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    [
+        "ip filter",
+        "ipfilter",
+        "ip address",
+        "vpc service controls",
+        "vpc_service_controls",
+        "vpcsc",
+    ]
+    .iter()
+    .any(|w| d.contains(w))
+}
+
+/// The 400 for a refusal that IAM does not explain: GCS refused although
+/// (when `all_granted`) `testIamPermissions` reports every needed
+/// permission held, or its message names the IP filter. A bucket's IP
+/// filter refuses requests from addresses outside its allowed ranges or
+/// VPC networks with a 403 whatever the caller's roles (Google: "Bucket IP
+/// filtering"), as does a VPC Service Controls perimeter. With presign on,
+/// browsers fetch objects themselves, from their own addresses.
+fn network_refusal(kind: StorageKind, s: &StorageSettings, detail: &str, all_granted: bool) -> ValidationErrors {
+    let who = account(kind, s);
+    let why = if all_granted {
+        format!(
+            "Google refused ({detail}) although {who} holds every permission this needs. That is how a bucket's \
+             IP filter answers a request from an address it does not allow (or a VPC Service Controls perimeter, \
+             or an IAM condition): the bucket's IP filter probably does not allow this server's address."
+        )
+    } else {
+        format!("The bucket's IP filter does not allow this server's address ({detail}).")
+    };
+    let presign = match s.import() {
+        Some(o) if o.presign => {
+            " Pre-signed URLs are on: browsers outside the allowed ranges cannot load signed URLs either, so use \
+             the proxy (turn pre-signed URLs off) for a bucket behind an IP filter."
+        }
+        _ => "",
+    };
+    ValidationErrors::field(
+        "bucket",
+        format!(
+            "{why} Next step: add the address this server connects from (its outbound or NAT address; inside \
+             Google Cloud, its VPC network) to the bucket's IP filter (gcloud alpha storage buckets update \
+             gs://{} --ip-filter-file=ip-filter.json), or run Labelport inside an allowed network.{presign}",
+            s.bucket
+        ),
+    )
 }
 
 fn empty_prefix(bucket: &str, prefix: &str) -> ValidationErrors {

@@ -69,6 +69,8 @@ struct Inner {
     /// Requests of these kinds are answered 403, as GCS refuses an
     /// identity without the permission.
     denied: Mutex<std::collections::HashSet<RequestKind>>,
+    /// The `error.message` of those 403s (None: a missing-permission one).
+    denied_message: Mutex<Option<String>>,
 }
 
 /// A `PATCH` of the bucket resource as the proxy received it.
@@ -152,6 +154,7 @@ impl FaultProxy {
             cors: Mutex::default(),
             cors_patches: Mutex::default(),
             denied: Mutex::default(),
+            denied_message: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -207,6 +210,7 @@ impl FaultProxy {
         *self.inner.granted.lock().unwrap() = None;
         *self.inner.cors.lock().unwrap() = None;
         self.inner.denied.lock().unwrap().clear();
+        *self.inner.denied_message.lock().unwrap() = None;
     }
 
     /// Uploads answered 503 so far.
@@ -227,6 +231,13 @@ impl FaultProxy {
     /// permission.
     pub fn deny(&self, kind: RequestKind) {
         self.inner.denied.lock().unwrap().insert(kind);
+    }
+
+    /// As [`FaultProxy::deny`], with GCS's `error.message` set to `message`
+    /// (a refusal by a network rule rather than by IAM).
+    pub fn deny_with(&self, kind: RequestKind, message: &str) {
+        *self.inner.denied_message.lock().unwrap() = Some(message.to_owned());
+        self.deny(kind);
     }
 
     /// From now on answers the bucket resource itself with this CORS policy
@@ -437,8 +448,21 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let kind = RequestKind::of(&req);
     if inner.denied.lock().unwrap().contains(&kind) {
-        let body = r#"{"error":{"code":403,"message":"caller does not have storage permission (injected)"}}"#;
-        return Response::builder().status(403).body(Body::from(body)).unwrap();
+        let message = inner
+            .denied_message
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "caller does not have storage permission (injected)".into());
+        // GCS's error shape: `errors` with one item, as JSON.
+        let body = serde_json::json!({"error": {"code": 403, "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "forbidden"}]}})
+        .to_string();
+        return Response::builder()
+            .status(403)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(Body::from(body))
+            .unwrap();
     }
     let hangs = {
         let mut hang = inner.hang.lock().unwrap();

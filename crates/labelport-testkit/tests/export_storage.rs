@@ -879,15 +879,38 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     assert!(said.contains("lacks storage.objects.list, storage.objects.get"), "{e}");
     let (_, list) = app.get(&format!("/api/storages/gcs?project={pid}")).await;
     assert_eq!(list, json!([]), "nothing created");
-    // Refused although GCS reports the permissions held (a condition, an
-    // ACL): the refusal itself is shown, with the role.
+    // Refused although GCS reports every permission held: what a bucket's
+    // IP filter does to a server outside its ranges (issue 17, item 3).
+    // Filed at the bucket, with the presign consequence (presign is on by
+    // default) and without it when presign is off.
     proxy.grant_permissions(&["storage.objects.list", "storage.objects.get"]);
-    let (_, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
-    let said = e["validation_errors"]["google_application_credentials"][0]
-        .as_str()
-        .unwrap_or_default();
+    let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let said = e["validation_errors"]["bucket"][0].as_str().unwrap_or_default();
     assert!(
-        said.contains("Google refused") && said.contains("may not list and read objects in gs://guarded"),
+        said.contains("holds every permission")
+            && said.contains("IP filter probably does not allow this server's address")
+            && said.contains("browsers outside the allowed ranges cannot load signed URLs")
+            && said.contains("use the proxy"),
+        "{e}"
+    );
+    let mut proxied = source.clone();
+    proxied["presign"] = json!(false);
+    let (_, e) = app.post("/api/storages/gcs/validate", proxied).await;
+    let said = e["validation_errors"]["bucket"][0].as_str().unwrap_or_default();
+    assert!(said.contains("IP filter") && !said.contains("signed URLs"), "{e}");
+    // GCS names the IP filter itself, and cannot say what is granted: the
+    // refusal is read as the IP filter's.
+    proxy.heal();
+    proxy.deny_with(
+        labelport_testkit::RequestKind::List,
+        "Access to this bucket is denied by the bucket's IP filter (injected)",
+    );
+    let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let said = e["validation_errors"]["bucket"][0].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("The bucket's IP filter does not allow this server's address"),
         "{e}"
     );
     proxy.heal();
