@@ -41,6 +41,10 @@ pub enum Need {
     /// A member of the project the request names (admins always), with at
     /// least this role.
     Project(Via, Role),
+    /// No Labelport user: a Pub/Sub push request, authorised by the handler
+    /// with its OIDC token (Google-signed, for this endpoint, of the
+    /// storage's `pubsub_push_service_account`); see `notifications`.
+    PubSubPush,
 }
 
 /// Where a project-scoped request names its project.
@@ -149,6 +153,8 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         // their tasks only.
         ("GET", "/projects/{id}/resolve") | ("GET", "/projects/{id}/presign") => Need::Project(PathProject, Manager),
         ("GET", "/api/openapi.json") => Need::Public,
+        // Bucket notifications: the push subscription's own token.
+        ("POST", "/api/storages/{kind}/{id}/notifications") => Need::PubSubPush,
         _ => return None,
     };
     Some(need)
@@ -211,13 +217,13 @@ pub async fn check(
             };
         }
     }
-    if need == Need::Public {
+    if matches!(need, Need::Public | Need::PubSubPush) {
         return Ok(Request::from_parts(parts, body));
     }
     let user = authenticate(&mut parts, state).await?;
     let role = user.role();
     let body = match need {
-        Need::Public => body,
+        Need::Public | Need::PubSubPush => body,
         Need::Role(min) => {
             if role < min {
                 return Err(forbidden());

@@ -19,7 +19,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(std::borrow::Cow<'static, str>),
     /// Signed in, but the role (or ownership) does not allow it.
     #[error("{0}")]
     Forbidden(String),
@@ -135,7 +135,7 @@ impl IntoResponse for ApiError {
                 body["detail"] = "Internal server error; see the server log for this error id.".into();
             }
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
-            ApiError::Unauthorized(message) => body["detail"] = (*message).into(),
+            ApiError::Unauthorized(message) => body["detail"] = message.as_ref().into(),
             ApiError::Forbidden(message) | ApiError::TooManyRequests(message) => {
                 body["detail"] = message.as_str().into()
             }

@@ -132,22 +132,26 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<UserRow
                     ));
                 }
             }
-            return Err(ApiError::Unauthorized("Authentication credentials were not provided."));
+            return Err(ApiError::Unauthorized(
+                "Authentication credentials were not provided.".into(),
+            ));
         };
         let header = header
             .to_str()
-            .map_err(|_| ApiError::Unauthorized("Invalid token header."))?;
+            .map_err(|_| ApiError::Unauthorized("Invalid token header.".into()))?;
         let (scheme, key) = header.split_once(' ').unwrap_or((header, ""));
         if !scheme.eq_ignore_ascii_case("token") {
-            return Err(ApiError::Unauthorized("Authentication credentials were not provided."));
+            return Err(ApiError::Unauthorized(
+                "Authentication credentials were not provided.".into(),
+            ));
         }
         let key = key.trim();
         if key.is_empty() || key.contains(' ') {
-            return Err(ApiError::Unauthorized("Invalid token header."));
+            return Err(ApiError::Unauthorized("Invalid token header.".into()));
         }
         match state.db.user_by_token(key).await? {
             Some(user) => Ok(user),
-            None => Err(ApiError::Unauthorized("Invalid token.")),
+            None => Err(ApiError::Unauthorized("Invalid token.".into())),
         }
     }
 }

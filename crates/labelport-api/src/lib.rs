@@ -28,6 +28,7 @@ pub mod extract;
 pub mod media_origin;
 pub mod metrics;
 pub mod misc;
+pub mod notifications;
 pub mod predictions;
 pub mod projects;
 pub mod resolve;
@@ -129,6 +130,15 @@ impl utoipa::Modify for StandardAnswers {
                         operation.security = Some(Vec::new());
                         continue;
                     }
+                    // Pub/Sub's OIDC token, not a user's: the handler
+                    // documents its own 401/403/404.
+                    Some(access::Need::PubSubPush) => {
+                        operation.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                            "pubsub_oidc",
+                            Vec::<String>::new(),
+                        )]);
+                        continue;
+                    }
                     Some(access::Need::Project(via, _)) => {
                         path.contains('{') || matches!(via, access::Via::QueryProject | access::Via::QueryTaskOrProject)
                     }
@@ -162,6 +172,18 @@ impl utoipa::Modify for TokenAuth {
                 "Authorization",
                 "`Token <api token>`",
             ))),
+        );
+        components.add_security_scheme(
+            "pubsub_oidc",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A Pub/Sub push subscription's OIDC token (Google-signed; audience the endpoint's URL)",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -220,6 +242,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(storages::sync_import))
         .routes(routes!(storages::cors_import))
+        .routes(routes!(notifications::storage_notification))
         .routes(routes!(storages::list_export, storages::create_export))
         .routes(routes!(storages::validate_export))
         .routes(routes!(

@@ -34,6 +34,9 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Another host name for media (`LABELPORT_MEDIA_URL`), when set.
     pub media: Option<crate::media_origin::MediaOrigin>,
+    /// Checks the OIDC tokens of Pub/Sub push requests (bucket
+    /// notifications), with Google's keys (`LABELPORT_PUBSUB_JWKS_URL`).
+    pub push_verifier: Arc<crate::notifications::PushVerifier>,
 }
 
 /// Login rate limits (GCRA, `governor`), kept in this process: per account
@@ -101,6 +104,9 @@ impl AppState {
             login_limits: Arc::new(LoginLimits::new()),
             secure_cookies: false,
             media: None,
+            push_verifier: Arc::new(crate::notifications::PushVerifier::new(
+                crate::notifications::GOOGLE_JWKS_URL,
+            )),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct StorageRow {
     /// Import with an interval sync: when it is next due (UTC, the
     /// database's clock); None otherwise.
     pub next_sync_at: Option<String>,
+    /// Import: when the last bucket notification for it was accepted (UTC,
+    /// `jobs::ts` format); None if never.
+    pub last_notification_at: Option<String>,
 }
 
 impl StorageRow {
@@ -77,6 +80,7 @@ fn own_settings(direction: Direction) -> &'static [&'static str] {
             "recursive_scan",
             "deletion_policy",
             "sync_interval",
+            "pubsub_push_service_account",
         ],
         Direction::Export => &["can_delete_objects", "export_format"],
     }
@@ -106,7 +110,9 @@ struct StorageRecord {
     recursive_scan: bool,
     deletion_policy: String,
     sync_interval: Option<i64>,
+    pubsub_push_service_account: String,
     next_sync_at: Option<String>,
+    last_notification_at: Option<String>,
     can_delete_objects: bool,
     export_format: String,
     sync_requested: bool,
@@ -126,7 +132,7 @@ fn columns(direction: Direction) -> &'static str {
             "id, project_id, storage_type, title, description, bucket, prefix, regex_filter, use_blob_urls, \
              google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
              wif_project_number, presign, presign_ttl, recursive_scan, deletion_policy, sync_interval, \
-             next_sync_at, FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
+             pubsub_push_service_account, next_sync_at, last_notification_at, FALSE AS can_delete_objects, 'annotation' AS export_format, FALSE AS sync_requested, \
              status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
         Direction::Export => {
@@ -134,7 +140,8 @@ fn columns(direction: Direction) -> &'static str {
              google_project_id, credentials, wif_pool_id, wif_provider_id, wif_service_account_email, \
              wif_project_number, TRUE AS presign, CAST(1 AS BIGINT) AS presign_ttl, \
              FALSE AS recursive_scan, 'keep' AS deletion_policy, CAST(NULL AS BIGINT) AS sync_interval, \
-             CAST(NULL AS TEXT) AS next_sync_at, can_delete_objects, export_format, \
+             '' AS pubsub_push_service_account, CAST(NULL AS TEXT) AS next_sync_at, \
+             CAST(NULL AS TEXT) AS last_notification_at, can_delete_objects, export_format, \
              sync_requested, status, last_sync, last_sync_count, last_sync_job, traceback, meta, created_at"
         }
     }
@@ -163,6 +170,7 @@ impl StorageRecord {
                     DeletionPolicy::Keep
                 }),
                 sync_interval: self.sync_interval,
+                pubsub_push_service_account: self.pubsub_push_service_account,
             }),
             Direction::Export => DirectionOptions::Export(ExportOptions {
                 can_delete_objects: self.can_delete_objects,
@@ -217,6 +225,7 @@ impl StorageRecord {
             sync_requested: self.sync_requested,
             created_at: self.created_at,
             next_sync_at: self.next_sync_at,
+            last_notification_at: self.last_notification_at,
         })
     }
 }
@@ -247,7 +256,8 @@ macro_rules! bind_settings {
                 .bind(o.presign_ttl)
                 .bind(o.recursive_scan)
                 .bind(o.deletion_policy.as_str())
-                .bind(o.sync_interval),
+                .bind(o.sync_interval)
+                .bind(&o.pubsub_push_service_account),
             DirectionOptions::Export(o) => q.bind(o.can_delete_objects).bind(o.export_format.as_str()),
         }
     }};
@@ -546,5 +556,17 @@ impl Db {
             db_time_plus_minutes(&self.pool, "sync_interval"),
         );
         Ok(on_write!(self, p => sqlx::query_scalar::<_, i64>(&sql).fetch_all(p).await)?)
+    }
+}
+
+impl Db {
+    /// Records that a bucket notification for source storage `id` was
+    /// accepted now (shown as `last_notification`). Errors: the database's;
+    /// a storage that is gone is no error (nothing to record).
+    pub async fn note_notification(&self, id: i64) -> DbResult<()> {
+        let at = now();
+        on_write!(self, p => sqlx::query("UPDATE import_storages SET last_notification_at = $1 WHERE id = $2")
+            .bind(&at).bind(id).execute(p).await.map(|_| ()))?;
+        Ok(())
     }
 }

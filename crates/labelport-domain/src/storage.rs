@@ -225,6 +225,10 @@ pub struct ImportOptions {
     /// Interval sync: a sync every this many minutes, 1..=
     /// [`MAX_SYNC_INTERVAL_MINUTES`]; None: only when asked (issue 17).
     pub sync_interval: Option<i64>,
+    /// Event-driven sync (issue 17): the service account whose OIDC token a
+    /// Pub/Sub push subscription sends to `POST /api/storages/{kind}/{id}/notifications`
+    /// (the token's `email` claim). Empty: the endpoint refuses every push.
+    pub pubsub_push_service_account: String,
 }
 
 impl Default for ImportOptions {
@@ -236,6 +240,7 @@ impl Default for ImportOptions {
             recursive_scan: false,
             deletion_policy: DeletionPolicy::Keep,
             sync_interval: None,
+            pubsub_push_service_account: String::new(),
         }
     }
 }
@@ -459,6 +464,11 @@ pub struct StorageInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     pub sync_interval: Option<Option<i64>>,
+    /// Import (a Labelport addition): the service account a Pub/Sub push
+    /// subscription authenticates as when it delivers the bucket's
+    /// notifications (`--push-auth-service-account`); empty turns
+    /// notifications off (the default).
+    pub pubsub_push_service_account: Option<String>,
     /// Export: delete an annotation's object when the annotation (or its
     /// task or project) is deleted. Default false.
     pub can_delete_objects: Option<bool>,
@@ -619,6 +629,19 @@ impl StorageSettings {
                         ),
                     }
                 }
+                if let Some(v) = &input.pubsub_push_service_account {
+                    let v = v.trim();
+                    if !v.is_empty() && !is_email(v) {
+                        errors.add(
+                            "pubsub_push_service_account",
+                            format!(
+                                "{v:?} is not an e-mail address: give the service account the push subscription \
+                                 authenticates as (name@project-id.iam.gserviceaccount.com), or leave it empty."
+                            ),
+                        );
+                    }
+                    o.pubsub_push_service_account = v.to_owned();
+                }
                 if !(1..=MAX_PRESIGN_TTL_MINUTES).contains(&o.presign_ttl) {
                     errors.add(
                         "presign_ttl",
@@ -721,6 +744,18 @@ pub fn normalize_prefix(prefix: &str) -> String {
     } else {
         format!("{p}/")
     }
+}
+
+/// Whether a source storage lists `key`: under `prefix` (normalised, see
+/// [`normalize_prefix`]), directly under it unless `recursive`, not a
+/// folder placeholder (a name ending in `/`), and matching `filter`. One
+/// rule for syncs and bucket notifications (Label Studio's scan: prefix,
+/// delimiter `/` when not recursive, then `regex_filter`).
+pub fn key_in_scope(prefix: &str, recursive: bool, filter: Option<&KeyFilter>, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| recursive || !rest.contains('/'))
+        && !key.ends_with('/')
+        && filter.is_none_or(|f| f.matches(key))
 }
 
 /// Largest compiled `regex_filter`, in bytes (the size limits of the

@@ -200,9 +200,12 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
     /// outside (the storage's scope changed) are left alone: their tasks
     /// stay and the deletion policy does not apply, as in Label Studio.
     fn in_scope(&self, key: &str) -> bool {
-        key.strip_prefix(self.settings.prefix.as_str())
-            .is_some_and(|rest| self.settings.recursive || !rest.contains('/'))
-            && self.wanted(key)
+        labelport_domain::storage::key_in_scope(
+            &self.settings.prefix,
+            self.settings.recursive,
+            self.settings.regex.as_ref(),
+            key,
+        )
     }
 
     /// Runs the whole sync; returns its report (errors of single rows are
@@ -239,25 +242,8 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 if !self.wanted(&object.key) {
                     continue;
                 }
-                match by_key.remove(&object.key) {
-                    None => self.new_object(object).await?,
-                    Some(existing) if existing.iter().all(|l| l.generation == object.generation) => {
-                        self.report.objects_unchanged += 1;
-                        self.report.tasks_existed += existing.len() as u64;
-                        if existing.iter().any(|l| !l.object_exists) {
-                            self.db
-                                .set_object_exists(self.settings.storage_id, &object.key, true)
-                                .await?;
-                        }
-                    }
-                    // All links unread (generation 0): an earlier run was
-                    // stopped while reading this file; read on, skip done rows.
-                    Some(existing) if existing.iter().all(|l| l.generation == 0) => {
-                        let linked: HashMap<i64, i64> = existing.iter().map(|l| (l.row_index, l.task_id)).collect();
-                        self.read_task_file(object, &linked, false).await?
-                    }
-                    Some(existing) => self.changed_object(object, existing).await?,
-                }
+                let existing = by_key.remove(&object.key);
+                self.listed_object(object, existing).await?;
                 self.publish(false);
             }
             // Links in this key range whose object was not listed: gone,
@@ -281,6 +267,68 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         self.publish(true);
         self.meter();
         Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Brings one object's tasks up to date with the bucket by the rules of
+    /// a full sync, for a bucket notification (issue 17): the object's
+    /// current state is read from the bucket (a `stat`), so the event's own
+    /// kind and generation only say *which* object to look at. Replays and
+    /// out-of-order events therefore change nothing wrong: an older
+    /// generation's finalize or delete finds the newer generation (already
+    /// linked: unchanged; or read now), and a delete acts only when the
+    /// object is really gone, through the storage's deletion policy. A key
+    /// outside the storage's scope (prefix, depth, `regex_filter`) is left
+    /// alone, as a sync would.
+    ///
+    /// Errors as [`ImportEngine::run`]; a transient storage error means
+    /// "try again".
+    pub async fn reconcile_object(mut self, key: &str) -> Result<SyncReport, SyncError> {
+        if !self.in_scope(key) {
+            return Ok(std::mem::take(&mut self.report));
+        }
+        let existing = self.db.links_of_object(self.settings.storage_id, key).await?;
+        match self.store.stat(key).await {
+            Ok(object) => {
+                self.report.objects_listed += 1;
+                let existing = (!existing.is_empty()).then_some(existing);
+                self.listed_object(object, existing).await?;
+            }
+            Err(StorageError::NotFound(_)) => {
+                if !existing.is_empty() {
+                    self.missing(key, &existing, None).await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.flush().await?;
+        self.publish(true);
+        self.meter();
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// One object found in the bucket, with the links it has (None: it has
+    /// none yet): a new task or file read, nothing, or a re-read.
+    async fn listed_object(&mut self, object: ObjectMeta, existing: Option<Vec<LinkState>>) -> Result<(), SyncError> {
+        match existing {
+            None => self.new_object(object).await,
+            Some(existing) if existing.iter().all(|l| l.generation == object.generation) => {
+                self.report.objects_unchanged += 1;
+                self.report.tasks_existed += existing.len() as u64;
+                if existing.iter().any(|l| !l.object_exists) {
+                    self.db
+                        .set_object_exists(self.settings.storage_id, &object.key, true)
+                        .await?;
+                }
+                Ok(())
+            }
+            // All links unread (generation 0): an earlier run was
+            // stopped while reading this file; read on, skip done rows.
+            Some(existing) if existing.iter().all(|l| l.generation == 0) => {
+                let linked: HashMap<i64, i64> = existing.iter().map(|l| (l.row_index, l.task_id)).collect();
+                self.read_task_file(object, &linked, false).await
+            }
+            Some(existing) => self.changed_object(object, existing).await,
+        }
     }
 
     async fn new_object(&mut self, object: ObjectMeta) -> Result<(), SyncError> {

@@ -8,6 +8,7 @@ pub mod export_job;
 pub mod import;
 pub mod interval;
 pub mod job;
+pub mod notification;
 pub mod readers;
 pub mod run;
 
@@ -28,9 +29,13 @@ pub fn workers(
 /// Registers every job kind of this crate on `workers`.
 pub fn register_jobs(workers: labelport_jobs::Workers, env: job::StorageEnv) -> labelport_jobs::Workers {
     let import_env = env.clone();
+    let notification_env = env.clone();
     workers
         .handle(job::IMPORT_SYNC, move |ctx| {
             job::run_import_sync(ctx, import_env.clone())
+        })
+        .handle(notification::OBJECT_NOTIFICATION, move |ctx| {
+            notification::run_object_notification(ctx, notification_env.clone())
         })
         .handle(export_job::EXPORT_SYNC, move |ctx| {
             export_job::run_export_sync(ctx, env.clone())

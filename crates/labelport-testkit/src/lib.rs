@@ -7,6 +7,7 @@
 
 mod fake_gcs;
 mod fake_google;
+pub mod fake_pubsub;
 mod fake_wif;
 mod fault_proxy;
 
@@ -23,6 +24,7 @@ use serde_json::Value;
 
 pub use fake_gcs::FakeGcs;
 pub use fake_google::{assert_signed_like_the_key, FakeGoogle, FAKE_ACCESS_TOKEN};
+pub use fake_pubsub::{storage_push_body, FakePubSubKeys};
 
 /// Google's published test service-account key (testdata/conformance):
 /// a real RSA key file, never a real account.
@@ -210,7 +212,7 @@ impl TestApp {
     pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
         let mut env = emulator_env(Some(gcs.endpoint.clone()));
         env.wif.iam_endpoint = iam_endpoint.to_owned();
-        Self::try_spawn_with(backend, env, 1, false)
+        Self::try_spawn_with(backend, env, 1, false, None)
             .await
             .expect("starting the test app")
     }
@@ -218,22 +220,36 @@ impl TestApp {
     /// A server whose storage connectors use `env` as given (GCS endpoint
     /// with credentials, WIF endpoints), with `workers` job workers.
     pub async fn spawn_with_env(backend: Backend, env: StorageEnv, workers: usize) -> TestApp {
-        Self::try_spawn_with(backend, env, workers, false)
+        Self::try_spawn_with(backend, env, workers, false, None)
             .await
             .expect("starting the test app")
     }
 
     async fn try_spawn(backend: Backend, gcs_endpoint: Option<String>, worker_count: usize) -> anyhow::Result<TestApp> {
-        Self::try_spawn_with(backend, emulator_env(gcs_endpoint), worker_count, false).await
+        Self::try_spawn_with(backend, emulator_env(gcs_endpoint), worker_count, false, None).await
     }
 
     /// As [`TestApp::spawn_with_gcs`], with a media origin
     /// (`LABELPORT_MEDIA_URL`) at `http://localhost:<port>`: the same server
     /// under another host name.
     pub async fn spawn_with_media_origin(backend: Backend, gcs: &FakeGcs) -> TestApp {
-        Self::try_spawn_with(backend, emulator_env(Some(gcs.endpoint.clone())), 1, true)
+        Self::try_spawn_with(backend, emulator_env(Some(gcs.endpoint.clone())), 1, true, None)
             .await
             .expect("starting the test app")
+    }
+
+    /// As [`TestApp::spawn_with_gcs`], checking Pub/Sub push tokens against
+    /// the JWK set at `jwks_url` (`LABELPORT_PUBSUB_JWKS_URL`).
+    pub async fn spawn_with_pubsub_keys(backend: Backend, gcs: &FakeGcs, workers: usize, jwks_url: &str) -> TestApp {
+        Self::try_spawn_with(
+            backend,
+            emulator_env(Some(gcs.endpoint.clone())),
+            workers,
+            false,
+            Some(jwks_url),
+        )
+        .await
+        .expect("starting the test app")
     }
 
     async fn try_spawn_with(
@@ -241,6 +257,7 @@ impl TestApp {
         storage_env: StorageEnv,
         worker_count: usize,
         media_origin: bool,
+        jwks_url: Option<&str>,
     ) -> anyhow::Result<TestApp> {
         let test_db = TestDb::new(backend).await?;
         test_db
@@ -260,6 +277,9 @@ impl TestApp {
             );
         }
         state.storage_env = storage_env;
+        if let Some(url) = jwks_url {
+            state.push_verifier = std::sync::Arc::new(labelport_api::notifications::PushVerifier::new(url));
+        }
         let env = state.storage_env.clone();
         let config = labelport_jobs::WorkerConfig {
             lease: Duration::from_secs(5),

@@ -104,6 +104,7 @@ async fn no_page_shows_more_than_its_role_and_membership_allow() {
                     Need::Public => continue,
                     Need::Role(min) => (min, false),
                     Need::Project(_, min) => (min, true),
+                    Need::PubSubPush => unreachable!("no page takes push requests"),
                 };
                 let visible = !scoped || *member || *role == Role::Admin;
                 let r = http

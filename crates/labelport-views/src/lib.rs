@@ -338,6 +338,10 @@ pub fn storage_json(row: &StorageRow, state: &SyncState) -> Result<Value, ViewEr
             // Interval sync (Labelport): minutes, and when it runs next.
             "sync_interval": o.sync_interval,
             "next_sync": row.next_sync_at,
+            // Bucket notifications by Pub/Sub push (Labelport): the push
+            // subscription's service account; empty: off.
+            "pubsub_push_service_account": o.pubsub_push_service_account,
+            "last_notification": row.last_notification_at,
         }),
         DirectionOptions::Export(o) => json!({
             "can_delete_objects": o.can_delete_objects,

@@ -56,6 +56,7 @@
         b.recursive_scan = checked("recursive_scan");
         const every = value("sync_interval");
         b.sync_interval = every === "" ? null : Number(every);
+        b.pubsub_push_service_account = value("pubsub_push_service_account");
       }
     } else {
       b.prefix = value("prefix_target");
@@ -78,7 +79,7 @@
 
   /** What a preview depends on: the body without its title or interval. */
   function previewKey() {
-    const { title, sync_interval, ...rest } = body();
+    const { title, sync_interval, pubsub_push_service_account, ...rest } = body();
     return JSON.stringify(rest);
   }
 
@@ -170,6 +171,7 @@
       ["File Name Filter", b.regex_filter || "none"],
       ["Scan all sub-folders", b.recursive_scan ? "Yes" : "No"],
       ["Interval sync", b.sync_interval ? "Every " + b.sync_interval + " min" : "Off: sync when asked"],
+      ["Bucket notifications", b.pubsub_push_service_account ? "From " + b.pubsub_push_service_account : "Off"],
       ["Media", b.presign ? "Pre-signed URLs, " + b.presign_ttl + " min" : "Proxied through Labelport"],
     ];
     const list = document.getElementById("review-list");
@@ -215,7 +217,7 @@
     const set = (name, v) => {
       if (form.elements[name] && v !== undefined && v !== null) form.elements[name].value = v;
     };
-    for (const f of ["title", "bucket", "google_project_id", "regex_filter", "presign_ttl", "sync_interval",
+    for (const f of ["title", "bucket", "google_project_id", "regex_filter", "presign_ttl", "sync_interval", "pubsub_push_service_account",
       "google_wif_pool_id", "google_wif_provider_id", "google_service_account_email", "google_project_number"]) set(f, s[f]);
     set(direction === "source" ? "prefix" : "prefix_target", s.prefix);
     if (direction === "source") {

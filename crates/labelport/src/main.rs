@@ -91,6 +91,10 @@ struct ServeArgs {
     /// signed URLs, off the app's origin. Empty: media on the public URL.
     #[arg(long, env = "LABELPORT_MEDIA_URL", default_value = "")]
     media_url: String,
+    /// Where the keys that sign Pub/Sub push tokens (bucket notifications)
+    /// are fetched: Google's JWK set.
+    #[arg(long, env = "LABELPORT_PUBSUB_JWKS_URL", default_value = labelport_api::notifications::GOOGLE_JWKS_URL)]
+    pubsub_jwks_url: String,
 }
 
 #[derive(clap::Args)]
@@ -279,6 +283,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|b| !b.is_empty())
         .collect();
     state.media_inline_active = args.media_inline_active;
+    anyhow::ensure!(
+        args.pubsub_jwks_url.starts_with("https://") || args.pubsub_jwks_url.starts_with("http://"),
+        "--pubsub-jwks-url must be an http(s) URL"
+    );
+    state.push_verifier = std::sync::Arc::new(labelport_api::notifications::PushVerifier::new(&args.pubsub_jwks_url));
     if !args.media_url.trim().is_empty() {
         let key = args.db.secret_keys()?.derived_key();
         state.media = Some(

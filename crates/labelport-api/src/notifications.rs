@@ -1,0 +1,450 @@
+//! `POST /api/storages/{kind}/{id}/notifications`: bucket notifications
+//! delivered by a Pub/Sub push subscription (issue 17, item 5).
+//!
+//! GCS publishes a message to a Pub/Sub topic for every change of an object
+//! (Google: "Pub/Sub notifications for Cloud Storage"); a push subscription
+//! POSTs each message here, wrapped as
+//! `{"message": {"attributes": {...}, "data": "<base64>", "messageId": "…"}, "subscription": "…"}`,
+//! with an OIDC token of its service account in `Authorization: Bearer`
+//! (Google: "Authentication for push subscriptions"). The token is checked
+//! here — a Google-signed RS256 JWT (keys from [`GOOGLE_JWKS_URL`], cached),
+//! issuer `https://accounts.google.com`, audience this endpoint's public
+//! URL, `email` the storage's `pubsub_push_service_account`, and
+//! `email_verified` — so the route needs no Labelport user.
+//!
+//! Answers: 202 when the object's change is queued
+//! (`labelport_sync::notification`), 200 when the message is acknowledged
+//! but ignored (another bucket, an event type that does not change tasks,
+//! an object outside the storage's scope) — Pub/Sub counts both as an
+//! acknowledgement; 400 for a body that is not a push message, 401 for a
+//! missing or invalid token, 403 for a valid token of another account or
+//! audience or a storage with notifications off, 404 for an unknown
+//! storage. Pub/Sub redelivers what was not acknowledged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use labelport_domain::storage::{compile_filter, key_in_scope, normalize_prefix, Direction};
+use labelport_sync::notification::{queue_notification, NotificationJob};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::storages::KindIdPath;
+
+/// Google's OAuth 2.0 signing keys (JWKS), which sign the OIDC tokens of
+/// Pub/Sub push requests; `LABELPORT_PUBSUB_JWKS_URL` overrides it.
+pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+/// The issuers Google's ID tokens carry (Google: "Validating an ID token").
+pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+
+/// How long fetched keys are used before they are fetched again, when the
+/// key server gives no `Cache-Control: max-age` (Google rotates its keys
+/// over days and publishes new ones well before use).
+const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(3600);
+
+/// A token naming a key that is not in the cached set makes the keys be
+/// fetched again, at most this often (a stream of forged `kid`s cannot turn
+/// every push into a request to the key server).
+const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+
+/// GCS's event types that change what a storage's tasks should be; any
+/// other (`OBJECT_ARCHIVE`, or a type added later) is acknowledged and
+/// ignored (Google: "Pub/Sub notifications for Cloud Storage", event types).
+pub const APPLIED_EVENTS: [&str; 3] = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_METADATA_UPDATE"];
+
+/// Checks the OIDC tokens of Pub/Sub push requests against Google's keys,
+/// fetched from a JWKS URL and cached.
+pub struct PushVerifier {
+    jwks_url: String,
+    http: reqwest::Client,
+    keys: Mutex<Option<CachedKeys>>,
+}
+
+struct CachedKeys {
+    set: Arc<JwkSet>,
+    fetched: Instant,
+    ttl: Duration,
+}
+
+/// The claims of a push request's token that are checked here.
+#[derive(Debug, Deserialize)]
+pub struct PushClaims {
+    /// The service account the subscription authenticates as.
+    #[serde(default)]
+    pub email: String,
+    /// Google sets it for service accounts; a token without it is refused.
+    #[serde(default)]
+    pub email_verified: bool,
+}
+
+/// Why a push token was refused: the message for the 401 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PushAuthError {
+    #[error("no push token: a Pub/Sub push subscription with authentication (--push-auth-service-account) sends `Authorization: Bearer <OIDC token>`")]
+    Missing,
+    #[error("the push token is not a Google-signed ID token: {0}")]
+    Invalid(String),
+    #[error("Google's signing keys could not be fetched from {url}: {cause}")]
+    Keys { url: String, cause: String },
+}
+
+impl PushVerifier {
+    /// A verifier fetching keys from `jwks_url` (Google's by default).
+    pub fn new(jwks_url: &str) -> PushVerifier {
+        PushVerifier {
+            jwks_url: jwks_url.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+            keys: Mutex::new(None),
+        }
+    }
+
+    /// The JWKS URL keys come from.
+    pub fn jwks_url(&self) -> &str {
+        &self.jwks_url
+    }
+
+    /// Checks `token` (a JWT) for `audience`: RS256 signature by a key of
+    /// the set (by `kid`), `exp` not past (60 s leeway), issuer one of
+    /// [`GOOGLE_ISSUERS`], audience exactly `audience`. Returns its claims;
+    /// the caller compares the e-mail.
+    pub async fn verify(&self, token: &str, audience: &str) -> Result<PushClaims, PushAuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| PushAuthError::Invalid(e.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(PushAuthError::Invalid(format!(
+                "signed with {:?}; Google signs ID tokens with RS256",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| PushAuthError::Invalid("its header names no key (kid)".into()))?;
+        let keys = self.keys_with(&kid).await?;
+        let jwk = keys.find(&kid).ok_or_else(|| {
+            PushAuthError::Invalid(format!("it names key {kid:?}, which Google's key set does not hold"))
+        })?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| PushAuthError::Invalid(format!("key {kid:?}: {e}")))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&GOOGLE_ISSUERS);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<PushClaims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            PushAuthError::Invalid(match e.kind() {
+                ErrorKind::InvalidAudience => format!(
+                    "its audience is not this endpoint ({audience}); create the subscription with \
+                     --push-auth-token-audience={audience}, or set LABELPORT_PUBLIC_URL to the address Pub/Sub calls"
+                ),
+                ErrorKind::ExpiredSignature => "it has expired".into(),
+                ErrorKind::InvalidIssuer => "its issuer is not https://accounts.google.com".into(),
+                ErrorKind::InvalidSignature => "its signature does not match Google's key".into(),
+                _ => e.to_string(),
+            })
+        })?;
+        Ok(data.claims)
+    }
+
+    /// The cached key set, fetched first when it is stale, or when it lacks
+    /// `kid` and was not fetched in the last [`REFETCH_AT_MOST_EVERY`].
+    async fn keys_with(&self, kid: &str) -> Result<Arc<JwkSet>, PushAuthError> {
+        let mut cached = self.keys.lock().await;
+        let fresh = cached.as_ref().is_some_and(|c| {
+            c.fetched.elapsed() < c.ttl && (c.set.find(kid).is_some() || c.fetched.elapsed() < REFETCH_AT_MOST_EVERY)
+        });
+        if !fresh {
+            match self.fetch().await {
+                Ok((set, ttl)) => {
+                    *cached = Some(CachedKeys {
+                        set: Arc::new(set),
+                        fetched: Instant::now(),
+                        ttl,
+                    })
+                }
+                // Keys still within their time serve while the key server
+                // is down.
+                Err(e) => match cached.as_ref() {
+                    Some(c) if c.fetched.elapsed() < c.ttl => tracing::warn!("{e}; using the cached keys"),
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(Arc::clone(&cached.as_ref().expect("keys were fetched").set))
+    }
+
+    async fn fetch(&self) -> Result<(JwkSet, Duration), PushAuthError> {
+        let failed = |cause: String| PushAuthError::Keys {
+            url: self.jwks_url.clone(),
+            cause,
+        };
+        let response = self
+            .http
+            .get(&self.jwks_url)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("HTTP {}", response.status())));
+        }
+        let ttl = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(DEFAULT_KEYS_TTL);
+        let set: JwkSet = response
+            .json()
+            .await
+            .map_err(|e| failed(format!("not a JWK set: {e}")))?;
+        tracing::info!(keys = set.keys.len(), url = %self.jwks_url, "fetched Pub/Sub push signing keys");
+        Ok((set, ttl))
+    }
+}
+
+/// `max-age=N` of a `Cache-Control` value (RFC 9111 §5.2.2.1), in seconds.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|d| {
+        let (name, value) = d.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().parse().ok().map(Duration::from_secs))
+            .flatten()
+    })
+}
+
+/// A Pub/Sub push request's body (Google: "Receive messages from push
+/// subscriptions", wrapped payload).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PushRequest {
+    pub message: PushMessage,
+    /// `projects/{project}/subscriptions/{name}`.
+    #[serde(default)]
+    pub subscription: String,
+}
+
+/// One Pub/Sub message as pushed.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PushMessage {
+    /// GCS's notification attributes: `eventType`, `bucketId`, `objectId`,
+    /// `objectGeneration`, `payloadFormat`, `notificationConfig`, …
+    #[serde(default)]
+    pub attributes: std::collections::HashMap<String, String>,
+    /// Base64 of the payload (the object's JSON resource with
+    /// `JSON_API_V1`, empty with `NONE`).
+    #[serde(default)]
+    pub data: Option<String>,
+    #[serde(default, rename = "messageId")]
+    pub message_id: String,
+}
+
+/// The event a message describes: from its attributes, else (a message
+/// republished without them) from its JSON payload.
+fn event_of(message: &PushMessage) -> Result<(String, String, String, Option<i64>), ApiError> {
+    let attr = |k: &str| message.attributes.get(k).cloned();
+    let payload: Option<Value> = message
+        .data
+        .as_deref()
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let from_payload = |k: &str| payload.as_ref().and_then(|p| p[k].as_str()).map(str::to_owned);
+    let event_type = attr("eventType").ok_or_else(|| {
+        ApiError::field(
+            "message",
+            "Not a Cloud Storage notification: the message has no eventType attribute.",
+        )
+    })?;
+    let bucket = attr("bucketId")
+        .or_else(|| from_payload("bucket"))
+        .ok_or_else(|| ApiError::field("message", "Not a Cloud Storage notification: no bucketId attribute."))?;
+    let key = attr("objectId")
+        .or_else(|| from_payload("name"))
+        .ok_or_else(|| ApiError::field("message", "Not a Cloud Storage notification: no objectId attribute."))?;
+    let generation = attr("objectGeneration")
+        .or_else(|| from_payload("generation"))
+        .and_then(|g| g.parse().ok());
+    Ok((event_type, bucket, key, generation))
+}
+
+/// The URL Pub/Sub calls for this storage, which its token must name as
+/// audience: under `LABELPORT_PUBLIC_URL` when set, else the request's own
+/// scheme (`X-Forwarded-Proto`, else http) and `Host`.
+fn endpoint_url(state: &AppState, headers: &HeaderMap, kind: &str, id: i64) -> String {
+    let path = format!("/api/storages/{kind}/{id}/notifications");
+    if !state.public_url.is_empty() {
+        return format!("{}{path}", state.public_url);
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let host = header("host").unwrap_or("localhost");
+    format!("{scheme}://{host}{path}")
+}
+
+/// An acknowledgement that applies nothing (200).
+fn ignored(reason: String) -> (StatusCode, Json<Value>) {
+    tracing::info!("bucket notification ignored: {reason}");
+    (StatusCode::OK, Json(json!({"queued": false, "reason": reason})))
+}
+
+#[utoipa::path(post, path = "/api/storages/{kind}/{id}/notifications", tag = "storages",
+    request_body = PushRequest,
+    params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
+    responses(
+        (status = 202, description = "{queued: true}: the object's change is queued and applied within seconds by the rules of a sync (a Labelport addition)"),
+        (status = 200, description = "{queued: false, reason}: acknowledged and ignored (another bucket, an event type that changes no task, an object outside the storage's scope)"),
+        (status = 400, description = "Not a Pub/Sub push message of a Cloud Storage notification"),
+        (status = 401, description = "No OIDC token, or not one Google signed for this endpoint"),
+        (status = 403, description = "The token is another account's, or the storage has no pubsub_push_service_account"),
+        (status = 404, description = "No such source storage")))]
+pub async fn storage_notification(
+    State(state): State<AppState>,
+    KindIdPath(kind, id): KindIdPath,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let row = state.db.get_storage(Direction::Import, id).await?;
+    if row.kind != kind || row.project_id.is_none() {
+        return Err(ApiError::not_found());
+    }
+    let options = row.settings.import().ok_or_else(ApiError::not_found)?;
+    let account = options.pubsub_push_service_account.as_str();
+    if account.is_empty() {
+        return Err(ApiError::Forbidden(
+            "Bucket notifications are off for this storage: set its pubsub_push_service_account to the \
+             service account of the push subscription."
+                .into(),
+        ));
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let audience = endpoint_url(&state, &headers, kind.name(), id);
+    let claims = match token {
+        None => Err(PushAuthError::Missing),
+        Some(token) => state.push_verifier.verify(token, &audience).await,
+    }
+    .map_err(|e| {
+        tracing::warn!(storage.id = id, "push request refused: {e}");
+        ApiError::Unauthorized(e.to_string().into())
+    })?;
+    if !claims.email.eq_ignore_ascii_case(account) || !claims.email_verified {
+        tracing::warn!(storage.id = id, email = %claims.email, "push request of another account refused");
+        return Err(ApiError::Forbidden(format!(
+            "The push token is {}'s{}, and this storage accepts notifications from {account} only \
+             (its pubsub_push_service_account).",
+            if claims.email.is_empty() {
+                "no account"
+            } else {
+                claims.email.as_str()
+            },
+            if claims.email_verified {
+                ""
+            } else {
+                " (e-mail not verified)"
+            },
+        )));
+    }
+    // The body is read only once the caller is known to be the push
+    // subscription.
+    let push: PushRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::body(format!(
+            "Not a Pub/Sub push message ({e}): the subscription must wrap messages \
+             ({{\"message\": {{\"attributes\": …}}, \"subscription\": …}}; not --push-no-wrapper)."
+        ))
+    })?;
+    let (event_type, bucket, key, generation) = event_of(&push.message)?;
+    if bucket != row.settings.bucket {
+        return Ok(ignored(format!(
+            "the event is for bucket {bucket}; this storage reads {}",
+            row.settings.bucket
+        )));
+    }
+    if !APPLIED_EVENTS.contains(&event_type.as_str()) {
+        return Ok(ignored(format!("event type {event_type} changes no task")));
+    }
+    let filter = compile_filter(&row.settings.regex_filter).map_err(ApiError::body)?;
+    if !key_in_scope(
+        &normalize_prefix(&row.settings.prefix),
+        options.recursive_scan,
+        filter.as_ref(),
+        &key,
+    ) {
+        return Ok(ignored(format!(
+            "{key} is outside this storage's scope (prefix, sub-folders, regex_filter)"
+        )));
+    }
+    let job = NotificationJob {
+        storage_id: id,
+        key,
+        event_type,
+        generation,
+    };
+    queue_notification(&state.db, &job).await?;
+    state.db.note_notification(id).await?;
+    state.jobs_notify.notify_waiters();
+    metrics::counter!(NOTIFICATIONS_RECEIVED).increment(1);
+    tracing::info!(
+        storage.id = id,
+        key = %job.key,
+        event = %job.event_type,
+        generation = job.generation,
+        message.id = %push.message.message_id,
+        "bucket notification queued"
+    );
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))))
+}
+
+/// Prometheus counter: bucket notifications accepted and queued.
+pub const NOTIFICATIONS_RECEIVED: &str = "labelport_notifications_received_total";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=22270, must-revalidate, no-transform"),
+            Some(Duration::from_secs(22270))
+        );
+        assert_eq!(max_age("no-cache"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn events_come_from_attributes_or_the_payload() {
+        let message: PushMessage = serde_json::from_value(json!({
+            "attributes": {"eventType": "OBJECT_FINALIZE", "bucketId": "b", "objectId": "a/1.jpg", "objectGeneration": "17"},
+            "messageId": "1"
+        }))
+        .unwrap();
+        assert_eq!(
+            event_of(&message).unwrap(),
+            ("OBJECT_FINALIZE".into(), "b".into(), "a/1.jpg".into(), Some(17))
+        );
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(json!({"bucket": "b", "name": "x.json", "generation": "9"}).to_string());
+        let message: PushMessage = serde_json::from_value(json!({
+            "attributes": {"eventType": "OBJECT_DELETE"}, "data": data
+        }))
+        .unwrap();
+        assert_eq!(
+            event_of(&message).unwrap(),
+            ("OBJECT_DELETE".into(), "b".into(), "x.json".into(), Some(9))
+        );
+        let message: PushMessage = serde_json::from_value(json!({"attributes": {}})).unwrap();
+        assert!(event_of(&message).is_err());
+    }
+}
