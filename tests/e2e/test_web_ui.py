@@ -927,3 +927,61 @@ def test_source_wizard_with_workload_identity_federation(wif_server, fakes, watc
     seen = report(fakes)
     assert seen["violations"] == [] and seen["unauthorized"] == [], seen
     assert "signBlob" in seen["seen"], seen
+
+
+def test_media_that_fail_to_load_lead_to_the_storage_check(server, watched, http, fake_gcs, tmp_path):
+    """A task whose image does not load (here the object is not in the
+    bucket, so its signed URL answers 404) shows a notice on the labeling
+    page. For a manager, the notice links to the storage check: the project's
+    storages that use signed URLs run Test connection again, with the CORS
+    reading (issue 17, item 2)."""
+    page = watched.page
+    pid = make_project(http, "Broken media")
+    bucket = f"ui-broken-{pid}-{int(time.time())}"
+    fake_gcs.create_bucket(bucket)
+    fake_gcs.upload(bucket, "img/0.png", png(40, 30), "image/png")
+    r = http.post(
+        "/api/storages/gcs",
+        json={"project": pid, "bucket": bucket, "prefix": "img/", "use_blob_urls": True, "presign": True,
+              "title": "Signed photos", "google_application_credentials": service_account_json(tmp_path)},
+    )
+    assert r.status_code == 201, r.text
+    r = http.post(f"/api/projects/{pid}/import", json=[{"image": f"gs://{bucket}/img/missing.png"}])
+    assert r.status_code == 201, r.text
+    sign_in(watched, server.base_url, then=f"/projects/{pid}/label")
+    notice = page.wait_for_selector("#media-error:not([hidden])").inner_text()
+    assert "did not load" in notice and "Check this project's storages" in notice, notice
+    watched.shot("25-label-media-failed")
+    # The browser and the editor report the failed load: asked for.
+    expected = lambda e: "missing.png" in e[0] + e[1] or "issue loading URL" in e[0]  # noqa: E731
+    assert any(expected(e) for e in watched.errors), watched.errors
+    watched.errors = [e for e in watched.errors if not expected(e)]
+    watched.follow("#media-check-link")
+    assert page.url.endswith(f"/projects/{pid}/settings/storage?check=media")
+    card = page.wait_for_selector(".storage-card[data-media-checked]")
+    assert card.get_attribute("data-media-checked") == "problem"
+    said = card.query_selector(".cors-result").inner_text()
+    # The emulator keeps no CORS policy: that is what the check finds.
+    assert f"gs://{bucket} has no CORS policy" in said, said
+    assert page.inner_text("#media-check").startswith("Media did not load on the labeling page")
+    watched.shot("26-storage-media-check")
+    watched.errors = [e for e in watched.errors if not expected(e)]
+
+
+def test_an_annotator_is_told_to_ask_a_manager(server, watched, http, fake_gcs):
+    """Annotators get the notice without the link (the settings page is a
+    manager's)."""
+    page = watched.page
+    pid = make_project(http, "Broken media, annotator")
+    r = http.post(f"/api/projects/{pid}/import", json=[{"image": "https://127.0.0.1:9/nothing-here.png"}])
+    assert r.status_code == 201, r.text
+    email = f"ann-broken-{pid}@example.com"
+    user = http.post("/api/users", json={"email": email, "username": f"ann-broken-{pid}", "role": "annotator", "password": "annotator-pass-1"})
+    assert user.status_code == 201, user.text
+    assert http.post(f"/api/projects/{pid}/members", json={"user": user.json()["id"]}).status_code == 201
+    sign_in(watched, server.base_url, email, "annotator-pass-1", then=f"/projects/{pid}/label")
+    notice = page.wait_for_selector("#media-error:not([hidden])").inner_text()
+    assert "Tell a project manager" in notice and page.query_selector("#media-check-link") is None, notice
+    watched.errors = [
+        e for e in watched.errors if "nothing-here.png" not in e[1] + e[0] and "issue loading URL" not in e[0]
+    ]

@@ -60,11 +60,16 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
                 });
                 match missing {
                     Some(missing) if !missing.is_empty() => Ok(Some(missing_permissions(kind, s, &missing))),
+                    // GCS named another cause (a retention policy, a KMS
+                    // key, billing): its own words say more than a guess.
+                    _ if names_other_cause(&detail) => Err(StorageError::PermissionDenied(detail)),
                     // Every permission held, and still refused: not IAM's
                     // doing (issue 17, item 3).
-                    Some(_) => Ok(Some(network_refusal(kind, s, &detail, true))),
-                    None if names_ip_filter(&detail) => Ok(Some(network_refusal(kind, s, &detail, false))),
-                    None => Err(StorageError::PermissionDenied(detail)),
+                    Some(_) => Ok(Some(network_refusal(kind, s, &detail, network_rule_named(&detail)))),
+                    None => match network_rule_named(&detail) {
+                        Some(rule) => Ok(Some(network_refusal(kind, s, &detail, Some(rule)))),
+                        None => Err(StorageError::PermissionDenied(detail)),
+                    },
                 }
             }
             other => other,
@@ -213,40 +218,90 @@ fn grant_command(kind: StorageKind, s: &StorageSettings, who: &str, role: &str) 
     })
 }
 
-/// Whether a refusal's own words name a network rule: the bucket's IP
-/// filter (Google: "Bucket IP filtering") or a VPC Service Controls
-/// perimeter.
-fn names_ip_filter(detail: &str) -> bool {
+/// A network rule that refuses requests whatever the caller's roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkRule {
+    /// The bucket's IP filter (Google: "Bucket IP filtering").
+    IpFilter,
+    /// A VPC Service Controls perimeter (its 403 reads "Request is
+    /// prohibited by organization's policy. vpcServiceControlsUniqueIdentifier: …").
+    Perimeter,
+}
+
+/// The network rule a refusal's own words name, if any.
+fn network_rule_named(detail: &str) -> Option<NetworkRule> {
+    let d = detail.to_ascii_lowercase();
+    if [
+        "vpcservicecontrols",
+        "vpc service controls",
+        "organization's policy",
+        "organization\\u0027s policy",
+    ]
+    .iter()
+    .any(|w| d.contains(w))
+    {
+        Some(NetworkRule::Perimeter)
+    } else if ["ip filter", "ipfilter", "ip address"].iter().any(|w| d.contains(w)) {
+        Some(NetworkRule::IpFilter)
+    } else {
+        None
+    }
+}
+
+/// Whether a refusal names a cause that is neither IAM nor the network
+/// (a retention policy or hold, a customer-managed encryption key, billing,
+/// a requester-pays bucket): its message is then shown as it is.
+fn names_other_cause(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
     [
-        "ip filter",
-        "ipfilter",
-        "ip address",
-        "vpc service controls",
-        "vpc_service_controls",
-        "vpcsc",
+        "retention",
+        "temporary hold",
+        "event-based hold",
+        "object hold",
+        "kms",
+        "encryption key",
+        "billing",
+        "requester pays",
+        "userproject",
     ]
     .iter()
     .any(|w| d.contains(w))
 }
 
 /// The 400 for a refusal that IAM does not explain: GCS refused although
-/// (when `all_granted`) `testIamPermissions` reports every needed
-/// permission held, or its message names the IP filter. A bucket's IP
-/// filter refuses requests from addresses outside its allowed ranges or
-/// VPC networks with a 403 whatever the caller's roles (Google: "Bucket IP
-/// filtering"), as does a VPC Service Controls perimeter. With presign on,
-/// browsers fetch objects themselves, from their own addresses.
-fn network_refusal(kind: StorageKind, s: &StorageSettings, detail: &str, all_granted: bool) -> ValidationErrors {
+/// `testIamPermissions` reports every needed permission held (`rule` None:
+/// the IP filter is the likely cause), or its message names a network rule.
+/// A bucket's IP filter refuses requests from addresses outside its allowed
+/// ranges or VPC networks with a 403 whatever the caller's roles (Google:
+/// "Bucket IP filtering"), as does a VPC Service Controls perimeter. With
+/// presign on, browsers fetch objects themselves, from their own addresses.
+fn network_refusal(
+    kind: StorageKind,
+    s: &StorageSettings,
+    detail: &str,
+    rule: Option<NetworkRule>,
+) -> ValidationErrors {
     let who = account(kind, s);
-    let why = if all_granted {
-        format!(
-            "Google refused ({detail}) although {who} holds every permission this needs. That is how a bucket's \
-             IP filter answers a request from an address it does not allow (or a VPC Service Controls perimeter, \
-             or an IAM condition): the bucket's IP filter probably does not allow this server's address."
-        )
-    } else {
-        format!("The bucket's IP filter does not allow this server's address ({detail}).")
+    let (why, next) = match rule {
+        None => (
+            format!(
+                "Google refused ({detail}) although {who} holds every permission this needs. That is how a \
+                 bucket's IP filter answers a request from an address it does not allow (or a VPC Service \
+                 Controls perimeter, or an IAM condition): the bucket's IP filter probably does not allow this \
+                 server's address."
+            ),
+            ip_filter_step(&s.bucket),
+        ),
+        Some(NetworkRule::IpFilter) => (
+            format!("The bucket's IP filter does not allow this server's address ({detail})."),
+            ip_filter_step(&s.bucket),
+        ),
+        Some(NetworkRule::Perimeter) => (
+            format!("A VPC Service Controls perimeter does not allow this request ({detail})."),
+            "ask your organization's admin for an ingress rule that lets this server (its network or its \
+             identity) reach the project of the bucket, or run Labelport inside the perimeter."
+                .to_owned(),
+        ),
     };
     let presign = match s.import() {
         Some(o) if o.presign => {
@@ -255,14 +310,14 @@ fn network_refusal(kind: StorageKind, s: &StorageSettings, detail: &str, all_gra
         }
         _ => "",
     };
-    ValidationErrors::field(
-        "bucket",
-        format!(
-            "{why} Next step: add the address this server connects from (its outbound or NAT address; inside \
-             Google Cloud, its VPC network) to the bucket's IP filter (gcloud alpha storage buckets update \
-             gs://{} --ip-filter-file=ip-filter.json), or run Labelport inside an allowed network.{presign}",
-            s.bucket
-        ),
+    ValidationErrors::field("bucket", format!("{why} Next step: {next}{presign}"))
+}
+
+fn ip_filter_step(bucket: &str) -> String {
+    format!(
+        "add the address this server connects from (its outbound or NAT address; inside Google Cloud, its VPC \
+         network) to the bucket's IP filter (gcloud alpha storage buckets update gs://{bucket} \
+         --ip-filter-file=ip-filter.json), or run Labelport inside an allowed network."
     )
 }
 

@@ -33,6 +33,9 @@ pub enum ApiError {
     Upstream(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service this request needs is down or not configured (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::FAILED_DEPENDENCY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -136,7 +140,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(message) => body["detail"] = message.as_str().into(),
             ApiError::Unauthorized(message) => body["detail"] = message.as_ref().into(),
-            ApiError::Forbidden(message) | ApiError::TooManyRequests(message) => {
+            ApiError::Forbidden(message) | ApiError::TooManyRequests(message) | ApiError::Unavailable(message) => {
                 body["detail"] = message.as_str().into()
             }
             ApiError::MethodNotAllowed => body["detail"] = "Method not allowed on this route.".into(),

@@ -14,12 +14,14 @@
 //!
 //! Answers: 202 when the object's change is queued
 //! (`labelport_sync::notification`), 200 when the message is acknowledged
-//! but ignored (another bucket, an event type that does not change tasks,
-//! an object outside the storage's scope) — Pub/Sub counts both as an
-//! acknowledgement; 400 for a body that is not a push message, 401 for a
-//! missing or invalid token, 403 for a valid token of another account or
-//! audience or a storage with notifications off, 404 for an unknown
-//! storage. Pub/Sub redelivers what was not acknowledged.
+//! but ignored (not a Cloud Storage notification, another bucket, an event
+//! type that does not change tasks, an object outside the storage's scope)
+//! — Pub/Sub counts both as an acknowledgement; 401 for a missing or
+//! invalid token, 403 for a valid token of another account or a storage
+//! with notifications off, or a server without `LABELPORT_PUBLIC_URL`;
+//! 404 for an unknown storage (only after the token checked out); 503 when
+//! Google's keys cannot be fetched. Pub/Sub redelivers what was not
+//! acknowledged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,23 +53,43 @@ pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.
 /// key server gives no `Cache-Control: max-age` (Google rotates its keys
 /// over days and publishes new ones well before use).
 const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(3600);
+/// Bounds on a key server's `max-age`: `max-age=0` must not mean a fetch
+/// per push, nor a huge one keep a revoked key for months.
+const MIN_KEYS_TTL: Duration = Duration::from_secs(60);
+const MAX_KEYS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A token naming a key that is not in the cached set makes the keys be
 /// fetched again, at most this often (a stream of forged `kid`s cannot turn
 /// every push into a request to the key server).
 const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
-/// GCS's event types that change what a storage's tasks should be; any
-/// other (`OBJECT_ARCHIVE`, or a type added later) is acknowledged and
-/// ignored (Google: "Pub/Sub notifications for Cloud Storage", event types).
-pub const APPLIED_EVENTS: [&str; 3] = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_METADATA_UPDATE"];
+/// GCS's event types that may change what a storage's tasks should be
+/// (Google: "Pub/Sub notifications for Cloud Storage", event types). In a
+/// bucket with versioning, deleting or overwriting the live object sends
+/// `OBJECT_ARCHIVE` instead of `OBJECT_DELETE`, so it counts too. Any other
+/// type (one added later) is acknowledged and ignored.
+pub const APPLIED_EVENTS: [&str; 4] = [
+    "OBJECT_FINALIZE",
+    "OBJECT_DELETE",
+    "OBJECT_ARCHIVE",
+    "OBJECT_METADATA_UPDATE",
+];
 
 /// Checks the OIDC tokens of Pub/Sub push requests against Google's keys,
 /// fetched from a JWKS URL and cached.
 pub struct PushVerifier {
     jwks_url: String,
     http: reqwest::Client,
-    keys: Mutex<Option<CachedKeys>>,
+    /// One fetch at a time: a burst of pushes with a cold cache waits for
+    /// the first one's fetch instead of each fetching.
+    cache: Mutex<KeyCache>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: Option<CachedKeys>,
+    /// The last fetch tried, and how it failed (None: it worked).
+    last_attempt: Option<(Instant, Option<String>)>,
 }
 
 struct CachedKeys {
@@ -107,7 +129,7 @@ impl PushVerifier {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("an HTTP client"),
-            keys: Mutex::new(None),
+            cache: Mutex::new(KeyCache::default()),
         }
     }
 
@@ -156,31 +178,63 @@ impl PushVerifier {
         Ok(data.claims)
     }
 
-    /// The cached key set, fetched first when it is stale, or when it lacks
-    /// `kid` and was not fetched in the last [`REFETCH_AT_MOST_EVERY`].
+    /// The cached key set. It is fetched when it is missing or past its
+    /// time, or lacks `kid` — but never twice within
+    /// [`REFETCH_AT_MOST_EVERY`], failed fetches included, so neither a
+    /// stream of made-up `kid`s nor a key server that is down turns pushes
+    /// into requests to it.
     async fn keys_with(&self, kid: &str) -> Result<Arc<JwkSet>, PushAuthError> {
-        let mut cached = self.keys.lock().await;
-        let fresh = cached.as_ref().is_some_and(|c| {
-            c.fetched.elapsed() < c.ttl && (c.set.find(kid).is_some() || c.fetched.elapsed() < REFETCH_AT_MOST_EVERY)
-        });
-        if !fresh {
-            match self.fetch().await {
-                Ok((set, ttl)) => {
-                    *cached = Some(CachedKeys {
-                        set: Arc::new(set),
-                        fetched: Instant::now(),
-                        ttl,
-                    })
+        let mut cache = self.cache.lock().await;
+        let usable = cache
+            .keys
+            .as_ref()
+            .filter(|k| k.fetched.elapsed() < k.ttl)
+            .map(|k| Arc::clone(&k.set));
+        if usable.as_ref().is_some_and(|set| set.find(kid).is_some()) {
+            return Ok(usable.expect("checked"));
+        }
+        let recently = cache
+            .last_attempt
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REFETCH_AT_MOST_EVERY);
+        if let Some((_, failure)) = recently {
+            return match (usable, failure) {
+                (Some(set), _) => Ok(set),
+                (None, Some(cause)) => Err(PushAuthError::Keys {
+                    url: self.jwks_url.clone(),
+                    cause: format!("{cause} (tried again within {REFETCH_AT_MOST_EVERY:?})"),
+                }),
+                (None, None) => Err(PushAuthError::Invalid("no key set is held".into())),
+            };
+        }
+        match self.fetch().await {
+            Ok((set, ttl)) => {
+                let set = Arc::new(set);
+                cache.keys = Some(CachedKeys {
+                    set: Arc::clone(&set),
+                    fetched: Instant::now(),
+                    ttl,
+                });
+                cache.last_attempt = Some((Instant::now(), None));
+                Ok(set)
+            }
+            Err(e) => {
+                let cause = match &e {
+                    PushAuthError::Keys { cause, .. } => cause.clone(),
+                    other => other.to_string(),
+                };
+                cache.last_attempt = Some((Instant::now(), Some(cause)));
+                match usable {
+                    // Keys still within their time serve while the key
+                    // server is down.
+                    Some(set) => {
+                        tracing::warn!("{e}; using the cached keys");
+                        Ok(set)
+                    }
+                    None => Err(e),
                 }
-                // Keys still within their time serve while the key server
-                // is down.
-                Err(e) => match cached.as_ref() {
-                    Some(c) if c.fetched.elapsed() < c.ttl => tracing::warn!("{e}; using the cached keys"),
-                    _ => return Err(e),
-                },
             }
         }
-        Ok(Arc::clone(&cached.as_ref().expect("keys were fetched").set))
     }
 
     async fn fetch(&self) -> Result<(JwkSet, Duration), PushAuthError> {
@@ -202,7 +256,8 @@ impl PushVerifier {
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age)
-            .unwrap_or(DEFAULT_KEYS_TTL);
+            .unwrap_or(DEFAULT_KEYS_TTL)
+            .clamp(MIN_KEYS_TTL, MAX_KEYS_TTL);
         let set: JwkSet = response
             .json()
             .await
@@ -249,7 +304,7 @@ pub struct PushMessage {
 
 /// The event a message describes: from its attributes, else (a message
 /// republished without them) from its JSON payload.
-fn event_of(message: &PushMessage) -> Result<(String, String, String, Option<i64>), ApiError> {
+fn event_of(message: &PushMessage) -> Result<(String, String, String, Option<i64>), String> {
     let attr = |k: &str| message.attributes.get(k).cloned();
     let payload: Option<Value> = message
         .data
@@ -257,37 +312,23 @@ fn event_of(message: &PushMessage) -> Result<(String, String, String, Option<i64
         .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let from_payload = |k: &str| payload.as_ref().and_then(|p| p[k].as_str()).map(str::to_owned);
-    let event_type = attr("eventType").ok_or_else(|| {
-        ApiError::field(
-            "message",
-            "Not a Cloud Storage notification: the message has no eventType attribute.",
-        )
-    })?;
+    let event_type =
+        attr("eventType").ok_or("not a Cloud Storage notification: the message has no eventType attribute")?;
     let bucket = attr("bucketId")
         .or_else(|| from_payload("bucket"))
-        .ok_or_else(|| ApiError::field("message", "Not a Cloud Storage notification: no bucketId attribute."))?;
+        .ok_or("not a Cloud Storage notification: no bucketId attribute")?;
     let key = attr("objectId")
         .or_else(|| from_payload("name"))
-        .ok_or_else(|| ApiError::field("message", "Not a Cloud Storage notification: no objectId attribute."))?;
+        .ok_or("not a Cloud Storage notification: no objectId attribute")?;
     let generation = attr("objectGeneration")
         .or_else(|| from_payload("generation"))
         .and_then(|g| g.parse().ok());
     Ok((event_type, bucket, key, generation))
 }
 
-/// The URL Pub/Sub calls for this storage, which its token must name as
-/// audience: under `LABELPORT_PUBLIC_URL` when set, else the request's own
-/// scheme (`X-Forwarded-Proto`, else http) and `Host`.
-fn endpoint_url(state: &AppState, headers: &HeaderMap, kind: &str, id: i64) -> String {
-    let path = format!("/api/storages/{kind}/{id}/notifications");
-    if !state.public_url.is_empty() {
-        return format!("{}{path}", state.public_url);
-    }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
-    let host = header("host").unwrap_or("localhost");
-    format!("{scheme}://{host}{path}")
-}
+/// Longest object name GCS allows, in bytes (Google: "Object naming
+/// requirements"); a longer one in a message is not a real object's.
+const MAX_OBJECT_NAME_BYTES: usize = 1024;
 
 /// An acknowledgement that applies nothing (200).
 fn ignored(reason: String) -> (StatusCode, Json<Value>) {
@@ -295,26 +336,64 @@ fn ignored(reason: String) -> (StatusCode, Json<Value>) {
     (StatusCode::OK, Json(json!({"queued": false, "reason": reason})))
 }
 
+/// The push token of a request, checked: signature, issuer, expiry and an
+/// audience of exactly this endpoint's public URL. The URL comes from
+/// `LABELPORT_PUBLIC_URL` only, never from the request's own headers (which
+/// the caller writes: a token minted for another server could then be
+/// replayed here).
+async fn authenticate_push(state: &AppState, headers: &HeaderMap, path: &str) -> ApiResult<PushClaims> {
+    let refused = |e: PushAuthError| {
+        tracing::warn!(path, "push request refused: {e}");
+        match e {
+            PushAuthError::Keys { .. } => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Unauthorized(e.to_string().into()),
+        }
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| refused(PushAuthError::Missing))?;
+    if state.public_url.is_empty() {
+        // Refused rather than "unavailable": a server without a public URL
+        // does not take pushes at all, until its operator sets one.
+        return Err(ApiError::Forbidden(
+            "Bucket notifications need the server's public URL: start it with LABELPORT_PUBLIC_URL set to the \
+             https:// address Pub/Sub pushes to (the token's audience is that address and this path)."
+                .into(),
+        ));
+    }
+    let audience = format!("{}{path}", state.public_url);
+    state.push_verifier.verify(token, &audience).await.map_err(refused)
+}
+
 #[utoipa::path(post, path = "/api/storages/{kind}/{id}/notifications", tag = "storages",
     request_body = PushRequest,
     params(("kind" = String, Path, description = "Storage type: gcs or gcswif"), ("id" = i64, Path)),
     responses(
         (status = 202, description = "{queued: true}: the object's change is queued and applied within seconds by the rules of a sync (a Labelport addition)"),
-        (status = 200, description = "{queued: false, reason}: acknowledged and ignored (another bucket, an event type that changes no task, an object outside the storage's scope)"),
-        (status = 400, description = "Not a Pub/Sub push message of a Cloud Storage notification"),
+        (status = 200, description = "{queued: false, reason}: acknowledged and ignored (not a Cloud Storage notification, another bucket, an event type that changes no task, an object outside the storage's scope)"),
         (status = 401, description = "No OIDC token, or not one Google signed for this endpoint"),
-        (status = 403, description = "The token is another account's, or the storage has no pubsub_push_service_account"),
-        (status = 404, description = "No such source storage")))]
+        (status = 403, description = "LABELPORT_PUBLIC_URL is not set; or the token is not the storage's pubsub_push_service_account's, or the storage has none"),
+        (status = 404, description = "No such source storage"),
+        (status = 503, description = "Google's signing keys could not be fetched")))]
 pub async fn storage_notification(
     State(state): State<AppState>,
     KindIdPath(kind, id): KindIdPath,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let row = state.db.get_storage(Direction::Import, id).await?;
-    if row.kind != kind || row.project_id.is_none() {
-        return Err(ApiError::not_found());
-    }
+    // The token first: nothing about the storage is told to a caller that
+    // is not a push subscription of Google's for this endpoint.
+    let path = format!("/api/storages/{}/{id}/notifications", kind.name());
+    let claims = authenticate_push(&state, &headers, &path).await?;
+    let row = match state.db.get_storage(Direction::Import, id).await {
+        Ok(row) if row.kind == kind && row.project_id.is_some() => row,
+        Ok(_) | Err(labelport_db::DbError::NotFound) => return Err(ApiError::not_found()),
+        Err(e) => return Err(e.into()),
+    };
     let options = row.settings.import().ok_or_else(ApiError::not_found)?;
     let account = options.pubsub_push_service_account.as_str();
     if account.is_empty() {
@@ -324,26 +403,12 @@ pub async fn storage_notification(
                 .into(),
         ));
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let audience = endpoint_url(&state, &headers, kind.name(), id);
-    let claims = match token {
-        None => Err(PushAuthError::Missing),
-        Some(token) => state.push_verifier.verify(token, &audience).await,
-    }
-    .map_err(|e| {
-        tracing::warn!(storage.id = id, "push request refused: {e}");
-        ApiError::Unauthorized(e.to_string().into())
-    })?;
     if !claims.email.eq_ignore_ascii_case(account) || !claims.email_verified {
         tracing::warn!(storage.id = id, email = %claims.email, "push request of another account refused");
+        // The configured account is not named: any Google user can mint a
+        // token for this audience.
         return Err(ApiError::Forbidden(format!(
-            "The push token is {}'s{}, and this storage accepts notifications from {account} only \
-             (its pubsub_push_service_account).",
+            "The push token is {}'s{}, which is not this storage's pubsub_push_service_account.",
             if claims.email.is_empty() {
                 "no account"
             } else {
@@ -356,15 +421,21 @@ pub async fn storage_notification(
             },
         )));
     }
-    // The body is read only once the caller is known to be the push
-    // subscription.
-    let push: PushRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::body(format!(
-            "Not a Pub/Sub push message ({e}): the subscription must wrap messages \
-             ({{\"message\": {{\"attributes\": …}}, \"subscription\": …}}; not --push-no-wrapper)."
-        ))
-    })?;
-    let (event_type, bucket, key, generation) = event_of(&push.message)?;
+    // Whatever Google's subscription delivers from here on is acknowledged:
+    // a message it cannot use would otherwise be redelivered for days.
+    let push: PushRequest = match serde_json::from_slice(&body) {
+        Ok(push) => push,
+        Err(e) => {
+            tracing::warn!(storage.id = id, "push body is not a Pub/Sub push message: {e}");
+            return Ok(ignored(format!(
+                "not a Pub/Sub push message ({e}); the subscription must wrap messages (not --push-no-wrapper)"
+            )));
+        }
+    };
+    let (event_type, bucket, key, generation) = match event_of(&push.message) {
+        Ok(event) => event,
+        Err(reason) => return Ok(ignored(reason)),
+    };
     if bucket != row.settings.bucket {
         return Ok(ignored(format!(
             "the event is for bucket {bucket}; this storage reads {}",
@@ -374,7 +445,16 @@ pub async fn storage_notification(
     if !APPLIED_EVENTS.contains(&event_type.as_str()) {
         return Ok(ignored(format!("event type {event_type} changes no task")));
     }
-    let filter = compile_filter(&row.settings.regex_filter).map_err(ApiError::body)?;
+    if key.len() > MAX_OBJECT_NAME_BYTES {
+        return Ok(ignored(format!(
+            "an object name of {} bytes (GCS allows {MAX_OBJECT_NAME_BYTES})",
+            key.len()
+        )));
+    }
+    let filter = match compile_filter(&row.settings.regex_filter) {
+        Ok(filter) => filter,
+        Err(e) => return Ok(ignored(format!("the storage's regex_filter does not compile: {e}"))),
+    };
     if !key_in_scope(
         &normalize_prefix(&row.settings.prefix),
         options.recursive_scan,
@@ -401,6 +481,7 @@ pub async fn storage_notification(
         event = %job.event_type,
         generation = job.generation,
         message.id = %push.message.message_id,
+        subscription = %push.subscription,
         "bucket notification queued"
     );
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))))
@@ -421,6 +502,45 @@ mod tests {
         );
         assert_eq!(max_age("no-cache"), None);
         assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    /// A token with an RS256 header naming `kid` (its signature is never
+    /// reached: the keys are missing).
+    fn unsigned_token(kid: &str) -> String {
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.c2ln",
+            b64(json!({"alg": "RS256", "kid": kid, "typ": "JWT"})),
+            b64(json!({"aud": "x"}))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_server_that_is_down_is_asked_at_most_every_30_seconds() {
+        // A port nothing listens on: the fetch fails at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/certs", listener.local_addr().unwrap());
+        drop(listener);
+        let verifier = PushVerifier::new(&url);
+        let first = verifier.verify(&unsigned_token("k1"), "aud").await.unwrap_err();
+        assert!(matches!(first, PushAuthError::Keys { .. }), "{first}");
+        assert!(!first.to_string().contains("tried again"), "{first}");
+        // Another kid at once: no new fetch, the same failure.
+        let second = verifier.verify(&unsigned_token("k2"), "aud").await.unwrap_err();
+        assert!(
+            matches!(&second, PushAuthError::Keys { cause, .. } if cause.contains("tried again within")),
+            "{second}"
+        );
+        // A token naming no key, and one of another algorithm, are refused
+        // before any fetch.
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let no_kid = format!("{}.{}.c2ln", b64(json!({"alg": "RS256"})), b64(json!({})));
+        assert!(matches!(verifier.verify(&no_kid, "aud").await, Err(PushAuthError::Invalid(m)) if m.contains("kid")));
+        let none = format!("{}.{}.", b64(json!({"alg": "none"})), b64(json!({})));
+        assert!(matches!(
+            verifier.verify(&none, "aud").await,
+            Err(PushAuthError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! docs/benchmarks.md records them.
 //!
 //! ```text
-//! cargo run --release -p labelport-bench -- api|sync|media|export|load|ui [flags]
+//! cargo run --release -p labelport-bench -- api|sync|media|export|load|ui|live [flags]
 //! ```
 
 mod api;
 mod export;
+mod live;
 mod load;
 mod media;
 mod setup;
@@ -43,6 +44,8 @@ enum Command {
     Load(load::BenchLoadArgs),
     /// The data manager page at a million tasks: server render and whole loads in Chromium.
     Ui(ui::BenchUiArgs),
+    /// Storages that keep themselves in sync: upload to task by notification and by interval, idle tick cost.
+    Live(live::BenchLiveArgs),
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Ui(args) => ui::run(args).await,
+        Command::Live(args) => live::run(args).await,
     }
 }
 

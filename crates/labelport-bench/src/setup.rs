@@ -42,8 +42,21 @@ pub struct Server {
 
 impl Server {
     pub async fn start(state: AppState) -> anyhow::Result<Server> {
+        Self::start_inner(state, false).await
+    }
+
+    /// As [`Server::start`], with its own address as the public URL
+    /// (`LABELPORT_PUBLIC_URL`), which push tokens name as audience.
+    pub async fn start_public(state: AppState) -> anyhow::Result<Server> {
+        Self::start_inner(state, true).await
+    }
+
+    async fn start_inner(mut state: AppState, public: bool) -> anyhow::Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
+        if public {
+            state.public_url = base.clone();
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let pages = labelport_web::router(state.clone());
         let handle = tokio::spawn(labelport_api::serve_with_pages(listener, state, pages, async {

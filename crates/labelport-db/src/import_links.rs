@@ -12,6 +12,8 @@ pub struct LinkState {
     pub etag: String,
     pub task_id: i64,
     pub object_exists: bool,
+    /// When the link was made (UTC, [`now`]'s format).
+    pub created_at: String,
 }
 
 /// In a transaction, before an import storage is deleted or its bucket
@@ -95,7 +97,7 @@ impl Db {
         upto: Option<&str>,
     ) -> DbResult<Vec<LinkState>> {
         let mut sql = String::from(
-            "SELECT object_key, row_index, generation, etag, task_id, object_exists FROM import_storage_links
+            "SELECT object_key, row_index, generation, etag, task_id, object_exists, created_at FROM import_storage_links
              WHERE storage_id = $1",
         );
         let mut n = 1;
@@ -122,7 +124,7 @@ impl Db {
 
     /// Links of one object, by row index.
     pub async fn links_of_object(&self, storage_id: i64, key: &str) -> DbResult<Vec<LinkState>> {
-        let sql = "SELECT object_key, row_index, generation, etag, task_id, object_exists FROM import_storage_links
+        let sql = "SELECT object_key, row_index, generation, etag, task_id, object_exists, created_at FROM import_storage_links
                    WHERE storage_id = $1 AND object_key = $2 ORDER BY row_index";
         Ok(on_read!(self, p => sqlx::query_as::<_, LinkState>(sql).bind(storage_id).bind(key).fetch_all(p).await)?)
     }

@@ -211,6 +211,10 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
     /// Runs the whole sync; returns its report (errors of single rows are
     /// in the report; an `Err` means the sync could not go on).
     pub async fn run(mut self) -> Result<SyncReport, SyncError> {
+        // Links made after this moment were made by someone else (a bucket
+        // notification) for objects this listing may have missed: not this
+        // sync's to judge missing.
+        let started_at = labelport_db::now();
         let mut token: Option<String> = None;
         let mut after: Option<String> = None;
         loop {
@@ -250,7 +254,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             // if the storage still covers them.
             self.flush().await?;
             for (key, links) in by_key {
-                if self.in_scope(&key) {
+                if self.in_scope(&key) && links.iter().all(|l| l.created_at < started_at) {
                     self.missing(&key, &links, None).await?;
                 }
             }
@@ -412,7 +416,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                 Err(ReadError::Storage { source, .. }) if source.is_transient() => {
                     self.flush().await?;
                     self.db
-                        .update_linked_tasks(self.settings.storage_id, &key, Some((0, "")), &updates)
+                        .update_linked_tasks(self.settings.storage_id, &key, unread_mark(update), &updates)
                         .await?;
                     return Err(SyncError::Storage(source));
                 }
@@ -470,7 +474,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         if !complete || refused_for_config {
             // Keep the links marked unread so the next sync reads it again.
             self.db
-                .update_linked_tasks(self.settings.storage_id, &key, Some((0, "")), &updates)
+                .update_linked_tasks(self.settings.storage_id, &key, unread_mark(update), &updates)
                 .await?;
             return Ok(());
         }
@@ -494,6 +498,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                     etag: object.etag.clone(),
                     task_id: *task,
                     object_exists: true,
+                    created_at: String::new(),
                 })
                 .collect();
             if !gone.is_empty() {
@@ -556,4 +561,14 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         }
         Ok(())
     }
+}
+
+/// What a file read that did not finish leaves on its links so the next
+/// sync reads it again. A new file (`update` false): generation 0, "not
+/// fully read"; the next run reads on and skips rows that have tasks. A
+/// changed file (`update` true): the links keep their old generation, so
+/// the next run sees the file changed and reads it all again, updating the
+/// rows it has (generation 0 would make it skip them, keeping old data).
+fn unread_mark(update: bool) -> Option<(i64, &'static str)> {
+    (!update).then_some((0, ""))
 }

@@ -11,13 +11,21 @@
 //! job reads the object's current state from the bucket, so order and
 //! replays do not matter. It does not touch the storage's sync status
 //! (`status`, `last_sync`): that stays the last full sync's.
+//!
+//! A full sync of the same storage that is queued or running takes the
+//! event over instead: a queued one will list the object anyway, and a
+//! running one is asked to run once more when it ends (its listing may
+//! have passed the object already). Applying the event beside it could
+//! race its listing (an object it did not list but finds linked would be
+//! judged missing). The sync itself leaves links made after it started
+//! alone for the same reason.
 
 use std::sync::Arc;
 
 use labelport_db::{Db, DbResult};
 use labelport_domain::storage::Direction;
 use labelport_jobs::{JobContext, JobOutcome};
-use labelport_storage::{ObjectStore, StorageEnv};
+use labelport_storage::StorageEnv;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -29,7 +37,8 @@ use crate::run::{retry, storage_of_job};
 pub const OBJECT_NOTIFICATION: &str = "object_notification";
 
 /// Prometheus counter: bucket notifications applied, by `outcome`
-/// (`created`, `updated`, `deleted`, `unchanged`, `failed`).
+/// (`created`, `updated`, `deleted`, `unchanged`, `deferred_to_sync`,
+/// `failed`).
 pub const NOTIFICATIONS_APPLIED: &str = "labelport_notifications_applied_total";
 
 /// The job's payload (JSON).
@@ -69,6 +78,11 @@ pub async fn run_object_notification(ctx: JobContext, env: StorageEnv) -> JobOut
         Ok(row) => row,
         Err(outcome) => return outcome,
     };
+    match defer_to_sync(&ctx.db, &job).await {
+        Ok(true) => return JobOutcome::Done,
+        Ok(false) => {}
+        Err(e) => return retry(e, ctx.job.attempts),
+    }
     let project_id = row.project_id.unwrap_or_default();
     let project = match ctx.db.get_project(project_id).await {
         Ok(p) => p,
@@ -94,16 +108,29 @@ pub async fn run_object_notification(ctx: JobContext, env: StorageEnv) -> JobOut
     outcome(&ctx, &job, engine.reconcile_object(&job.key).await)
 }
 
-/// Runs a notification job against any store (tests, benchmarks).
-pub async fn run_with_store<S: ObjectStore>(
-    ctx: &JobContext,
-    store: &S,
-    settings: &crate::import::ImportSettings,
-    job: &NotificationJob,
-) -> JobOutcome {
-    let (tx, _rx) = watch::channel(SyncReport::default());
-    let engine = ImportEngine::new(&ctx.db, store, settings, tx, Arc::clone(&ctx.stop));
-    outcome(ctx, job, engine.reconcile_object(&job.key).await)
+/// Whether a full sync of the job's storage is queued or running and so
+/// takes the event over (a running one is asked to run once more).
+async fn defer_to_sync(db: &Db, job: &NotificationJob) -> DbResult<bool> {
+    let dedup = Direction::Import.dedup_key(job.storage_id);
+    let Some(sync) = db.active_job(&dedup).await? else {
+        return Ok(false);
+    };
+    if sync.status == "running" {
+        db.enqueue_coalesced_job(
+            Direction::Import.job_kind(),
+            &dedup,
+            &Direction::payload(job.storage_id),
+        )
+        .await?;
+    }
+    metrics::counter!(NOTIFICATIONS_APPLIED, "outcome" => "deferred_to_sync").increment(1);
+    tracing::info!(
+        storage.id = job.storage_id,
+        key = %job.key,
+        "bucket notification left to the storage's {} sync",
+        sync.status
+    );
+    Ok(true)
 }
 
 fn outcome(ctx: &JobContext, job: &NotificationJob, result: Result<SyncReport, SyncError>) -> JobOutcome {
@@ -144,6 +171,7 @@ fn outcome(ctx: &JobContext, job: &NotificationJob, result: Result<SyncReport, S
         Err(SyncError::Storage(e)) if e.is_transient() => retry(e, ctx.job.attempts),
         Err(SyncError::Storage(e)) => {
             metrics::counter!(NOTIFICATIONS_APPLIED, "outcome" => "failed").increment(1);
+            tracing::warn!(storage.id = job.storage_id, key = %job.key, "bucket notification failed: {e}");
             JobOutcome::Failed(e.to_string())
         }
         Err(SyncError::Db(e)) => retry(e, ctx.job.attempts),

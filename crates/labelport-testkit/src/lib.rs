@@ -239,7 +239,8 @@ impl TestApp {
     }
 
     /// As [`TestApp::spawn_with_gcs`], checking Pub/Sub push tokens against
-    /// the JWK set at `jwks_url` (`LABELPORT_PUBSUB_JWKS_URL`).
+    /// the JWK set at `jwks_url` (`LABELPORT_PUBSUB_JWKS_URL`), with the
+    /// server's own address as `LABELPORT_PUBLIC_URL`.
     pub async fn spawn_with_pubsub_keys(backend: Backend, gcs: &FakeGcs, workers: usize, jwks_url: &str) -> TestApp {
         Self::try_spawn_with(
             backend,
@@ -279,6 +280,8 @@ impl TestApp {
         state.storage_env = storage_env;
         if let Some(url) = jwks_url {
             state.push_verifier = std::sync::Arc::new(labelport_api::notifications::PushVerifier::new(url));
+            // Push tokens name the endpoint's public URL as audience.
+            state.public_url = base_url.clone();
         }
         let env = state.storage_env.clone();
         let config = labelport_jobs::WorkerConfig {

@@ -103,6 +103,27 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
         assert!(e["detail"].as_str().unwrap().contains("Bearer"), "{e}");
         let (s, e) = push(&app, sid, Some(format!("Token {}", app.token)), &finalize_a1).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "a user's API token is no push token: {e}");
+        // A token for another server, sent with that server's Host: the
+        // audience is the public URL's, never the request's.
+        let elsewhere = format!("http://staging.example.com/api/storages/gcs/{sid}/notifications");
+        let r = app
+            .http
+            .post(format!("{}/api/storages/gcs/{sid}/notifications", app.base_url))
+            .header("Host", "staging.example.com")
+            .header("X-Forwarded-Proto", "http")
+            .header(
+                "Authorization",
+                format!(
+                    "Bearer {}",
+                    keys.sign(&FakePubSubKeys::claims(&elsewhere, PUSH_ACCOUNT))
+                ),
+            )
+            .json(&finalize_a1)
+            .send()
+            .await
+            .unwrap();
+        let (s, e) = labelport_testkit::read(r).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "a forged Host: {e}");
         let mut claims = good.clone();
         claims["aud"] = json!("https://elsewhere.example.com/push");
         let (s, e) = push(&app, sid, bearer(&claims), &finalize_a1).await;
@@ -196,19 +217,38 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
             ("OBJECT_FINALIZE", bucket.as_str(), "other/b.jpg", "outside"),
             ("OBJECT_FINALIZE", bucket.as_str(), "media/deep/c.jpg", "outside"),
             ("OBJECT_FINALIZE", "another-bucket", "media/a.jpg", "another-bucket"),
-            ("OBJECT_ARCHIVE", bucket.as_str(), "media/a.jpg", "OBJECT_ARCHIVE"),
+            (
+                "OBJECT_SOME_FUTURE_EVENT",
+                bucket.as_str(),
+                "media/a.jpg",
+                "OBJECT_SOME_FUTURE_EVENT",
+            ),
         ] {
             let (s, r) = push(&app, sid, bearer(&good), &storage_push_body(event, bucket_id, key, 1)).await;
             assert_eq!(s, StatusCode::OK, "{event} {key}: {r}");
             assert_eq!(r["queued"], false, "{r}");
             assert!(r["reason"].as_str().unwrap().contains(why), "{r}");
         }
-        // Not a push message at all: 400, after the token was checked.
+        // From the subscription but not a Cloud Storage notification:
+        // acknowledged (Pub/Sub would redeliver it for days) and ignored.
         let (s, r) = push(&app, sid, bearer(&good), &json!({"hello": "world"})).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
+        assert_eq!((s, &r["queued"]), (StatusCode::OK, &json!(false)), "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().contains("not a Pub/Sub push message"),
+            "{r}"
+        );
         let (s, r) = push(&app, sid, bearer(&good), &json!({"message": {"attributes": {}}})).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{r}");
-        assert!(r.to_string().contains("eventType"), "{r}");
+        assert_eq!((s, &r["queued"]), (StatusCode::OK, &json!(false)), "{r}");
+        assert!(r["reason"].as_str().unwrap().contains("eventType"), "{r}");
+        let long = format!("media/{}.jpg", "x".repeat(1100));
+        let (s, r) = push(
+            &app,
+            sid,
+            bearer(&good),
+            &storage_push_body("OBJECT_FINALIZE", &bucket, &long, 1),
+        )
+        .await;
+        assert_eq!((s, &r["queued"]), (StatusCode::OK, &json!(false)), "{r}");
         settle(&app).await;
         assert_eq!(task_count(&app, pid).await, 1);
 
@@ -237,11 +277,12 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
         // --- A real delete follows the deletion policy; a late FINALIZE of
         // the deleted generation does not bring it back. ---
         gcs.delete(&bucket, "media/a.jpg").await.unwrap();
+        // (A bucket with versioning sends OBJECT_ARCHIVE for it.)
         let (s, r) = push(
             &app,
             sid,
             bearer(&good),
-            &storage_push_body("OBJECT_DELETE", &bucket, "media/a.jpg", generation(&a2)),
+            &storage_push_body("OBJECT_ARCHIVE", &bucket, "media/a.jpg", generation(&a2)),
         )
         .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{r}");
@@ -289,7 +330,17 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
             e["detail"].as_str().unwrap().contains("pubsub_push_service_account"),
             "{e}"
         );
+        // An unknown storage is told only to a valid token for its URL.
         let (s, e) = push(&app, 999_999, bearer(&good), &finalize_a1).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
+        let unknown = format!("{}/api/storages/gcs/999999/notifications", app.base_url);
+        let (s, e) = push(
+            &app,
+            999_999,
+            bearer(&FakePubSubKeys::claims(&unknown, PUSH_ACCOUNT)),
+            &finalize_a1,
+        )
+        .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 
         // --- Task files: a new generation is read again. ---
@@ -310,6 +361,7 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
             .post(
                 "/api/storages/gcs",
                 json!({"project": pid2, "bucket": bucket, "prefix": "tasks", "use_blob_urls": false,
+                       "regex_filter": r".*\.jsonl$", "deletion_policy": "flag",
                        "pubsub_push_service_account": PUSH_ACCOUNT}),
             )
             .await;
@@ -356,6 +408,135 @@ async fn bucket_notifications_are_authenticated_and_applied_by_the_rules_of_a_sy
             .map(|t| t["data"]["text"].as_str().unwrap())
             .collect();
         assert_eq!(texts, ["one, edited", "two", "three"], "the changed row was updated");
+        // Outside the filter: ignored.
+        let (s, r) = push(
+            &app,
+            fid,
+            bearer(&files_claims),
+            &storage_push_body("OBJECT_FINALIZE", &bucket, "tasks/readme.txt", 1),
+        )
+        .await;
+        assert_eq!((s, &r["queued"]), (StatusCode::OK, &json!(false)), "{r}");
+        // The file shrinks: its last row goes by the policy (flag).
+        let v3 = gcs
+            .upload(
+                &bucket,
+                "tasks/batch.jsonl",
+                b"{\"text\": \"one, edited\"}\n{\"text\": \"two\"}\n".to_vec(),
+                "application/jsonl",
+            )
+            .await
+            .unwrap();
+        let (s, r) = push(
+            &app,
+            fid,
+            bearer(&files_claims),
+            &storage_push_body("OBJECT_FINALIZE", &bucket, "tasks/batch.jsonl", generation(&v3)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        settle(&app).await;
+        let links = app.db().links_of_object(fid, "tasks/batch.jsonl").await.unwrap();
+        let exists: Vec<bool> = links.iter().map(|l| l.object_exists).collect();
+        assert_eq!(exists, [true, true, false], "the gone row is flagged, the others not");
+        // The file is deleted: every row flagged, no task deleted.
+        gcs.delete(&bucket, "tasks/batch.jsonl").await.unwrap();
+        let (s, r) = push(
+            &app,
+            fid,
+            bearer(&files_claims),
+            &storage_push_body("OBJECT_DELETE", &bucket, "tasks/batch.jsonl", generation(&v3)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        settle(&app).await;
+        let links = app.db().links_of_object(fid, "tasks/batch.jsonl").await.unwrap();
+        assert!(links.iter().all(|l| !l.object_exists), "{links:?}");
+        assert_eq!(task_count(&app, pid2).await, 3, "flag keeps the tasks");
         app.stop().await;
     }
+}
+
+/// A full sync of the storage that is running takes an event over: the
+/// notification asks it to run once more instead of racing its listing.
+#[tokio::test]
+async fn a_running_sync_takes_notifications_over() {
+    let gcs = FakeGcs::start().await.expect("fake-gcs-server");
+    let keys = FakePubSubKeys::start(&test_service_account_key()).await.unwrap();
+    for backend in backends() {
+        let bucket = format!("deferred-{}", backend.name());
+        gcs.create_bucket(&bucket).await.unwrap();
+        gcs.upload(&bucket, "in/0.jpg", b"0".to_vec(), "image/jpeg")
+            .await
+            .unwrap();
+        // No workers: jobs run when the test says.
+        let app = TestApp::spawn_with_pubsub_keys(backend, &gcs, 0, &keys.jwks_url).await;
+        let (_, p) = app
+            .post("/api/projects", json!({"title": "deferred", "label_config": CONFIG}))
+            .await;
+        let pid = p["id"].as_i64().unwrap();
+        let (s, st) = app
+            .post(
+                "/api/storages/gcs",
+                json!({"project": pid, "bucket": bucket, "prefix": "in", "use_blob_urls": true,
+                       "pubsub_push_service_account": PUSH_ACCOUNT}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let sid = st["id"].as_i64().unwrap();
+        let (s, r) = app.post(&format!("/api/storages/gcs/{sid}/sync"), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        // Another process holds the sync (its listing under way).
+        let sync = app
+            .db()
+            .claim_job("another-process", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("the sync is claimed");
+        assert_eq!(sync.kind, "import_sync");
+        let object = gcs
+            .upload(&bucket, "in/1.jpg", b"1".to_vec(), "image/jpeg")
+            .await
+            .unwrap();
+        let audience = format!("{}/api/storages/gcs/{sid}/notifications", app.base_url);
+        let (s, r) = push(
+            &app,
+            sid,
+            Some(format!(
+                "Bearer {}",
+                keys.sign(&FakePubSubKeys::claims(&audience, PUSH_ACCOUNT))
+            )),
+            &storage_push_body("OBJECT_FINALIZE", &bucket, "in/1.jpg", generation(&object)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        app.run_jobs().await;
+        assert_eq!(task_count(&app, pid).await, 0, "left to the running sync");
+        // The sync ends; it was asked to run once more, and that run
+        // brings both objects in.
+        assert!(app.db().finish_job(sync.id, "another-process", None).await.unwrap());
+        assert_eq!(app.db().get_job(sync.id).await.unwrap().status, "queued");
+        app.run_jobs().await;
+        assert_eq!(task_count(&app, pid).await, 2);
+        app.stop().await;
+    }
+}
+
+/// Without `LABELPORT_PUBLIC_URL` the audience cannot be known (the
+/// request's own Host is the caller's to write): every push is refused,
+/// naming the setting.
+#[tokio::test]
+async fn without_a_public_url_pushes_are_refused() {
+    let gcs = FakeGcs::start().await.expect("fake-gcs-server");
+    let app = TestApp::spawn_with_gcs(labelport_testkit::Backend::Sqlite, &gcs, 0).await;
+    let (s, e) = push(
+        &app,
+        1,
+        Some("Bearer a.b.c".into()),
+        &storage_push_body("OBJECT_FINALIZE", "b", "k", 1),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("LABELPORT_PUBLIC_URL"), "{e}");
+    app.stop().await;
 }

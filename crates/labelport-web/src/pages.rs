@@ -647,6 +647,9 @@ pub async fn label(
         "user": editor_user(&user),
         "users": authors,
         "stream": q.task.is_none(),
+        // Where a manager checks the storages when media fail to load.
+        "storage_check": (user.role() >= Role::Manager)
+            .then(|| format!("/projects/{}/settings/storage?check=media", project.id)),
     });
     page(
         "label.html",

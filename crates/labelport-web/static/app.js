@@ -260,6 +260,32 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
     }
   }
 
+  /**
+   * Test connection of a stored source storage again (its saved settings,
+   * by `id`), with the CORS reading that presign adds: what the labeling
+   * page's "media did not load" link asks for.
+   */
+  async function checkMedia(card) {
+    const banner = document.getElementById("media-check");
+    lp.show(banner, "Media did not load on the labeling page: the storages that serve them by signed URL are checked below.");
+    const shown = card.querySelector(".cors-result");
+    lp.show(shown, "Checking…");
+    const validate = card.dataset.api.replace(/\/\d+$/, "/validate");
+    const result = await lp.api("POST", validate, { id: Number(card.dataset.storage) });
+    const cors = result.ok && result.body && result.body.cors;
+    shown.classList.toggle("error", !result.ok || (cors && !cors.allowed));
+    lp.show(
+      shown,
+      !result.ok
+        ? lp.message(result)
+        : cors && !cors.allowed
+          ? cors.advice
+          : "The connection works and the bucket's CORS policy lets this page's origin load its objects. " +
+            "If media still fail, a browser outside the bucket's IP filter, or an expired signed URL (reload the task), may be why.",
+    );
+    card.dataset.mediaChecked = result.ok && (!cors || cors.allowed) ? "ok" : "problem";
+  }
+
   cards.forEach((card) => {
     card.querySelectorAll(".interval").forEach(every);
     card.querySelectorAll(".last-sync[data-time]").forEach((el) => {
@@ -279,6 +305,7 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
       poll(card);
     });
     const fixCors = card.querySelector(".fix-cors");
+    if (fixCors && new URLSearchParams(location.search).get("check") === "media") checkMedia(card);
     if (fixCors) {
       fixCors.addEventListener("click", async () => {
         fixCors.disabled = true;

@@ -59,6 +59,33 @@
     store.selectAnnotation(annotation.id);
   }
 
+  // Media that do not load (a bucket's CORS policy or IP filter refusing
+  // this browser, a signed URL that expired, the proxy refused) show as a
+  // broken image in the editor and nothing more: say so, and send managers
+  // to the storage check (issue 17, item 2). `error` does not bubble, so it
+  // is caught on the way down.
+  const mediaError = document.getElementById("media-error");
+  document.addEventListener(
+    "error",
+    (event) => {
+      const el = event.target;
+      if (!mediaError.hidden || !(el instanceof HTMLElement) || !el.closest("#label-studio")) return;
+      if (!["IMG", "AUDIO", "VIDEO", "SOURCE"].includes(el.tagName)) return;
+      mediaError.textContent = "A media file of this task did not load. ";
+      if (boot.storage_check) {
+        const link = document.createElement("a");
+        link.href = boot.storage_check;
+        link.id = "media-check-link";
+        link.textContent = "Check this project's storages (connection, CORS policy, IP filter)";
+        mediaError.append(link);
+      } else {
+        mediaError.append("Tell a project manager: its Cloud Storage settings can check why.");
+      }
+      mediaError.hidden = false;
+    },
+    true,
+  );
+
   // eslint-disable-next-line no-undef
   new LabelStudio("label-studio", {
     config: boot.config,
