@@ -114,7 +114,7 @@ pub struct PushClaims {
 pub enum PushAuthError {
     #[error("no push token: a Pub/Sub push subscription with authentication (--push-auth-service-account) sends `Authorization: Bearer <OIDC token>`")]
     Missing,
-    #[error("the push token is not a Google-signed ID token: {0}")]
+    #[error("the push token was refused: {0}")]
     Invalid(String),
     #[error("Google's signing keys could not be fetched from {url}: {cause}")]
     Keys { url: String, cause: String },
@@ -170,8 +170,12 @@ impl PushVerifier {
                      --push-auth-token-audience={audience}, or set LABELPORT_PUBLIC_URL to the address Pub/Sub calls"
                 ),
                 ErrorKind::ExpiredSignature => "it has expired".into(),
-                ErrorKind::InvalidIssuer => "its issuer is not https://accounts.google.com".into(),
-                ErrorKind::InvalidSignature => "its signature does not match Google's key".into(),
+                ErrorKind::InvalidIssuer => {
+                    "its issuer is not Google's (https://accounts.google.com or accounts.google.com)".into()
+                }
+                ErrorKind::InvalidSignature => {
+                    format!("its signature does not match Google's key {kid:?}: it is not a token Google signed")
+                }
                 _ => e.to_string(),
             })
         })?;
@@ -407,19 +411,20 @@ pub async fn storage_notification(
         tracing::warn!(storage.id = id, email = %claims.email, "push request of another account refused");
         // The configured account is not named: any Google user can mint a
         // token for this audience.
-        return Err(ApiError::Forbidden(format!(
-            "The push token is {}'s{}, which is not this storage's pubsub_push_service_account.",
-            if claims.email.is_empty() {
-                "no account"
-            } else {
-                claims.email.as_str()
-            },
-            if claims.email_verified {
-                ""
-            } else {
-                " (e-mail not verified)"
-            },
-        )));
+        return Err(ApiError::Forbidden(if claims.email_verified {
+            format!(
+                "The push token is {}'s, which is not this storage's pubsub_push_service_account.",
+                if claims.email.is_empty() {
+                    "no account"
+                } else {
+                    claims.email.as_str()
+                },
+            )
+        } else {
+            "The push token's e-mail is not verified (email_verified is not true): Google sets it for service \
+             accounts, so this is not a push subscription's token."
+                .to_owned()
+        }));
     }
     // Whatever Google's subscription delivers from here on is acknowledged:
     // a message it cannot use would otherwise be redelivered for days.

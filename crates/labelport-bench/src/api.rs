@@ -77,38 +77,65 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let last_page = args.tasks.div_ceil(args.page_size).max(1);
-    let pages = [1, 1000.min(last_page)];
-    for page in pages {
-        let mut times = Vec::with_capacity(args.repeats);
-        for _ in 0..args.repeats + 3 {
-            let started = Instant::now();
-            let answer: Value = http
-                .get(format!(
-                    "{base}/api/tasks?project={project_id}&page={page}&page_size={}",
-                    args.page_size
-                ))
+    let mut pages = vec![1, 1000.min(last_page), last_page.div_ceil(2), last_page];
+    pages.dedup();
+    pages.sort();
+    pages.dedup();
+    // Pages by seek (no task ever deleted), then after one deletion (the
+    // OFFSET path).
+    for path in ["seek: no task deleted", "offset: one task deleted"] {
+        if path.starts_with("offset") {
+            let first: Value = http
+                .get(format!("{base}/api/tasks?project={project_id}&page=1&page_size=1"))
                 .header("Authorization", &auth)
                 .send()
                 .await?
                 .error_for_status()?
                 .json()
                 .await?;
-            times.push(started.elapsed());
-            anyhow::ensure!(
-                answer["tasks"].as_array().is_some_and(|t| !t.is_empty()),
-                "empty page {page}"
+            let id = first["tasks"][0]["id"].as_i64().context("a task id")?;
+            http.delete(format!("{base}/api/tasks/{id}"))
+                .header("Authorization", &auth)
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        let mut first_p50 = None;
+        for &page in &pages {
+            let mut times = Vec::with_capacity(args.repeats);
+            for _ in 0..args.repeats + 3 {
+                let started = Instant::now();
+                let answer: Value = http
+                    .get(format!(
+                        "{base}/api/tasks?project={project_id}&page={page}&page_size={}",
+                        args.page_size
+                    ))
+                    .header("Authorization", &auth)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                times.push(started.elapsed());
+                anyhow::ensure!(
+                    answer["tasks"].as_array().is_some_and(|t| !t.is_empty()),
+                    "empty page {page}"
+                );
+            }
+            let mut times = times.split_off(3); // first requests warm caches
+            times.sort();
+            let p50 = pct(&times, 0.5);
+            let first = *first_p50.get_or_insert(p50);
+            println!(
+                "task list page {page} (page_size {}, {path}): p50 {p50:.2} ms ({:.2} × page 1), p90 {:.2} ms, \
+                 max {:.2} ms over {} requests",
+                args.page_size,
+                p50 / first,
+                pct(&times, 0.9),
+                pct(&times, 1.0),
+                times.len()
             );
         }
-        let mut times = times.split_off(3); // first requests warm caches
-        times.sort();
-        println!(
-            "task list page {page} (page_size {}): p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms over {} requests",
-            args.page_size,
-            pct(&times, 0.5),
-            pct(&times, 0.9),
-            pct(&times, 1.0),
-            times.len()
-        );
     }
     server.stop().await?;
     db.close().await;

@@ -339,7 +339,9 @@ async fn wait_completed(c: &Client, id: i64, last_sync: &Value) -> anyhow::Resul
             Some("failed" | "completed_with_errors") if newer => anyhow::bail!("sync ended: {s}"),
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Seldom: the polls go through this process's server and would
+        // count in its CPU time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

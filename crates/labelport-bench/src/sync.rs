@@ -244,6 +244,26 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
                 report.tasks_existed, report.tasks_created
             );
             println!("peak RSS after re-sync: {:.0} MB", peak_rss_mb());
+            // The task list at this size: pages of 100 read from the
+            // database (no HTTP), first, middle and last.
+            let last = (count as i64 - 1) / 100;
+            for page in [0, last / 2, last] {
+                let mut times = Vec::new();
+                for _ in 0..33 {
+                    let started = Instant::now();
+                    let rows = db.task_page(settings.project_id, page * 100, 100).await?;
+                    times.push(started.elapsed());
+                    anyhow::ensure!(!rows.is_empty(), "page {} is empty", page + 1);
+                }
+                let mut times = times.split_off(3);
+                times.sort();
+                println!(
+                    "task page {} of 100 (database only): p50 {:.2} ms, max {:.2} ms",
+                    page + 1,
+                    crate::stats::pct(&times, 0.5),
+                    crate::stats::pct(&times, 1.0)
+                );
+            }
         }
         Scenario::Jsonl => {
             let count = args.count.unwrap_or(1_000_000);

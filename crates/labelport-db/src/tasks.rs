@@ -223,9 +223,31 @@ impl Db {
         not_found_if_none(on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(id).fetch_optional(p).await)?)
     }
 
-    /// One page of a project's tasks in id order. The ids are found on the
-    /// covering index first so a deep OFFSET never touches table rows.
+    /// One page of a project's tasks in id order: `limit` tasks from
+    /// position `offset` (0-based).
+    ///
+    /// Inner ids are handed out 1, 2, 3… in id order inside a project (one
+    /// reservation on the project row per import, under its lock), so while
+    /// the project has every inner id from 1 to its task count (no task was
+    /// ever deleted, `max_inner_id = task_number`), position `k` is inner id
+    /// `k + 1` and the page is one range scan on `(project_id, inner_id)` at
+    /// any depth (issue 18, item 3). Otherwise the page's ids are found on
+    /// the `(project_id, id)` index with an OFFSET (never touching table
+    /// rows), then read.
     pub async fn task_page(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<TaskRow>> {
+        let dense: Option<bool> = on_read!(self, p => sqlx::query_scalar::<_, bool>(
+            "SELECT max_inner_id = task_number FROM projects WHERE id = $1")
+            .bind(project_id).fetch_optional(p).await)?;
+        if dense == Some(true) {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND inner_id > $2 AND inner_id <= $3
+                 ORDER BY id"
+            );
+            return Ok(
+                on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(offset)
+                .bind(offset.saturating_add(limit)).fetch_all(p).await)?,
+            );
+        }
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (
                 SELECT id FROM tasks WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3)

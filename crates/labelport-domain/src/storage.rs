@@ -461,7 +461,7 @@ pub struct StorageInput {
     /// Import (a Labelport addition): sync every this many minutes,
     /// 1–525600; `0` or `null` turns it off (the default); absent leaves it
     /// as it is.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "whole_minutes")]
     #[schema(value_type = Option<i64>)]
     pub sync_interval: Option<Option<i64>>,
     /// Import (a Labelport addition): the service account a Pub/Sub push
@@ -482,12 +482,19 @@ pub struct StorageInput {
     pub limit: Option<i64>,
 }
 
-/// A field that may be sent as `null`: absent is None (left as it is),
-/// `null` is `Some(None)`.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
+/// `sync_interval`, which may be sent as `null`: absent is None (left as
+/// it is; serde's `default`), `null` is `Some(None)`, a whole number of
+/// minutes `Some(Some(n))`. Any other value (1.5, "often") is refused
+/// naming the field, where a plain `i64` would give serde's bare "invalid
+/// type".
+fn whole_minutes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<i64>>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::Number(n)) if n.as_i64().is_some() => Ok(Some(n.as_i64())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "sync_interval must be a whole number of minutes (0 or null: off), not {other}"
+        ))),
+    }
 }
 
 /// A string, or a JSON object given as is (a key file pasted unquoted), as
