@@ -80,9 +80,12 @@ pub const APPLIED_EVENTS: [&str; 4] = [
 pub struct PushVerifier {
     jwks_url: String,
     http: reqwest::Client,
+    /// The keys and the last fetch; held only for a look or an update,
+    /// never across a fetch, so pushes whose key is cached never wait.
+    cache: std::sync::Mutex<KeyCache>,
     /// One fetch at a time: a burst of pushes with a cold cache waits for
     /// the first one's fetch instead of each fetching.
-    cache: Mutex<KeyCache>,
+    fetching: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -129,7 +132,8 @@ impl PushVerifier {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("an HTTP client"),
-            cache: Mutex::new(KeyCache::default()),
+            cache: std::sync::Mutex::new(KeyCache::default()),
+            fetching: Mutex::new(()),
         }
     }
 
@@ -188,30 +192,43 @@ impl PushVerifier {
     /// stream of made-up `kid`s nor a key server that is down turns pushes
     /// into requests to it.
     async fn keys_with(&self, kid: &str) -> Result<Arc<JwkSet>, PushAuthError> {
-        let mut cache = self.cache.lock().await;
-        let usable = cache
-            .keys
-            .as_ref()
-            .filter(|k| k.fetched.elapsed() < k.ttl)
-            .map(|k| Arc::clone(&k.set));
-        if usable.as_ref().is_some_and(|set| set.find(kid).is_some()) {
-            return Ok(usable.expect("checked"));
+        if let Some(set) = self.cached_with(kid) {
+            return Ok(set);
         }
-        let recently = cache
-            .last_attempt
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < REFETCH_AT_MOST_EVERY);
-        if let Some((_, failure)) = recently {
-            return match (usable, failure) {
-                (Some(set), _) => Ok(set),
-                (None, Some(cause)) => Err(PushAuthError::Keys {
-                    url: self.jwks_url.clone(),
-                    cause: format!("{cause} (tried again within {REFETCH_AT_MOST_EVERY:?})"),
-                }),
-                (None, None) => Err(PushAuthError::Invalid("no key set is held".into())),
-            };
+        let _one_fetch = self.fetching.lock().await;
+        // Another push may have fetched while this one waited.
+        if let Some(set) = self.cached_with(kid) {
+            return Ok(set);
         }
-        match self.fetch().await {
+        let usable = {
+            let mut cache = self.cache.lock().expect("key cache");
+            let usable = cache
+                .keys
+                .as_ref()
+                .filter(|k| k.fetched.elapsed() < k.ttl)
+                .map(|k| Arc::clone(&k.set));
+            let recently = cache
+                .last_attempt
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < REFETCH_AT_MOST_EVERY);
+            if let Some((_, failure)) = recently {
+                return match (usable, failure) {
+                    (Some(set), _) => Ok(set),
+                    (None, Some(cause)) => Err(PushAuthError::Keys {
+                        url: self.jwks_url.clone(),
+                        cause: format!("{cause} (tried again within {REFETCH_AT_MOST_EVERY:?})"),
+                    }),
+                    (None, None) => Err(PushAuthError::Invalid("no key set is held".into())),
+                };
+            }
+            // Recorded before the fetch, so a push dropped half-way still
+            // counts as an attempt.
+            cache.last_attempt = Some((Instant::now(), Some("the fetch did not finish".into())));
+            usable
+        };
+        let fetched = self.fetch().await;
+        let mut cache = self.cache.lock().expect("key cache");
+        match fetched {
             Ok((set, ttl)) => {
                 let set = Arc::new(set);
                 cache.keys = Some(CachedKeys {
@@ -239,6 +256,16 @@ impl PushVerifier {
                 }
             }
         }
+    }
+
+    /// The cached set, when it is within its time and holds `kid`.
+    fn cached_with(&self, kid: &str) -> Option<Arc<JwkSet>> {
+        let cache = self.cache.lock().expect("key cache");
+        cache
+            .keys
+            .as_ref()
+            .filter(|k| k.fetched.elapsed() < k.ttl && k.set.find(kid).is_some())
+            .map(|k| Arc::clone(&k.set))
     }
 
     async fn fetch(&self) -> Result<(JwkSet, Duration), PushAuthError> {

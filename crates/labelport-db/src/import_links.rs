@@ -160,7 +160,9 @@ impl Db {
         on_write!(self, p => {
             let mut tx = p.begin().await?;
             for (task_id, data) in updates {
-                sqlx::query("UPDATE tasks SET data = $1, updated_at = $2 WHERE id = $3")
+                // A row whose data did not change is not written (a file
+                // read again after a cut keeps its tasks' updated_at).
+                sqlx::query("UPDATE tasks SET data = $1, updated_at = $2 WHERE id = $3 AND data <> $1")
                     .bind(data).bind(&at).bind(*task_id).execute(&mut *tx).await?;
             }
             if let Some((generation, etag)) = generation {

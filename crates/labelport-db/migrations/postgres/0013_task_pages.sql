@@ -1,5 +1,11 @@
+-- no-transaction
 -- Task-list pages by seek (issue 18, item 3): a project's tasks by inner_id,
 -- which increases with id inside a project. While a project has no gap in
 -- its inner ids (no task ever deleted), page P is the inner-id range
 -- ((P-1)*size, P*size]: one range scan at any depth instead of an OFFSET.
-CREATE INDEX tasks_project_inner_id ON tasks (project_id, inner_id);
+-- Built CONCURRENTLY (outside a transaction, hence the first line) so an
+-- upgrade does not block writes to a large tasks table while it builds. (A
+-- build cut short leaves an INVALID index that IF NOT EXISTS would keep:
+-- drop it with DROP INDEX CONCURRENTLY tasks_project_inner_id and start
+-- again.)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_project_inner_id ON tasks (project_id, inner_id);
