@@ -12,8 +12,9 @@ pub struct LinkState {
     pub etag: String,
     pub task_id: i64,
     pub object_exists: bool,
-    /// When the link was made (UTC, [`now`]'s format).
-    pub created_at: String,
+    /// [`Db::links_in_range`]: the link was made at or after its `since`
+    /// (by someone else than the sync asking). False elsewhere.
+    pub made_since: bool,
 }
 
 /// In a transaction, before an import storage is deleted or its bucket
@@ -89,18 +90,22 @@ impl Db {
     }
 
     /// Links of a storage with `after < object_key <= upto` (None: open end),
-    /// in key order: what a listing page is compared with.
+    /// in key order: what a listing page is compared with. `made_since` is
+    /// set on links made at or after `since` ([`now`]'s format). The etag
+    /// is left empty: a comparison with a listing needs the generation only.
     pub async fn links_in_range(
         &self,
         storage_id: i64,
         after: Option<&str>,
         upto: Option<&str>,
+        since: &str,
     ) -> DbResult<Vec<LinkState>> {
         let mut sql = String::from(
-            "SELECT object_key, row_index, generation, etag, task_id, object_exists, created_at FROM import_storage_links
-             WHERE storage_id = $1",
+            "SELECT object_key, row_index, generation, '' AS etag, task_id, object_exists,
+                    (created_at >= $1) AS made_since
+             FROM import_storage_links WHERE storage_id = $2",
         );
-        let mut n = 1;
+        let mut n = 2;
         if after.is_some() {
             n += 1;
             sql.push_str(&format!(" AND object_key > ${n}"));
@@ -111,7 +116,7 @@ impl Db {
         }
         sql.push_str(" ORDER BY object_key, row_index");
         on_read!(self, p => {
-            let mut q = sqlx::query_as::<_, LinkState>(&sql).bind(storage_id);
+            let mut q = sqlx::query_as::<_, LinkState>(&sql).bind(since).bind(storage_id);
             if let Some(a) = after {
                 q = q.bind(a);
             }
@@ -124,8 +129,8 @@ impl Db {
 
     /// Links of one object, by row index.
     pub async fn links_of_object(&self, storage_id: i64, key: &str) -> DbResult<Vec<LinkState>> {
-        let sql = "SELECT object_key, row_index, generation, etag, task_id, object_exists, created_at FROM import_storage_links
-                   WHERE storage_id = $1 AND object_key = $2 ORDER BY row_index";
+        let sql = "SELECT object_key, row_index, generation, etag, task_id, object_exists, FALSE AS made_since
+                   FROM import_storage_links WHERE storage_id = $1 AND object_key = $2 ORDER BY row_index";
         Ok(on_read!(self, p => sqlx::query_as::<_, LinkState>(sql).bind(storage_id).bind(key).fetch_all(p).await)?)
     }
 

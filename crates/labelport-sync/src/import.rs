@@ -235,7 +235,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             };
             let links = self
                 .db
-                .links_in_range(self.settings.storage_id, after.as_deref(), upto.as_deref())
+                .links_in_range(self.settings.storage_id, after.as_deref(), upto.as_deref(), &started_at)
                 .await?;
             let mut by_key: BTreeMap<String, Vec<LinkState>> = BTreeMap::new();
             for l in links {
@@ -254,7 +254,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             // if the storage still covers them.
             self.flush().await?;
             for (key, links) in by_key {
-                if self.in_scope(&key) && links.iter().all(|l| l.created_at < started_at) {
+                if self.in_scope(&key) && links.iter().all(|l| !l.made_since) {
                     self.missing(&key, &links, None).await?;
                 }
             }
@@ -498,7 +498,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
                     etag: object.etag.clone(),
                     task_id: *task,
                     object_exists: true,
-                    created_at: String::new(),
+                    made_since: false,
                 })
                 .collect();
             if !gone.is_empty() {
