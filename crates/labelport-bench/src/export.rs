@@ -19,7 +19,7 @@ use labelport_storage::ObjectStore;
 use labelport_testkit::FakeGcs;
 use serde_json::{json, Value};
 
-use crate::setup;
+use crate::setup::{self, Client};
 use crate::stats::pct;
 
 #[derive(clap::Args)]
@@ -45,28 +45,7 @@ fn result() -> Value {
     json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}])
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
-}
-
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", &self.auth);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await?;
-        let status = r.status();
-        let text = r.text().await?;
-        anyhow::ensure!(status.is_success(), "{path}: {status} {text}");
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
     /// A project with `n` tasks, each with one annotation when `annotated`.
     async fn project(&self, n: usize, annotated: bool) -> anyhow::Result<(i64, Vec<i64>)> {
         let p = self

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use labelport_api::AppState;
 use labelport_storage::gcs::{GcsConfig, GcsStore};
-use labelport_storage::ObjectStore;
 use labelport_testkit::{storage_push_body, test_service_account_key, FakeGcs, FakePubSubKeys};
 use serde_json::{json, Value};
 
-use crate::setup;
+use crate::setup::{self, Client};
 use crate::stats::pct;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -49,28 +48,7 @@ pub struct BenchLiveArgs {
 
 const PUSH_ACCOUNT: &str = "labelport-push@bench-project.iam.gserviceaccount.com";
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
-}
-
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", &self.auth);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
-    }
-
     async fn task_count(&self, project: i64) -> anyhow::Result<i64> {
         let p = self
             .call(reqwest::Method::GET, &format!("/api/projects/{project}"), None)
@@ -261,18 +239,7 @@ pub async fn run(args: BenchLiveArgs) -> anyhow::Result<()> {
             .await?;
             println!("seeded {count} objects in {:.1} s", started.elapsed().as_secs_f64());
             let store = GcsStore::connect(GcsConfig::emulator("live", gcs.endpoint.clone())).await?;
-            let started = Instant::now();
-            let (mut listed, mut pages, mut page_token) = (0usize, 0usize, None);
-            loop {
-                let page = store.list_page("in/", false, page_token, 1000).await?;
-                listed += page.objects.len();
-                pages += 1;
-                match page.next_page_token {
-                    Some(t) => page_token = Some(t),
-                    None => break,
-                }
-            }
-            let list_secs = started.elapsed().as_secs_f64();
+            let (listed, pages, list_secs) = crate::sync::list_all(&store, "in/", false).await?;
             println!("list only: {listed} objects in {pages} requests, {list_secs:.2} s");
             let st = c
                 .call(reqwest::Method::POST, "/api/storages/gcs", Some(storage(json!({}))))

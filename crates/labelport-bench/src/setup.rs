@@ -8,6 +8,7 @@ use labelport_api::AppState;
 use labelport_db::secrets::SecretKeys;
 use labelport_db::Db;
 use labelport_domain::access::Role;
+use serde_json::Value;
 
 /// `url` (a PostgreSQL database to measure), or a SQLite file in `dir`;
 /// migrated, with a key for credentials that lives as long as the run.
@@ -69,5 +70,34 @@ impl Server {
         let _ = self.stop.send(());
         self.handle.await??;
         Ok(())
+    }
+}
+
+/// An API client with the bench user's token (`Authorization: Token …`);
+/// each benchmark adds the calls it makes.
+pub struct Client {
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The `Authorization` header's value.
+    pub auth: String,
+}
+
+impl Client {
+    /// `method path` with an optional JSON body; the answer's JSON (Null
+    /// when it has none). Errors: a non-2xx answer, with its body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", &self.auth);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }

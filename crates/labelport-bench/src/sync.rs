@@ -158,15 +158,22 @@ pub(crate) async fn run_engine<S: ObjectStore>(
     Ok((report, started.elapsed().as_secs_f64()))
 }
 
-async fn list_all<S: ObjectStore>(store: &S) -> anyhow::Result<(usize, f64)> {
+/// Lists everything under `prefix` in pages of 1,000, as a sync does, and
+/// nothing else: (objects, list requests, seconds).
+pub(crate) async fn list_all<S: ObjectStore>(
+    store: &S,
+    prefix: &str,
+    recursive: bool,
+) -> anyhow::Result<(usize, usize, f64)> {
     let started = Instant::now();
-    let (mut n, mut token) = (0, None);
+    let (mut n, mut pages, mut token) = (0, 0, None);
     loop {
-        let page = store.list_page("", true, token, 1000).await?;
+        let page = store.list_page(prefix, recursive, token, 1000).await?;
         n += page.objects.len();
+        pages += 1;
         match page.next_page_token {
             Some(t) => token = Some(t),
-            None => return Ok((n, started.elapsed().as_secs_f64())),
+            None => return Ok((n, pages, started.elapsed().as_secs_f64())),
         }
     }
 }
@@ -208,7 +215,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             let store = GcsStore::connect(GcsConfig::emulator("bench", gcs.endpoint.clone())).await?;
-            let (n, list_secs) = list_all(&store).await?;
+            let (n, _, list_secs) = list_all(&store, "", true).await?;
             println!("list only: {n} objects in {list_secs:.3} s");
             let settings = setup(&db, "bench", true).await?;
             let (report, secs) = run_engine(&db, &store, &settings).await?;
@@ -229,7 +236,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
             let count = args.count.unwrap_or(1_000_000);
             let store = GeneratedBucket { count };
             let rss_before = peak_rss_mb();
-            let (n, list_secs) = list_all(&store).await?;
+            let (n, _, list_secs) = list_all(&store, "", true).await?;
             println!("list only: {n} objects in {list_secs:.3} s");
             let settings = setup(&db, "bench", true).await?;
             let (report, secs) = run_engine(&db, &store, &settings).await?;
