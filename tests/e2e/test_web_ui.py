@@ -892,12 +892,35 @@ def test_source_wizard_with_workload_identity_federation(wif_server, fakes, watc
     watched.expect_refusal("/validate", 400)
     watched.shot("23-wizard-wif-refused")
     page.fill("#w-number", NUMBER)
+    # IAM refuses signBlob (the account lacks Token Creator on itself):
+    # Test Connection names the missing permission, its role and the
+    # command that grants it, as a list (issue 17, item 1).
+    requests.post(fakes["report"] + "/sign-blob", json={"refuse": True}, timeout=10).raise_for_status()
+    page.click("#test-connection")
+    listed = page.wait_for_selector("#missing-permissions:not([hidden])").inner_text()
+    assert "iam.serviceAccounts.signBlob" in listed and "roles/iam.serviceAccountTokenCreator" in listed, listed
+    assert f"gcloud iam service-accounts add-iam-policy-binding {EMAIL}" in listed, listed
+    said = page.inner_text("[data-error-for='presign']")
+    assert "lacks iam.serviceAccounts.signBlob" in said, said
+    watched.expect_refusal("/validate", 400)
+    page.locator("#missing-permissions").scroll_into_view_if_needed()
+    watched.shot("27-wizard-missing-permission")
+    requests.post(fakes["report"] + "/sign-blob", json={"refuse": False}, timeout=10).raise_for_status()
     page.click("#test-connection")
     page.wait_for_selector("#connection-ok:not([hidden])")
+    assert page.is_hidden("#missing-permissions")
     # Presign is on: Test Connection also reads the bucket's CORS policy
-    # (the emulator keeps none) and says what that means for browsers.
+    # (empty here) and says what that means for browsers; Fix CORS adds
+    # the rule for this page's origin (issue 17, item 2).
     advice = page.wait_for_selector("#cors-advice:not([hidden])").inner_text()
     assert f"gs://{bucket} has no CORS policy" in advice and "Fix CORS" in advice, advice
+    with page.expect_response(lambda r: r.url.endswith("/api/storages/gcswif/cors")) as fixed:
+        page.click("#wizard-fix-cors")
+    assert fixed.value.status == 200 and fixed.value.json()["changed"] is True, fixed.value.text()
+    page.wait_for_function("() => document.getElementById('cors-advice').textContent.startsWith('A CORS rule was added')")
+    assert "CORS policy lets pages on" in page.inner_text("#cors-advice")
+    assert page.is_hidden("#wizard-fix-cors")
+    watched.shot("28-wizard-cors-fixed")
     page.click("#wizard-next")
     page.fill("#w-prefix", "imgs")
     page.click("#load-preview")

@@ -134,9 +134,9 @@ pub fn rule(method: &Method, path: &str) -> Option<Need> {
         ("POST", "/api/storages/{kind}") | ("POST", "/api/storages/export/{kind}") => {
             Need::Project(BodyProject, Manager)
         }
-        ("POST", "/api/storages/{kind}/validate") | ("POST", "/api/storages/{kind}/files") => {
-            Need::Project(BodyStorageOrProject(Direction::Import), Manager)
-        }
+        ("POST", "/api/storages/{kind}/validate")
+        | ("POST", "/api/storages/{kind}/files")
+        | ("POST", "/api/storages/{kind}/cors") => Need::Project(BodyStorageOrProject(Direction::Import), Manager),
         ("POST", "/api/storages/export/{kind}/validate") => {
             Need::Project(BodyStorageOrProject(Direction::Export), Manager)
         }

@@ -23,13 +23,134 @@ use crate::state::AppState;
 /// The connection check gives up after this long.
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Google's predefined roles that the advice names
-/// (<https://cloud.google.com/storage/docs/access-control/iam-roles>).
+/// One of Google's predefined roles that the advice names
+/// (<https://cloud.google.com/storage/docs/access-control/iam-roles>,
+/// <https://cloud.google.com/iam/docs/service-account-permissions>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Role {
+    /// `roles/storage.objectViewer`
+    pub id: &'static str,
+    /// Its title in the console: `Storage Object Viewer`.
+    pub title: &'static str,
+}
+
+impl Role {
+    /// `Storage Object Viewer (roles/storage.objectViewer)`.
+    pub fn named(&self) -> String {
+        format!("{} ({})", self.title, self.id)
+    }
+}
+
 /// Reading: `storage.objects.list` and `storage.objects.get`.
-const READ_ROLE: &str = "Storage Object Viewer (roles/storage.objectViewer)";
+pub(crate) const READ_ROLE: Role = Role {
+    id: "roles/storage.objectViewer",
+    title: "Storage Object Viewer",
+};
 /// Writing: `storage.objects.create`, and `storage.objects.delete`, which
 /// GCS also asks for to overwrite an object (an annotation saved again).
-const WRITE_ROLE: &str = "Storage Object User (roles/storage.objectUser)";
+pub(crate) const WRITE_ROLE: Role = Role {
+    id: "roles/storage.objectUser",
+    title: "Storage Object User",
+};
+/// The bucket's own metadata (`storage.buckets.get`: its CORS policy),
+/// which the object roles above do not grant.
+pub(crate) const BUCKET_READ_ROLE: Role = Role {
+    id: "roles/storage.legacyBucketReader",
+    title: "Storage Legacy Bucket Reader",
+};
+/// Signing as a service account (`iam.serviceAccounts.signBlob`), granted
+/// on that account.
+pub(crate) const TOKEN_CREATOR_ROLE: Role = Role {
+    id: "roles/iam.serviceAccountTokenCreator",
+    title: "Service Account Token Creator",
+};
+
+/// `storage.buckets.get`: only Test connection's CORS check reads the
+/// bucket resource; syncs, media and exports use objects only.
+pub(crate) const BUCKETS_GET: &str = "storage.buckets.get";
+
+/// One IAM permission a storage needs: on what, for what, and the
+/// predefined role that grants it. Serialized in the `permissions` member
+/// of Test connection's answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Permission {
+    /// `storage.objects.get`, `iam.serviceAccounts.signBlob`…
+    pub permission: &'static str,
+    /// Where it must be granted: `gs://{bucket}`, or
+    /// `serviceAccounts/{email}` for signing.
+    pub resource: String,
+    /// What Labelport does with it.
+    pub used_for: &'static str,
+    /// The role to grant (`roles/…`) and its title.
+    pub role: &'static str,
+    pub role_title: &'static str,
+    /// The gcloud command that grants the role, when the account is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_command: Option<String>,
+}
+
+/// The structured part of a permission diagnosis: who acts, and what it
+/// lacks (`{"account": …, "missing": [Permission…]}`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct PermissionReport {
+    pub account: String,
+    pub missing: Vec<Permission>,
+}
+
+impl PermissionReport {
+    /// `{"permissions": {…}}`, the member an answer carries.
+    pub fn as_member(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("permissions".into(), serde_json::to_value(self).unwrap_or_default());
+        m
+    }
+
+    /// "grant it A (roles/a) on gs://b (gcloud …); and B (roles/b) on …",
+    /// one clause per role.
+    pub fn next_step(&self) -> String {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for p in &self.missing {
+            if seen.contains(&(p.role, p.resource.as_str())) {
+                continue;
+            }
+            seen.push((p.role, p.resource.as_str()));
+            let on = if p.resource.starts_with("gs://") {
+                "the bucket".to_owned()
+            } else {
+                p.resource.trim_start_matches("serviceAccounts/").to_owned()
+            };
+            let command = p.grant_command.as_ref().map_or(String::new(), |c| format!(" ({c})"));
+            clauses.push(format!("{} ({}) on {on}{command}", p.role_title, p.role));
+        }
+        format!("grant it {}", clauses.join("; and "))
+    }
+}
+
+/// A problem Test connection found: messages by field, and for missing
+/// permissions which ones.
+pub(crate) struct Problem {
+    errors: ValidationErrors,
+    permissions: Option<PermissionReport>,
+}
+
+impl From<ValidationErrors> for Problem {
+    fn from(errors: ValidationErrors) -> Self {
+        Problem {
+            errors,
+            permissions: None,
+        }
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        match p.permissions {
+            Some(report) => ApiError::Diagnosed(p.errors, Box::new(report.as_member())),
+            None => ApiError::Validation(p.errors),
+        }
+    }
+}
 
 /// Tries the connection as the storage is configured (Test connection).
 /// Source: the bucket is readable and, with a prefix, lists at least one
@@ -50,24 +171,29 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
             // grants on a prefix or a managed folder are not seen by
             // testIamPermissions, and must not fail a check that works.
             Err(StorageError::PermissionDenied(detail)) => {
-                let needed = needed_permissions(s);
-                let missing: Option<Vec<&str>> = store.granted_permissions(&needed).await.map(|granted| {
+                let needed = needed_permissions(kind, s);
+                let asked: Vec<&str> = needed.iter().map(|p| p.permission).collect();
+                let missing: Option<Vec<Permission>> = store.granted_permissions(&asked).await.map(|granted| {
                     needed
-                        .iter()
-                        .copied()
-                        .filter(|p| !granted.iter().any(|g| g == p))
+                        .into_iter()
+                        .filter(|p| !granted.iter().any(|g| g == p.permission))
                         .collect()
                 });
+                // The probe reads objects only: a missing storage.buckets.get
+                // does not explain its refusal (it is named beside the rest).
+                let explains = |m: &Vec<Permission>| m.iter().any(|p| p.permission != BUCKETS_GET);
                 match missing {
-                    Some(missing) if !missing.is_empty() => Ok(Some(missing_permissions(kind, s, &missing))),
+                    Some(missing) if explains(&missing) => Ok(Some(missing_permissions(kind, s, missing))),
                     // GCS named another cause (a retention policy, a KMS
                     // key, billing): its own words say more than a guess.
                     _ if names_other_cause(&detail) => Err(StorageError::PermissionDenied(detail)),
                     // Every permission held, and still refused: not IAM's
                     // doing (issue 17, item 3).
-                    Some(_) => Ok(Some(network_refusal(kind, s, &detail, network_rule_named(&detail)))),
+                    Some(_) => Ok(Some(
+                        network_refusal(kind, s, &detail, network_rule_named(&detail)).into(),
+                    )),
                     None => match network_rule_named(&detail) {
-                        Some(rule) => Ok(Some(network_refusal(kind, s, &detail, Some(rule)))),
+                        Some(rule) => Ok(Some(network_refusal(kind, s, &detail, Some(rule)).into())),
                         None => Err(StorageError::PermissionDenied(detail)),
                     },
                 }
@@ -82,7 +208,7 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
             s.bucket
         ))),
         Ok(Err(e)) => Err(advice(kind, s, e)),
-        Ok(Ok(Some(problem))) => Err(ApiError::Validation(problem)),
+        Ok(Ok(Some(problem))) => Err(problem.into()),
         Ok(Ok(None)) => Ok(()),
     }
 }
@@ -94,7 +220,7 @@ async fn probe(
     kind: StorageKind,
     s: &StorageSettings,
     store: &labelport_storage::gcs::GcsStore,
-) -> Result<Option<ValidationErrors>, StorageError> {
+) -> Result<Option<Problem>, StorageError> {
     store.check().await?;
     match &s.options {
         DirectionOptions::Import(o) => {
@@ -103,7 +229,7 @@ async fn probe(
             if !prefix.is_empty() {
                 let page = store.list_page(&prefix, true, None, 1).await?;
                 if page.objects.is_empty() {
-                    return Ok(Some(empty_prefix(&s.bucket, &prefix)));
+                    return Ok(Some(empty_prefix(&s.bucket, &prefix).into()));
                 }
             }
             // With presign on, media of a federated storage will be
@@ -117,16 +243,7 @@ async fn probe(
             if o.presign && federated {
                 let probe = format!("{prefix}labelport-signing-check");
                 if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
-                    return Ok(Some(ValidationErrors::field(
-                        "presign",
-                        format!(
-                            "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} \
-                                 Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on itself, \
-                                 or turn pre-signed URLs off so that media go through Labelport's proxy.",
-                            s.bucket,
-                            account(kind, s)
-                        ),
-                    )));
+                    return Ok(Some(signing_refused(state, kind, s, &reason).await));
                 }
             }
             Ok(None)
@@ -144,15 +261,19 @@ async fn probe(
                 .await?;
             match store.delete(&probe).await {
                 Ok(()) => Ok(None),
-                Err(e) if o.can_delete_objects => Ok(Some(ValidationErrors::field(
-                    "can_delete_objects",
-                    format!(
-                        "\"Can delete objects\" is on, but objects in gs://{} cannot be deleted ({e}). \
-                             Next step: grant {} {WRITE_ROLE} on the bucket, or turn this option off.",
-                        s.bucket,
-                        account(kind, s)
-                    ),
-                ))),
+                Err(e) if o.can_delete_objects => Ok(Some(
+                    ValidationErrors::field(
+                        "can_delete_objects",
+                        format!(
+                            "\"Can delete objects\" is on, but objects in gs://{} cannot be deleted ({e}). \
+                             Next step: grant {} {} on the bucket, or turn this option off.",
+                            s.bucket,
+                            account(kind, s),
+                            WRITE_ROLE.named()
+                        ),
+                    )
+                    .into(),
+                )),
                 Err(e) => {
                     tracing::warn!(
                         "export check: the probe gs://{}/{probe} could not be deleted: {e}",
@@ -167,55 +288,165 @@ async fn probe(
 
 /// The bucket permissions a storage uses
 /// (<https://cloud.google.com/storage/docs/access-control/iam-permissions>):
-/// a source lists and reads objects; a target writes them, and deletes them
-/// to overwrite (an annotation saved again) and with `can_delete_objects`.
-fn needed_permissions(s: &StorageSettings) -> Vec<&'static str> {
-    match s.direction() {
-        Direction::Import => vec!["storage.objects.list", "storage.objects.get"],
-        Direction::Export => vec![
-            "storage.objects.list",
-            "storage.objects.create",
-            "storage.objects.delete",
+/// a source lists and reads objects, and with presign on Test connection
+/// reads the bucket's CORS policy (`storage.buckets.get`); a target lists
+/// and writes objects, and deletes them to overwrite (an annotation saved
+/// again) and with `can_delete_objects`. Signing without a key
+/// (`iam.serviceAccounts.signBlob`) is asked of IAM separately
+/// ([`signing_refused`]): it is held on a service account, not the bucket.
+fn needed_permissions(kind: StorageKind, s: &StorageSettings) -> Vec<Permission> {
+    let resource = format!("gs://{}", s.bucket);
+    let who = account(kind, s);
+    let need = |permission: &'static str, used_for: &'static str, role: Role| Permission {
+        permission,
+        resource: resource.clone(),
+        used_for,
+        role: role.id,
+        role_title: role.title,
+        grant_command: grant_command(kind, s, &who, role),
+    };
+    match &s.options {
+        DirectionOptions::Import(o) => {
+            let mut needed = vec![
+                need("storage.objects.list", "listing objects (sync, preview)", READ_ROLE),
+                need(
+                    "storage.objects.get",
+                    "reading objects (task files, media through the proxy)",
+                    READ_ROLE,
+                ),
+            ];
+            if o.presign {
+                needed.push(need(
+                    BUCKETS_GET,
+                    "reading the bucket's CORS policy (pre-signed URLs)",
+                    BUCKET_READ_ROLE,
+                ));
+            }
+            needed
+        }
+        DirectionOptions::Export(_) => vec![
+            need("storage.objects.list", "listing exported annotations", WRITE_ROLE),
+            need("storage.objects.create", "writing annotations", WRITE_ROLE),
+            need(
+                "storage.objects.delete",
+                "overwriting annotations; deleting them (can_delete_objects)",
+                WRITE_ROLE,
+            ),
         ],
     }
 }
 
-/// The 400 naming the missing permissions, the role that grants them all
-/// and the command that grants it.
-fn missing_permissions(kind: StorageKind, s: &StorageSettings, missing: &[&str]) -> ValidationErrors {
-    let role = match s.direction() {
-        Direction::Import => READ_ROLE,
-        Direction::Export => WRITE_ROLE,
+/// The 400 naming the missing permissions, the roles that grant them and
+/// the commands that grant those.
+fn missing_permissions(kind: StorageKind, s: &StorageSettings, missing: Vec<Permission>) -> Problem {
+    let report = PermissionReport {
+        account: account(kind, s),
+        missing,
     };
-    let who = account(kind, s);
-    ValidationErrors::field(
-        credentials_field(kind),
-        format!(
-            "{who} lacks {} on gs://{}. Next step: grant it {role} on the bucket{}.",
-            missing.join(", "),
-            s.bucket,
-            grant_command(kind, s, &who, role)
-        ),
-    )
+    let names: Vec<&str> = report.missing.iter().map(|p| p.permission).collect();
+    let message = format!(
+        "{} lacks {} on gs://{}. Next step: {}.",
+        report.account,
+        names.join(", "),
+        s.bucket,
+        report.next_step()
+    );
+    Problem {
+        errors: ValidationErrors::field(credentials_field(kind), message),
+        permissions: Some(report),
+    }
 }
 
-/// ` (gcloud storage buckets add-iam-policy-binding …)` for the account,
-/// when it is known; empty otherwise.
-fn grant_command(kind: StorageKind, s: &StorageSettings, who: &str, role: &str) -> String {
+/// When the bucket's CORS policy could not be read: whether the account
+/// lacks `storage.buckets.get` on the bucket (GCS's `testIamPermissions`),
+/// as a report; None when it holds it or GCS cannot say.
+pub(crate) async fn bucket_read_missing(
+    store: &labelport_storage::gcs::GcsStore,
+    kind: StorageKind,
+    s: &StorageSettings,
+) -> Option<PermissionReport> {
+    let granted = store.granted_permissions(&[BUCKETS_GET]).await?;
+    if granted.iter().any(|g| g == BUCKETS_GET) {
+        return None;
+    }
+    let missing = needed_permissions(kind, s)
+        .into_iter()
+        .filter(|p| p.permission == BUCKETS_GET)
+        .collect();
+    Some(PermissionReport {
+        account: account(kind, s),
+        missing,
+    })
+}
+
+/// The 400 for a URL that could not be signed through IAM: when IAM's
+/// `testIamPermissions` says the signer lacks `iam.serviceAccounts.signBlob`
+/// on the account, that permission and the role that grants it (Token
+/// Creator, on the account); otherwise the refusal as it came.
+async fn signing_refused(state: &AppState, kind: StorageKind, s: &StorageSettings, reason: &str) -> Problem {
+    let lacking = match crate::signing::sign_blob_granted(state, kind, s).await {
+        Some((email, false)) => Some(email),
+        _ => None,
+    };
+    let Some(email) = lacking else {
+        return ValidationErrors::field(
+            "presign",
+            format!(
+                "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} {} on itself, or turn \
+                 pre-signed URLs off so that media go through Labelport's proxy.",
+                s.bucket,
+                account(kind, s),
+                TOKEN_CREATOR_ROLE.named()
+            ),
+        )
+        .into();
+    };
+    let report = PermissionReport {
+        account: format!("the service account {email}"),
+        missing: vec![Permission {
+            permission: crate::signing::SIGN_BLOB,
+            resource: format!("serviceAccounts/{email}"),
+            used_for: "signing media URLs without a key (pre-signed URLs)",
+            role: TOKEN_CREATOR_ROLE.id,
+            role_title: TOKEN_CREATOR_ROLE.title,
+            grant_command: Some(format!(
+                "gcloud iam service-accounts add-iam-policy-binding {email} \
+                 --member=serviceAccount:{email} --role={}",
+                TOKEN_CREATOR_ROLE.id
+            )),
+        }],
+    };
+    // IAM's own refusal is in the server log; the message says what the
+    // permission check found, which is what to act on.
+    tracing::info!("signing check for gs://{}: {reason}", s.bucket);
+    let message = format!(
+        "Pre-signed URLs cannot be made for gs://{}: {} lacks {} on itself, so IAM refuses to sign. Next step: \
+         {}, or turn pre-signed URLs off so that media go through Labelport's proxy.",
+        s.bucket,
+        report.account,
+        crate::signing::SIGN_BLOB,
+        report.next_step()
+    );
+    Problem {
+        errors: ValidationErrors::field("presign", message),
+        permissions: Some(report),
+    }
+}
+
+/// `gcloud storage buckets add-iam-policy-binding …` granting `role` on
+/// the bucket to the account, when it is known.
+fn grant_command(kind: StorageKind, s: &StorageSettings, who: &str, role: Role) -> Option<String> {
     let member = match kind {
         StorageKind::GcsWif => Some(s.wif.service_account_email.as_str()),
         StorageKind::Gcs => None,
     }
     .filter(|e| !e.is_empty())
     .map(str::to_owned)
-    .or_else(|| who.strip_prefix("the service account ").map(str::to_owned));
-    member.map_or(String::new(), |m| {
-        let role_id = role.split('(').nth(1).unwrap_or("").trim_end_matches(')');
-        format!(
-            " (gcloud storage buckets add-iam-policy-binding gs://{} --member=serviceAccount:{m} --role={role_id})",
-            s.bucket
-        )
-    })
+    .or_else(|| who.strip_prefix("the service account ").map(str::to_owned))?;
+    Some(format!(
+        "gcloud storage buckets add-iam-policy-binding gs://{} --member=serviceAccount:{member} --role={}",
+        s.bucket, role.id
+    ))
 }
 
 /// A network rule that refuses requests whatever the caller's roles.
@@ -393,12 +624,13 @@ pub(crate) fn advice(kind: StorageKind, s: &StorageSettings, e: StorageError) ->
                 Direction::Import => ("list and read objects in", READ_ROLE),
                 Direction::Export => ("write objects to", WRITE_ROLE),
             };
-            let command = grant_command(kind, s, &who, role);
+            let command = grant_command(kind, s, &who, role).map_or(String::new(), |c| format!(" ({c})"));
             (
                 credentials_field(kind),
                 format!(
-                    "Google refused: {who} may not {verb} gs://{bucket} ({detail}). Next step: grant it {role} on \
-                     the bucket{command}."
+                    "Google refused: {who} may not {verb} gs://{bucket} ({detail}). Next step: grant it {} on \
+                     the bucket{command}.",
+                    role.named()
                 ),
             )
         }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use labelport_db::DbError;
 use labelport_domain::ValidationErrors;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Reported as `version` in error bodies.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -16,6 +16,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum ApiError {
     #[error("Validation error: {0}")]
     Validation(ValidationErrors),
+    /// A 400 like [`ApiError::Validation`] whose body carries more members
+    /// beside `validation_errors`: Test connection's `permissions` (which
+    /// IAM permissions are missing, and the roles that grant them).
+    #[error("Validation error: {0}")]
+    Diagnosed(ValidationErrors, Box<serde_json::Map<String, Value>>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -77,7 +82,7 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::Diagnosed(..) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -128,10 +133,15 @@ impl IntoResponse for ApiError {
             "exc_info": null,
         });
         match &self {
-            ApiError::Validation(errors) => {
+            ApiError::Validation(errors) | ApiError::Diagnosed(errors, _) => {
                 tracing::info!(error.id = %id, "rejected request: {}", errors.summary());
                 body["detail"] = "Validation error".into();
                 body["validation_errors"] = serde_json::to_value(errors).unwrap_or_default();
+                if let ApiError::Diagnosed(_, details) = &self {
+                    for (name, value) in details.iter() {
+                        body[name] = value.clone();
+                    }
+                }
             }
             ApiError::Internal(message) => {
                 // The cause goes to the log only: it may name internals.

@@ -242,6 +242,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(storages::sync_import))
         .routes(routes!(storages::cors_import))
+        .routes(routes!(storages::cors_import_settings))
         .routes(routes!(notifications::storage_notification))
         .routes(routes!(storages::list_export, storages::create_export))
         .routes(routes!(storages::validate_export))

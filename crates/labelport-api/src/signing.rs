@@ -109,23 +109,39 @@ fn explained(e: SignError) -> String {
     }
 }
 
-/// A V4 signed GET URL for `key`, valid `expires_secs`; the error explains
-/// why it could not be made (for the log).
-pub async fn signed_url(
-    state: &AppState,
-    kind: StorageKind,
-    settings: &StorageSettings,
-    key: &str,
-    expires_secs: u64,
-) -> Result<String, String> {
+/// Where an IAM signer gets its tokens: the federation's, or ADC's.
+enum SigningTokens {
+    Federated(WifTokenProvider),
+    Adc(AdcTokens),
+}
+
+impl AccessTokenSource for SigningTokens {
+    async fn token(&self) -> Result<String, SignError> {
+        match self {
+            SigningTokens::Federated(t) => AccessTokenSource::token(t).await,
+            SigningTokens::Adc(t) => t.token().await,
+        }
+    }
+}
+
+/// How a storage's media URLs are signed.
+enum UrlSigner {
+    /// Locally, with a pasted service-account key.
+    Key(KeySigner),
+    /// Remotely, through IAM `signBlob`, as a service account.
+    Iam(IamSigner<SigningTokens>),
+}
+
+/// The signer of a storage's URLs (see the module's comment); the error
+/// says why there is none.
+async fn url_signer(state: &AppState, kind: StorageKind, settings: &StorageSettings) -> Result<UrlSigner, String> {
     let env = &state.storage_env;
-    let mut req = SignedUrlRequest::new("GET", &settings.bucket, key, expires_secs, Utc::now());
-    req.host = env.signing_host();
     let iam_endpoint = env.wif.iam_endpoint.clone();
-    match env.credentials(kind, settings).map_err(|e| e.to_string())? {
+    let (email, tokens) = match env.credentials(kind, settings).map_err(|e| e.to_string())? {
         Credentials::ServiceAccountKey(json) => {
-            let signer = KeySigner::from_service_account_json(&json).map_err(|e| e.to_string())?;
-            signing::signed_url(&req, &signer).await.map_err(|e| e.to_string())
+            return KeySigner::from_service_account_json(&json)
+                .map(UrlSigner::Key)
+                .map_err(|e| e.to_string())
         }
         Credentials::Federated(tokens) => {
             // The impersonated account; without one (a federated token used
@@ -139,18 +155,58 @@ pub async fn signed_url(
                      (service_account_impersonation_url), so there is no account to sign URLs as; \
                      add one, set {SIGNING_ACCOUNT_ENV}, or turn presign off to serve media through the proxy"
                 ))?;
-            let signer = IamSigner::new(email, WifTokenProvider(tokens))
-                .map_err(|e| e.to_string())?
-                .with_endpoint(iam_endpoint);
-            signing::signed_url(&req, &signer).await.map_err(explained)
+            (email, SigningTokens::Federated(WifTokenProvider(tokens)))
         }
         Credentials::Adc => {
             let adc = adc().await?;
             let email = signing_account(adc).await?;
-            let signer = IamSigner::new(email, AdcTokens(adc.source.clone()))
-                .map_err(|e| e.to_string())?
-                .with_endpoint(iam_endpoint);
-            signing::signed_url(&req, &signer).await.map_err(explained)
+            (email, SigningTokens::Adc(AdcTokens(adc.source.clone())))
         }
+    };
+    let signer = IamSigner::new(email, tokens)
+        .map_err(|e| e.to_string())?
+        .with_endpoint(iam_endpoint);
+    Ok(UrlSigner::Iam(signer))
+}
+
+/// A V4 signed GET URL for `key`, valid `expires_secs`; the error explains
+/// why it could not be made (for the log).
+pub async fn signed_url(
+    state: &AppState,
+    kind: StorageKind,
+    settings: &StorageSettings,
+    key: &str,
+    expires_secs: u64,
+) -> Result<String, String> {
+    let mut req = SignedUrlRequest::new("GET", &settings.bucket, key, expires_secs, Utc::now());
+    req.host = state.storage_env.signing_host();
+    match url_signer(state, kind, settings).await? {
+        UrlSigner::Key(signer) => signing::signed_url(&req, &signer).await.map_err(|e| e.to_string()),
+        UrlSigner::Iam(signer) => signing::signed_url(&req, &signer).await.map_err(explained),
     }
+}
+
+/// The permission IAM `signBlob` needs on the account signed as.
+pub const SIGN_BLOB: &str = "iam.serviceAccounts.signBlob";
+
+/// For a storage whose URLs are signed through IAM: the account signed as
+/// and whether the signing identity holds [`SIGN_BLOB`] on it, from the IAM
+/// API's `testIamPermissions` (`LABELPORT_IAM_API_ENDPOINT`). None when the
+/// storage signs with a key, or IAM cannot say (then the caller keeps the
+/// refusal it had).
+pub async fn sign_blob_granted(
+    state: &AppState,
+    kind: StorageKind,
+    settings: &StorageSettings,
+) -> Option<(String, bool)> {
+    let UrlSigner::Iam(signer) = url_signer(state, kind, settings).await.ok()? else {
+        return None;
+    };
+    use labelport_storage::signing::BlobSigner;
+    let granted = signer
+        .granted_permissions(&state.storage_env.wif.iam_api_endpoint, &[SIGN_BLOB])
+        .await
+        .map_err(|e| tracing::info!("testIamPermissions on {} failed: {e}", signer.email()))
+        .ok()?;
+    Some((signer.email().to_owned(), granted.iter().any(|p| p == SIGN_BLOB)))
 }

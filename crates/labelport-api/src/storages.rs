@@ -356,8 +356,12 @@ async fn validate(
     // addition; Label Studio answers an empty 200).
     if settings.import().is_some_and(|o| o.presign) {
         let origin = page_origin(state, headers);
-        let report = cors_report(state, kind, &settings, &origin).await;
-        return Ok((StatusCode::OK, Json(json!({ "cors": report }))).into_response());
+        let (report, missing) = cors_report(state, kind, &settings, &origin).await;
+        let mut body = json!({ "cors": report });
+        if let Some(missing) = missing {
+            body["permissions"] = serde_json::to_value(missing).unwrap_or_default();
+        }
+        return Ok((StatusCode::OK, Json(body)).into_response());
     }
     Ok(StatusCode::OK.into_response())
 }
@@ -396,49 +400,84 @@ fn fix_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
 }
 
 /// The CORS check of a storage's bucket for `origin`; a policy that cannot
-/// be read is reported (not allowed) with the reason and what to do.
+/// be read is reported (not allowed) with the reason and what to do, and,
+/// when GCS says the account lacks `storage.buckets.get`, with that
+/// permission and the role that grants it.
 async fn cors_report(
     state: &AppState,
     kind: StorageKind,
     settings: &StorageSettings,
     origin: &str,
-) -> labelport_domain::cors::CorsReport {
-    let rules = async { state.storage_env.connect(kind, settings).await?.cors_rules().await };
-    match tokio::time::timeout(PREVIEW_READ_TIMEOUT, rules).await {
-        Ok(Ok(rules)) => labelport_domain::cors::check(&settings.bucket, origin, &rules),
-        Ok(Err(e)) => labelport_domain::cors::CorsReport {
-            origin: origin.to_owned(),
-            allowed: false,
-            advice: format!(
-                "The bucket's CORS policy could not be read ({e}), so whether browsers may load pre-signed URLs \
-                 is unknown. Reading it needs storage.buckets.get (Storage Legacy Bucket Reader, or Storage \
-                 Admin); or turn pre-signed URLs off to use the proxy."
-            ),
-        },
-        Err(_) => labelport_domain::cors::CorsReport {
-            origin: origin.to_owned(),
-            allowed: false,
-            advice: "Reading the bucket's CORS policy took too long; try again.".to_owned(),
-        },
+) -> (
+    labelport_domain::cors::CorsReport,
+    Option<crate::connection_check::PermissionReport>,
+) {
+    use labelport_domain::cors::CorsReport;
+    let checked = async {
+        let store = state.storage_env.connect(kind, settings).await?;
+        match store.cors_rules().await {
+            Ok(rules) => Ok(Ok(rules)),
+            Err(e @ StorageError::PermissionDenied(_)) => {
+                let missing = crate::connection_check::bucket_read_missing(&store, kind, settings).await;
+                Ok(Err((e, missing)))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let unreadable = |e: &dyn std::fmt::Display, next: String| CorsReport {
+        origin: origin.to_owned(),
+        allowed: false,
+        advice: format!(
+            "The bucket's CORS policy could not be read ({e}), so whether browsers may load pre-signed URLs \
+             is unknown. Next step: {next}; or turn pre-signed URLs off to use the proxy."
+        ),
+    };
+    let general = || {
+        format!(
+            "reading it needs {} ({} or Storage Admin)",
+            crate::connection_check::BUCKETS_GET,
+            crate::connection_check::BUCKET_READ_ROLE.named()
+        )
+    };
+    match tokio::time::timeout(PREVIEW_READ_TIMEOUT, checked).await {
+        Ok(Ok(Ok(rules))) => (labelport_domain::cors::check(&settings.bucket, origin, &rules), None),
+        Ok(Ok(Err((e, Some(missing))))) => {
+            let next = format!(
+                "{} lacks {} on gs://{}: {}",
+                missing.account,
+                crate::connection_check::BUCKETS_GET,
+                settings.bucket,
+                missing.next_step()
+            );
+            (unreadable(&e, next), Some(missing))
+        }
+        Ok(Ok(Err((e, None)))) => (unreadable(&e, general()), None),
+        Ok(Err(e)) => (unreadable(&e, general()), None),
+        Err(_) => (
+            CorsReport {
+                origin: origin.to_owned(),
+                allowed: false,
+                advice: "Reading the bucket's CORS policy took too long; try again.".to_owned(),
+            },
+            None,
+        ),
     }
 }
 
-/// `POST /api/storages/{kind}/{id}/cors`: adds a rule for the labeling
-/// page's origin (GET and HEAD, with the headers the editor reads) to the
-/// bucket's CORS policy, keeping the rules it has; nothing is written when
-/// a rule already allows it. Answers the check afterwards.
+/// Fix CORS: adds a rule for the labeling page's origin (GET and HEAD,
+/// with the headers the editor reads) to the bucket's CORS policy of
+/// `settings`, keeping the rules it has; nothing is written when a rule
+/// already allows it. Answers the check afterwards. `id` names a stored
+/// storage, for the log.
 async fn fix_cors(
     state: &AppState,
-    user: &UserRow,
     kind: StorageKind,
-    id: i64,
+    settings: &StorageSettings,
+    id: Option<i64>,
     headers: &HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let row = stored(state, Direction::Import, kind, id).await?;
-    // Changing the bucket acts as the storage's identity, as a sync does.
-    check_ambient(state, user, kind, &row.settings)?;
     let origin = fix_origin(state, headers)?;
-    let before = cors_report(state, kind, &row.settings, &origin).await;
+    let (before, _) = cors_report(state, kind, settings, &origin).await;
     if before.allowed {
         return Ok(Json(json!({ "cors": before, "changed": false })));
     }
@@ -459,7 +498,7 @@ async fn fix_cors(
     let written = async {
         state
             .storage_env
-            .connect(kind, &row.settings)
+            .connect(kind, settings)
             .await?
             .add_cors_rule(&rule)
             .await
@@ -471,7 +510,7 @@ async fn fix_cors(
                 "The bucket's CORS policy could not be changed ({m}). Next step: grant the storage's account \
                  storage.buckets.update (Storage Admin) on gs://{}, or add the rule yourself: origin {origin}, \
                  methods GET and HEAD (gcloud storage buckets update gs://{} --cors-file=cors.json).",
-                row.settings.bucket, row.settings.bucket
+                settings.bucket, settings.bucket
             )))
         }
         Ok(Err(e)) => return Err(ApiError::body(format!("Changing the bucket's CORS policy failed: {e}"))),
@@ -481,8 +520,8 @@ async fn fix_cors(
             ))
         }
     };
-    tracing::info!(storage.id = id, origin = %origin, "added a CORS rule to gs://{}", row.settings.bucket);
-    let after = labelport_domain::cors::check(&row.settings.bucket, &origin, &rules);
+    tracing::info!(storage.id = ?id, origin = %origin, "added a CORS rule to gs://{}", settings.bucket);
+    let after = labelport_domain::cors::check(&settings.bucket, &origin, &rules);
     Ok(Json(json!({ "cors": after, "changed": true })))
 }
 
@@ -497,7 +536,33 @@ pub async fn cors_import(
     KindIdPath(kind, id): KindIdPath,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    fix_cors(&state, &user, kind, id, &headers).await
+    let row = stored(&state, Direction::Import, kind, id).await?;
+    // Changing the bucket acts as the storage's identity, as a sync does.
+    check_ambient(&state, &user, kind, &row.settings)?;
+    fix_cors(&state, kind, &row.settings, Some(id), &headers).await
+}
+
+/// Fix CORS for the settings of a body, as validate takes them: a storage
+/// being added in the wizard (`project` and its fields), or one being
+/// edited (`id`, with the body's fields over the stored ones). The
+/// connection is tested first, as validate does.
+#[utoipa::path(post, path = "/api/storages/{kind}/cors", tag = "storages", request_body = StorageInput,
+    params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
+    responses((status = 200, description = "{cors: {origin, allowed, advice}, changed}: as POST /api/storages/{kind}/{id}/cors, \
+        for settings not saved yet (the wizard's Fix CORS; a Labelport addition)"),
+        (status = 400, description = "The settings are invalid, or the policy could not be read or changed: why, and what to do")))]
+pub async fn cors_import_settings(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    KindPath(kind): KindPath,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<StorageInput>,
+) -> ApiResult<Json<Value>> {
+    let settings = settings_for_check(&state, &user, Direction::Import, kind, &input).await?;
+    // Settings not saved may never have been tested: no bucket is changed
+    // before the connection works as typed (a 400 at the field otherwise).
+    check_connection(&state, kind, &settings).await?;
+    fix_cors(&state, kind, &settings, input.id, &headers).await
 }
 
 /// Queues a sync (a full one for a target storage) and wakes the workers.

@@ -41,13 +41,13 @@ pub fn check(bucket: &str, origin: &str, rules: &[CorsRule]) -> CorsReport {
     } else if rules.is_empty() {
         format!(
             "gs://{bucket} has no CORS policy: images still show, but audio, text and time series loaded by \
-             pre-signed URL fail in the labeling page. Next step: add a rule for {origin} and GET (\"Fix CORS\" \
-             on the storage's card does it), or turn pre-signed URLs off to use the proxy."
+             pre-signed URL fail in the labeling page. Next step: add a rule for {origin} and GET (\"Fix CORS\", \
+             in the wizard or on the storage's card, does it), or turn pre-signed URLs off to use the proxy."
         )
     } else {
         format!(
             "gs://{bucket}'s CORS policy has no rule for {origin} and GET: images still show, but audio, text \
-             and time series loaded by pre-signed URL fail in the labeling page. Next step: add such a rule, or \
+             and time series loaded by pre-signed URL fail in the labeling page. Next step: add such a rule (\"Fix CORS\", in the wizard or on the storage's card, does it), or \
              turn pre-signed URLs off to use the proxy."
         )
     };

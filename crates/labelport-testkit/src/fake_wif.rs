@@ -73,7 +73,7 @@ struct Inner {
     issued: Mutex<Issued>,
     /// What was served, in order: `imds-token`, `imds-region`,
     /// `imds-role`, `imds-credentials`, `sts`, `generateAccessToken`,
-    /// `signBlob`.
+    /// `signBlob`, `testIamPermissions`.
     seen: Mutex<Vec<String>>,
     violations: Mutex<Vec<String>>,
     /// Slows the STS answer (to hold many callers on one refresh).
@@ -516,6 +516,31 @@ async fn iam(State(f): State<Arc<Inner>>, Path(name): Path<String>, headers: Hea
             f.saw("signBlob");
             let signed = base64::engine::general_purpose::STANDARD.encode(signature);
             Json(json!({"keyId": "fake-key", "signedBlob": signed})).into_response()
+        }
+        // The IAM API's testIamPermissions on the account (served here
+        // too; Labelport's LABELPORT_IAM_API_ENDPOINT points at this
+        // fake): signBlob is held unless signBlob is refused with a 403.
+        "testIamPermissions" => {
+            if !is_live(&f, &token) {
+                let v = f.violation("testIamPermissions without a live service-account token".into());
+                return google_error(401, &v);
+            }
+            let Some(asked) = body["permissions"].as_array() else {
+                let v = f.violation(format!("testIamPermissions body {body}"));
+                return google_error(400, &v);
+            };
+            let signs = !matches!(expect.refuse_sign_blob, Some((403, _)));
+            let held: Vec<&Value> = asked
+                .iter()
+                .filter(|p| signs && p.as_str() == Some("iam.serviceAccounts.signBlob"))
+                .collect();
+            f.saw("testIamPermissions");
+            // Google leaves `permissions` out when none is held.
+            if held.is_empty() {
+                Json(json!({})).into_response()
+            } else {
+                Json(json!({ "permissions": held })).into_response()
+            }
         }
         _ => google_error(404, "no such method"),
     }

@@ -93,7 +93,10 @@ pub enum RequestKind {
     Read,
     /// `/upload/…`: writing an object.
     Upload,
-    /// Anything else (metadata, deletes, buckets).
+    /// `/storage/v1/b/{bucket}` itself: the bucket's metadata and CORS
+    /// policy (`buckets.get`, `buckets.patch`).
+    Bucket,
+    /// Anything else (object metadata, deletes).
     Other,
 }
 
@@ -110,6 +113,9 @@ impl RequestKind {
         let p = path.trim_end_matches('/');
         if req.method() == axum::http::Method::GET && p.starts_with("/storage/v1/b/") && p.ends_with("/o") {
             return RequestKind::List;
+        }
+        if p.starts_with("/storage/v1/b/") && p.matches('/').count() == 4 {
+            return RequestKind::Bucket;
         }
         RequestKind::Other
     }
@@ -386,6 +392,11 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
     let bucket_resource = segments.len() == 4 && segments[..3] == ["storage", "v1", "b"];
+    if bucket_resource {
+        if let Some(refusal) = refusal(&inner, RequestKind::Bucket) {
+            return refusal;
+        }
+    }
     if bucket_resource && inner.cors.lock().unwrap().is_some() {
         let bucket = segments[3].to_owned();
         let method = req.method().clone();
@@ -447,22 +458,8 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     let kind = RequestKind::of(&req);
-    if inner.denied.lock().unwrap().contains(&kind) {
-        let message = inner
-            .denied_message
-            .lock()
-            .unwrap()
-            .clone()
-            .unwrap_or_else(|| "caller does not have storage permission (injected)".into());
-        // GCS's error shape: `errors` with one item, as JSON.
-        let body = serde_json::json!({"error": {"code": 403, "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": "forbidden"}]}})
-        .to_string();
-        return Response::builder()
-            .status(403)
-            .header("content-type", "application/json; charset=UTF-8")
-            .body(Body::from(body))
-            .unwrap();
+    if let Some(refusal) = refusal(&inner, kind) {
+        return refusal;
     }
     let hangs = {
         let mut hang = inner.hang.lock().unwrap();
@@ -594,4 +591,28 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
     }
+}
+
+/// GCS's 403 for a request of a kind the test denies, if it does.
+fn refusal(inner: &Inner, kind: RequestKind) -> Option<Response> {
+    if !inner.denied.lock().unwrap().contains(&kind) {
+        return None;
+    }
+    let message = inner
+        .denied_message
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| "caller does not have storage permission (injected)".into());
+    // GCS's error shape: `errors` with one item, as JSON.
+    let body = serde_json::json!({"error": {"code": 403, "message": message,
+        "errors": [{"message": message, "domain": "global", "reason": "forbidden"}]}})
+    .to_string();
+    Some(
+        Response::builder()
+            .status(403)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(Body::from(body))
+            .unwrap(),
+    )
 }

@@ -861,22 +861,66 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     let said = e["validation_errors"]["google_application_credentials"][0]
         .as_str()
         .unwrap_or_default();
+    // Presign is on (the default), so the CORS check's storage.buckets.get
+    // is asked too, and named with the role that grants it.
     assert!(
-        said.contains("lacks storage.objects.get on gs://guarded")
-            && said.contains("grant it Storage Object Viewer (roles/storage.objectViewer)"),
+        said.contains("lacks storage.objects.get, storage.buckets.get on gs://guarded")
+            && said.contains(
+                "grant it Storage Object Viewer (roles/storage.objectViewer) on the bucket; and Storage Legacy \
+                 Bucket Reader (roles/storage.legacyBucketReader) on the bucket"
+            ),
         "{e}"
     );
     assert_eq!(
         proxy.permission_checks().last().unwrap(),
-        &["storage.objects.list", "storage.objects.get"]
+        &["storage.objects.list", "storage.objects.get", "storage.buckets.get"]
     );
-    // Nothing granted (GCS then leaves the field out): both named.
+    // The same, structured for the UI: each missing permission, where,
+    // and the role that grants it.
+    let missing = e["permissions"]["missing"].as_array().cloned().unwrap_or_default();
+    let named: Vec<(&str, &str, &str)> = missing
+        .iter()
+        .map(|p| {
+            (
+                p["permission"].as_str().unwrap(),
+                p["resource"].as_str().unwrap(),
+                p["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("storage.objects.get", "gs://guarded", "roles/storage.objectViewer"),
+            (
+                "storage.buckets.get",
+                "gs://guarded",
+                "roles/storage.legacyBucketReader"
+            )
+        ],
+        "{e}"
+    );
+    assert_eq!(e["permissions"]["account"], "the server's own Google identity", "{e}");
+    // Nothing granted (GCS then leaves the field out): all named.
     proxy.grant_permissions(&[]);
     let (_, e) = app.post("/api/storages/gcs", source.clone()).await;
     let said = e["validation_errors"]["google_application_credentials"][0]
         .as_str()
         .unwrap_or_default();
-    assert!(said.contains("lacks storage.objects.list, storage.objects.get"), "{e}");
+    assert!(
+        said.contains("lacks storage.objects.list, storage.objects.get, storage.buckets.get"),
+        "{e}"
+    );
+    // With presign off the bucket's metadata is never read: not asked.
+    let mut proxied = source.clone();
+    proxied["presign"] = json!(false);
+    let (_, e) = app.post("/api/storages/gcs/validate", proxied).await;
+    assert_eq!(
+        proxy.permission_checks().last().unwrap(),
+        &["storage.objects.list", "storage.objects.get"],
+        "{e}"
+    );
+    assert_eq!(e["permissions"]["missing"].as_array().map(Vec::len), Some(2), "{e}");
     let (_, list) = app.get(&format!("/api/storages/gcs?project={pid}")).await;
     assert_eq!(list, json!([]), "nothing created");
     // Refused although GCS reports every permission held: what a bucket's
@@ -927,6 +971,18 @@ async fn test_connection_names_missing_permissions_and_the_role() {
         said.contains("lacks storage.objects.delete")
             && !said.contains("storage.objects.create,")
             && said.contains("Storage Object User (roles/storage.objectUser)"),
+        "{e}"
+    );
+    assert_eq!(
+        proxy.permission_checks().last().unwrap(),
+        &[
+            "storage.objects.list",
+            "storage.objects.create",
+            "storage.objects.delete"
+        ]
+    );
+    assert_eq!(
+        e["permissions"]["missing"][0]["permission"], "storage.objects.delete",
         "{e}"
     );
     proxy.heal();
@@ -1035,5 +1091,98 @@ async fn cors_is_checked_at_test_connection_and_fixed_keeping_the_policy() {
     let (_, again) = fix(Some(origin.clone())).await;
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(proxy.cors_patches().len(), 1);
+    app.stop().await;
+}
+
+/// The wizard's Fix CORS works before the storage is saved: `POST
+/// /api/storages/{kind}/cors` takes the settings as validate does, and
+/// while editing (`id`) fills in what is stored. A policy that cannot be
+/// read because the account lacks `storage.buckets.get` is reported with
+/// that permission and its role (issue 17, items 1 and 2).
+#[tokio::test]
+async fn cors_is_fixed_from_the_wizard_and_an_unreadable_policy_names_the_permission() {
+    let gcs = emulator(&["unsaved"]).await;
+    gcs.upload("unsaved", "a/1.txt", b"a".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&gcs.endpoint).await.unwrap();
+    let app = TestApp::spawn_with_gcs_endpoint(labelport_testkit::Backend::Sqlite, &proxy.endpoint, 0).await;
+    let (_, p) = app.post("/api/projects", json!({"title": "wizard cors"})).await;
+    let pid = p["id"].as_i64().unwrap();
+    proxy.set_cors(vec![]);
+    let body = json!({"project": pid, "bucket": "unsaved", "prefix": "a", "presign": true});
+    let call = |path: &str, body: Value, origin: &str| {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.base_url))
+            .header("Authorization", format!("Token {}", app.token))
+            .header("Origin", origin)
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let origin = app.base_url.trim_end_matches('/').to_owned();
+
+    // The policy cannot be read: GCS refuses the bucket resource, and says
+    // storage.buckets.get is not held. Test connection still passes (the
+    // objects are readable) and names the permission and its role.
+    proxy.deny(labelport_testkit::RequestKind::Bucket);
+    proxy.grant_permissions(&["storage.objects.list", "storage.objects.get"]);
+    let (s, v) = call("/api/storages/gcs/validate", body.clone(), &origin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cors"]["allowed"], false, "{v}");
+    let advice = v["cors"]["advice"].as_str().unwrap_or_default();
+    assert!(
+        advice.contains("lacks storage.buckets.get on gs://unsaved")
+            && advice.contains("Storage Legacy Bucket Reader (roles/storage.legacyBucketReader)"),
+        "{v}"
+    );
+    assert_eq!(
+        v["permissions"]["missing"][0]["permission"], "storage.buckets.get",
+        "{v}"
+    );
+    assert_eq!(proxy.permission_checks().last().unwrap(), &["storage.buckets.get"]);
+    // Held, and still refused: the reason is given without a guess.
+    proxy.grant_permissions(&["storage.buckets.get"]);
+    let (_, v) = call("/api/storages/gcs/validate", body.clone(), &origin).await;
+    assert!(v.get("permissions").is_none(), "{v}");
+    assert!(
+        v["cors"]["advice"].as_str().unwrap().contains("could not be read"),
+        "{v}"
+    );
+    proxy.heal();
+    proxy.set_cors(vec![]);
+
+    // Fixed before saving: the rule is written, nothing is stored.
+    let (s, fixed) = call("/api/storages/gcs/cors", body.clone(), &origin).await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_eq!(
+        (fixed["changed"].clone(), fixed["cors"]["allowed"].clone()),
+        (json!(true), json!(true)),
+        "{fixed}"
+    );
+    assert_eq!(proxy.cors_patches().len(), 1);
+    assert_eq!(proxy.cors().unwrap()[0]["origin"], json!([origin]));
+    let (_, list) = app.get(&format!("/api/storages/gcs?project={pid}")).await;
+    assert_eq!(list, json!([]), "nothing saved");
+    // Bad settings are a 400 naming the field, and write nothing.
+    let (s, e) = call(
+        "/api/storages/gcs/cors",
+        json!({"project": pid, "bucket": "Not a bucket!"}),
+        &origin,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["validation_errors"]["bucket"].is_array(), "{e}");
+    // While editing: the stored storage's settings, by id.
+    let (_, st) = app.post("/api/storages/gcs", body.clone()).await;
+    let id = st["id"].as_i64().unwrap();
+    proxy.set_cors(vec![]);
+    let (s, fixed) = call("/api/storages/gcs/cors", json!({"id": id}), &origin).await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_eq!(fixed["changed"], true, "{fixed}");
+    assert_eq!(proxy.cors_patches().len(), 2);
     app.stop().await;
 }

@@ -586,3 +586,66 @@ async fn without_a_public_url_pushes_are_refused() {
     assert!(e["detail"].as_str().unwrap().contains("LABELPORT_PUBLIC_URL"), "{e}");
     app.stop().await;
 }
+
+/// The storage's card gives the push endpoint to configure (the token's
+/// audience too), the account it expects and, without a public URL, says
+/// notifications stay off (issue 17, item 5).
+#[tokio::test]
+async fn the_storage_card_shows_the_push_endpoint() {
+    let gcs = FakeGcs::start().await.expect("fake-gcs-server");
+    gcs.create_bucket("card").await.unwrap();
+    let page = |app: &TestApp, pid: i64| {
+        let request = app
+            .http
+            .get(format!("{}/projects/{pid}/settings/storage", app.base_url))
+            .header("Authorization", format!("Token {}", app.token));
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.text().await.unwrap()
+        }
+    };
+    // No key server is called: nothing is pushed.
+    let with_url =
+        TestApp::spawn_with_pubsub_keys(labelport_testkit::Backend::Sqlite, &gcs, 0, "http://127.0.0.1:9/certs").await;
+    let without_url = TestApp::spawn_with_gcs(labelport_testkit::Backend::Sqlite, &gcs, 0).await;
+    for (app, public) in [(&with_url, true), (&without_url, false)] {
+        let (_, p) = app.post("/api/projects", json!({"title": "card"})).await;
+        let pid = p["id"].as_i64().unwrap();
+        let (s, quiet) = app
+            .post(
+                "/api/storages/gcs",
+                json!({"project": pid, "bucket": "card", "title": "Quiet"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{quiet}");
+        let html = page(app, pid).await;
+        assert!(!html.contains("Bucket notifications</dt>"), "off: no line");
+        let (s, st) = app
+            .post(
+                "/api/storages/gcs",
+                json!({"project": pid, "bucket": "card", "title": "Pushed", "pubsub_push_service_account": PUSH_ACCOUNT}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{st}");
+        let sid = st["id"].as_i64().unwrap();
+        let html = page(app, pid).await;
+        // As the page writes it (minijinja escapes `/` in HTML).
+        let endpoint = format!("{}/api/storages/gcs/{sid}/notifications", app.base_url).replace('/', "&#x2f;");
+        if public {
+            assert!(
+                html.contains(&format!("<code class=\"push-endpoint\">{endpoint}</code>"))
+                    && html.contains(PUSH_ACCOUNT),
+                "{html}"
+            );
+        } else {
+            assert!(!html.contains("push-endpoint\""), "{html}");
+            assert!(
+                html.contains("Off until the server is started with LABELPORT_PUBLIC_URL"),
+                "{html}"
+            );
+        }
+    }
+    with_url.stop().await;
+    without_url.stop().await;
+}

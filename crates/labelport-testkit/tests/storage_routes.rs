@@ -23,6 +23,7 @@ fn kind_routes() -> Vec<(Method, String, Option<Value>)> {
         if files {
             routes.push((Method::POST, format!("{base}/{{kind}}/files"), body()));
             routes.push((Method::POST, format!("{base}/{{kind}}/{{id}}/cors"), None));
+            routes.push((Method::POST, format!("{base}/{{kind}}/cors"), body()));
         }
     }
     routes

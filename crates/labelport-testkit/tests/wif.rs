@@ -60,6 +60,7 @@ async fn world(buckets: &[&str]) -> World {
     };
     env.wif.sts_endpoint = wif.url.clone();
     env.wif.iam_endpoint = wif.url.clone();
+    env.wif.iam_api_endpoint = wif.url.clone();
     env.wif.imds_endpoint = Some(wif.url.clone());
     World { gcs, wif, proxy, env }
 }
@@ -413,6 +414,48 @@ async fn each_refusal_is_named_at_test_connection() {
         text.contains("signBlob") && text.contains("roles/iam.serviceAccountTokenCreator"),
         "{text}"
     );
+    // IAM's testIamPermissions on the account confirms which permission
+    // is missing: named at the presign field and, structured, with the
+    // command that grants the role on the account.
+    assert!(
+        w.wif.seen().contains(&"testIamPermissions".to_owned()),
+        "{:?}",
+        w.wif.seen()
+    );
+    let sa = email();
+    let said = v["validation_errors"]["presign"][0].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&format!(
+            "the service account {sa} lacks iam.serviceAccounts.signBlob on itself"
+        )),
+        "{v}"
+    );
+    let missing = &v["permissions"]["missing"][0];
+    assert_eq!(missing["permission"], "iam.serviceAccounts.signBlob", "{v}");
+    assert_eq!(missing["resource"], format!("serviceAccounts/{sa}"), "{v}");
+    assert_eq!(missing["role"], "roles/iam.serviceAccountTokenCreator", "{v}");
+    assert_eq!(
+        missing["grant_command"],
+        format!(
+            "gcloud iam service-accounts add-iam-policy-binding {sa} --member=serviceAccount:{sa} \
+             --role=roles/iam.serviceAccountTokenCreator"
+        ),
+        "{v}"
+    );
+    // A refusal that is not about the permission (IAM says it is held):
+    // the refusal as it came, without a structured guess.
+    w.wif
+        .configure(|e| e.refuse_sign_blob = Some((400, "Invalid argument (injected)".into())));
+    let (s, v) = validate(body.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v.get("permissions").is_none(), "{v}");
+    assert!(
+        v["validation_errors"]["presign"][0]
+            .as_str()
+            .unwrap()
+            .contains("Invalid argument (injected)"),
+        "{v}"
+    );
     let (s, v) = validate(with(body.clone(), json!({"presign": false}))).await;
     assert_eq!(s, StatusCode::OK, "the proxy needs no signing: {v}");
     w.wif.configure(|e| e.refuse_sign_blob = None);
@@ -561,6 +604,7 @@ fn fresh(wif: labelport_storage::wif::WifEnv) -> labelport_storage::wif::WifEnv 
     let mut out = labelport_storage::wif::WifEnv::default();
     out.sts_endpoint = wif.sts_endpoint;
     out.iam_endpoint = wif.iam_endpoint;
+    out.iam_api_endpoint = wif.iam_api_endpoint;
     out.subject = wif.subject;
     out.imds_endpoint = wif.imds_endpoint;
     out

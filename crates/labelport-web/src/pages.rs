@@ -286,9 +286,18 @@ struct StorageCard {
     /// A source storage whose media go by signed URL (its bucket's CORS
     /// policy matters).
     presign: bool,
+    /// With bucket notifications on (a push service account set): the
+    /// URL the Pub/Sub push subscription must call, which is also the
+    /// audience its token must name; None without `LABELPORT_PUBLIC_URL`
+    /// (the endpoint then refuses every push).
+    push_endpoint: Option<String>,
+    /// The push subscription's account, when notifications are on.
+    push_account: Option<String>,
+    /// When the last notification was applied (RFC 3339).
+    last_notification: Option<String>,
 }
 
-fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
+fn storage_card(row: &labelport_db::StorageRow, public_url: &str) -> StorageCard {
     use labelport_domain::storage::{Direction, DirectionOptions};
     let direction = row.direction();
     let s = &row.settings;
@@ -320,6 +329,22 @@ fn storage_card(row: &labelport_db::StorageRow) -> StorageCard {
         sync_interval: s.import().and_then(|o| o.sync_interval),
         next_sync: row.next_sync_at.clone(),
         presign: s.import().is_some_and(|o| o.presign),
+        push_endpoint: s
+            .import()
+            .filter(|o| !o.pubsub_push_service_account.is_empty() && !public_url.is_empty())
+            .map(|_| {
+                format!(
+                    "{}/api/storages/{}/{}/notifications",
+                    public_url.trim_end_matches('/'),
+                    row.kind.name(),
+                    row.id
+                )
+            }),
+        push_account: s
+            .import()
+            .map(|o| o.pubsub_push_service_account.clone())
+            .filter(|a| !a.is_empty()),
+        last_notification: row.last_notification_at.clone(),
     }
 }
 
@@ -339,14 +364,14 @@ pub async fn storage_settings(
         .list_storages(Direction::Import, None, Some(id))
         .await?
         .iter()
-        .map(storage_card)
+        .map(|row| storage_card(row, &state.public_url))
         .collect();
     let targets: Vec<StorageCard> = state
         .db
         .list_storages(Direction::Export, None, Some(id))
         .await?
         .iter()
-        .map(storage_card)
+        .map(|row| storage_card(row, &state.public_url))
         .collect();
     page(
         "storage.html",

@@ -288,7 +288,7 @@ document.getElementById("login-form")?.addEventListener("submit", async (event) 
 
   cards.forEach((card) => {
     card.querySelectorAll(".interval").forEach(every);
-    card.querySelectorAll(".last-sync[data-time]").forEach((el) => {
+    card.querySelectorAll(".last-sync[data-time], .last-notification[data-time]").forEach((el) => {
       if (el.dataset.time) el.textContent = when(el.dataset.time);
     });
     if (card.dataset.status === "queued" || card.dataset.status === "in_progress") poll(card);

@@ -71,8 +71,58 @@
     return editing ? { ...body(), id: Number(editing.api.split("/").pop()) } : body();
   }
 
+  const fixCors = document.getElementById("wizard-fix-cors");
+  const permissions = document.getElementById("missing-permissions");
+
+  /** The `permissions` member of an answer (what IAM says is missing and
+   * the role that grants each), as a list; hidden when there is none. */
+  function showPermissions(answer) {
+    const report = answer && answer.permissions;
+    const list = permissions.querySelector("ul");
+    list.innerHTML = "";
+    permissions.hidden = !(report && report.missing && report.missing.length);
+    if (permissions.hidden) return;
+    for (const p of report.missing) {
+      const li = document.createElement("li");
+      const name = document.createElement("code");
+      name.textContent = p.permission;
+      li.append(name, " on " + p.resource + " (" + p.used_for + "): grant " + p.role_title + " (" + p.role + ")");
+      if (p.grant_command) {
+        const command = document.createElement("code");
+        command.className = "grant-command";
+        command.textContent = p.grant_command;
+        li.append(document.createElement("br"), command);
+      }
+      list.appendChild(li);
+    }
+  }
+
+  /** The CORS part of a validate answer, with Fix CORS when it fails. */
+  function showCors(cors) {
+    const advice = document.getElementById("cors-advice");
+    advice.classList.add("warning");
+    lp.show(advice, cors && !cors.allowed ? cors.advice : "");
+    fixCors.hidden = !(cors && !cors.allowed);
+  }
+
+  fixCors.addEventListener("click", async () => {
+    fixCors.disabled = true;
+    const result = await lp.api("POST", base() + "/cors", checkBody());
+    fixCors.disabled = false;
+    const advice = document.getElementById("cors-advice");
+    if (!result.ok) {
+      lp.show(advice, lp.message(result));
+      return;
+    }
+    const cors = result.body.cors;
+    fixCors.hidden = cors.allowed;
+    advice.classList.toggle("warning", !cors.allowed);
+    lp.show(advice, (result.body.changed ? "A CORS rule was added. " : "Nothing to change. ") + cors.advice);
+  });
+
   function clearErrors() {
-    lp.show(document.getElementById("cors-advice"), "");
+    showCors(null);
+    showPermissions(null);
     form.querySelectorAll(".field-error").forEach((el) => lp.show(el, ""));
     lp.show(error, "");
   }
@@ -305,10 +355,10 @@
     const result = await lp.api("POST", base() + "/validate", checkBody());
     tested = result.ok;
     if (!result.ok) showErrors(result);
+    showPermissions(result.body);
     // With presign on, the answer says whether browsers may read the
-    // bucket's objects (its CORS policy).
-    const cors = result.ok && result.body && result.body.cors;
-    lp.show(document.getElementById("cors-advice"), cors && !cors.allowed ? cors.advice : "");
+    // bucket's objects (its CORS policy); Fix CORS adds the rule.
+    showCors(result.ok && result.body && result.body.cors);
     render();
   });
 

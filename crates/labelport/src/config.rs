@@ -154,6 +154,10 @@ pub struct GoogleArgs {
     /// media URLs without a private key).
     #[arg(long, env = "LABELPORT_IAM_ENDPOINT", default_value = labelport_storage::wif::DEFAULT_IAM_ENDPOINT)]
     pub iam_endpoint: String,
+    /// IAM API: Test connection asks it which permissions are held on the
+    /// service account that signs (`testIamPermissions`).
+    #[arg(long, env = "LABELPORT_IAM_API_ENDPOINT", default_value = labelport_storage::wif::DEFAULT_IAM_API_ENDPOINT)]
+    pub iam_api_endpoint: String,
     /// Google's Security Token Service (WIF token exchange).
     #[arg(long, env = "LABELPORT_GCP_STS_ENDPOINT", default_value = labelport_storage::wif::DEFAULT_STS_ENDPOINT)]
     pub sts_endpoint: String,
@@ -189,6 +193,7 @@ impl GoogleArgs {
             env.gcs_endpoint = Some(url("LABELPORT_GCS_ENDPOINT", endpoint)?);
         }
         env.wif.iam_endpoint = url("LABELPORT_IAM_ENDPOINT", &self.iam_endpoint)?;
+        env.wif.iam_api_endpoint = url("LABELPORT_IAM_API_ENDPOINT", &self.iam_api_endpoint)?;
         env.wif.sts_endpoint = url("LABELPORT_GCP_STS_ENDPOINT", &self.sts_endpoint)?;
         if let Some(source) = self.wif_credential_source.as_deref().filter(|s| !s.trim().is_empty()) {
             env.wif.subject = labelport_storage::wif::SubjectConfig::from_setting(source)

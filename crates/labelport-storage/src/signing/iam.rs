@@ -141,6 +141,57 @@ impl<T: AccessTokenSource> IamSigner<T> {
     }
 }
 
+impl<T: AccessTokenSource> IamSigner<T> {
+    /// Which of `wanted` (such as `iam.serviceAccounts.signBlob`) the
+    /// signer's identity holds on the account it signs as, from the IAM
+    /// API's `projects.serviceAccounts.testIamPermissions`:
+    /// `POST {iam_api}/v1/projects/-/serviceAccounts/{email}:testIamPermissions`
+    /// with `{"permissions": [...]}` (`iam_api`: Google's IAM API base URL,
+    /// `https://iam.googleapis.com`, not IAM Credentials, which signs),, answered by the subset held (the key
+    /// is left out when none is)
+    /// (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/testIamPermissions>).
+    ///
+    /// Errors: [`SignError::Token`] without a token; [`SignError::Iam`] or
+    /// [`SignError::Transport`] when the API refuses or cannot be reached.
+    pub async fn granted_permissions(&self, iam_api: &str, wanted: &[&str]) -> Result<Vec<String>, SignError> {
+        let token = self.tokens.token().await?;
+        let email = encode(&self.email, false).replace("%40", "@");
+        let url = format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:testIamPermissions",
+            iam_api.trim_end_matches('/')
+        );
+        let transport = |e: reqwest::Error| SignError::Transport {
+            email: self.email.clone(),
+            message: e.to_string(),
+        };
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "permissions": wanted }))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(SignError::Iam {
+                email: self.email.clone(),
+                status: status.as_u16(),
+                message: google_error_message(&body),
+            });
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| SignError::InvalidResponse {
+            email: self.email.clone(),
+            message: format!("not a testIamPermissions answer: {e}"),
+        })?;
+        Ok(answer["permissions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+}
+
 impl<T: AccessTokenSource> BlobSigner for IamSigner<T> {
     fn email(&self) -> &str {
         &self.email

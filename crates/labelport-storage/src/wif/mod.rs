@@ -45,6 +45,8 @@ pub use external_account::{is_external_account, ExternalAccount};
 pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.googleapis.com";
 /// Google's IAM Credentials API (generateAccessToken, signBlob).
 pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+/// Google's IAM API (a service account's `testIamPermissions`).
+pub const DEFAULT_IAM_API_ENDPOINT: &str = "https://iam.googleapis.com";
 /// The scope of the service account's token: all of Google Cloud, which
 /// covers Cloud Storage and IAM `signBlob` (Google's libraries' default).
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -298,6 +300,9 @@ pub struct WifEnv {
     pub sts_endpoint: String,
     /// IAM Credentials base URL (`LABELPORT_IAM_ENDPOINT`).
     pub iam_endpoint: String,
+    /// IAM API base URL (`LABELPORT_IAM_API_ENDPOINT`), where Test
+    /// connection asks which permissions are held on a service account.
+    pub iam_api_endpoint: String,
     /// Where `gcswif` storages get their subject token
     /// (`LABELPORT_WIF_CREDENTIAL_SOURCE`; default AWS).
     pub subject: SubjectConfig,
@@ -314,6 +319,7 @@ impl Default for WifEnv {
         WifEnv {
             sts_endpoint: DEFAULT_STS_ENDPOINT.to_owned(),
             iam_endpoint: DEFAULT_IAM_ENDPOINT.to_owned(),
+            iam_api_endpoint: DEFAULT_IAM_API_ENDPOINT.to_owned(),
             subject: SubjectConfig::default(),
             imds_endpoint: None,
             cache: Default::default(),
