@@ -196,8 +196,15 @@ impl Db {
             let mut tx = p.begin().await?;
             let doomed: Vec<(i64, i64, i64)> = sqlx::query_as(ids_sql).bind(storage_id).bind(key).bind(from_row)
                 .fetch_all(&mut *tx).await?;
+            let mut deleted = 0u64;
             for (task_id, project_id, predictions) in &doomed {
-                sqlx::query("DELETE FROM tasks WHERE id = $1").bind(*task_id).execute(&mut *tx).await?;
+                let inner: Option<i64> = sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING inner_id")
+                    .bind(*task_id).fetch_optional(&mut *tx).await?;
+                // Counted only when this transaction deleted it (a task
+                // deleted meanwhile through the API was counted there).
+                let Some(inner) = inner else { continue };
+                deleted += 1;
+                crate::record_task_gap!(tx, *project_id, inner);
                 sqlx::query(crate::tasks::APPLY_PROJECT_DELTA).bind(-1i64).bind(0i64).bind(0i64).bind(0i64)
                     .bind(-*predictions).bind(0i64).bind(*project_id).execute(&mut *tx).await?;
             }
@@ -205,7 +212,7 @@ impl Db {
                                        WHERE storage_id = $1 AND object_key = $2 AND row_index >= $3")
                 .bind(storage_id).bind(key).bind(from_row).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
-            Ok((doomed.len() as u64, flagged))
+            Ok((deleted, flagged))
         })
     }
 

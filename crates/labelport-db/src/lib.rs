@@ -66,6 +66,9 @@ pub struct Db {
     pub pool: Pool,
     /// The keys that seal credentials at rest (`secrets.rs`).
     secrets: Option<std::sync::Arc<secrets::SecretKeys>>,
+    /// Up to this many gap ranges a task-list page is found by seek
+    /// (`Db::task_page`); [`tasks::SEEK_MAX_GAPS`] unless changed.
+    seek_max_gaps: i64,
 }
 
 /// Runs `$body` with `$p` bound to a pool fit for reads.
@@ -137,6 +140,7 @@ impl Db {
             return Ok(Db {
                 pool: Pool::Postgres(pool),
                 secrets: None,
+                seek_max_gaps: tasks::SEEK_MAX_GAPS,
             });
         }
         let opts = SqliteConnectOptions::from_str(url)?
@@ -158,6 +162,7 @@ impl Db {
         Ok(Db {
             pool: Pool::Sqlite { read, write },
             secrets: None,
+            seek_max_gaps: tasks::SEEK_MAX_GAPS,
         })
     }
 
@@ -165,6 +170,14 @@ impl Db {
     /// them, reading or writing a storage's credentials is an error.
     pub fn with_secret_keys(mut self, keys: secrets::SecretKeys) -> Db {
         self.secrets = Some(std::sync::Arc::new(keys));
+        self
+    }
+
+    /// This handle with another limit on the gap ranges a task-list page
+    /// is sought past (0: always OFFSET); for tests and benchmarks of the
+    /// OFFSET path.
+    pub fn with_seek_max_gaps(mut self, ranges: i64) -> Db {
+        self.seek_max_gaps = ranges;
         self
     }
 

@@ -179,7 +179,11 @@ impl Db {
                 for id in outcome.task_ids.iter_mut() {
                     if !kept.contains(id) {
                         // Another sync linked this row first: drop our copy.
-                        sqlx::query("DELETE FROM tasks WHERE id = $1").bind(*id).execute(&mut *tx).await?;
+                        let inner: Option<i64> = sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING inner_id")
+                            .bind(*id).fetch_optional(&mut *tx).await?;
+                        if let Some(inner) = inner {
+                            crate::record_task_gap!(tx, project_id, inner);
+                        }
                         *id = 0;
                     }
                 }
@@ -227,25 +231,24 @@ impl Db {
     /// position `offset` (0-based).
     ///
     /// Inner ids are handed out 1, 2, 3… in id order inside a project (one
-    /// reservation on the project row per import, under its lock), so while
-    /// the project has every inner id from 1 to its task count (no task was
-    /// ever deleted, `max_inner_id = task_number`), position `k` is inner id
-    /// `k + 1` and the page is one range scan on `(project_id, inner_id)` at
-    /// any depth (issue 18, item 3). Otherwise the page's ids are found on
-    /// the `(project_id, id)` index with an OFFSET (never touching table
-    /// rows), then read.
+    /// reservation on the project row per import, under its lock), and the
+    /// ids of deleted tasks are kept as ranges in `task_gaps`. Position `k`
+    /// is inner id `k + 1` plus the sizes of the gaps before it, so the page
+    /// is one range scan on `(project_id, inner_id)` from there at any depth
+    /// (issue 18, item 3). A project with more than [`SEEK_MAX_GAPS`] gap
+    /// ranges (many scattered deletions; `Db::with_seek_max_gaps`) is paged with an OFFSET on the
+    /// `(project_id, id)` index instead (never touching table rows).
     pub async fn task_page(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<TaskRow>> {
-        let dense: Option<bool> = on_read!(self, p => sqlx::query_scalar::<_, bool>(
-            "SELECT max_inner_id = task_number FROM projects WHERE id = $1")
-            .bind(project_id).fetch_optional(p).await)?;
-        if dense == Some(true) {
+        let gaps = self.task_gaps(project_id, self.seek_max_gaps + 1).await?;
+        if gaps.len() as i64 <= self.seek_max_gaps {
+            let start = inner_id_at(offset, &gaps);
             let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND inner_id > $2 AND inner_id <= $3
-                 ORDER BY id"
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND inner_id >= $2
+                 ORDER BY inner_id LIMIT $3"
             );
             return Ok(
-                on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(offset)
-                .bind(offset.saturating_add(limit)).fetch_all(p).await)?,
+                on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(start)
+                .bind(limit).fetch_all(p).await)?,
             );
         }
         let sql = format!(
@@ -256,6 +259,15 @@ impl Db {
         Ok(
             on_read!(self, p => sqlx::query_as::<_, TaskRow>(&sql).bind(project_id).bind(limit).bind(offset).fetch_all(p).await)?,
         )
+    }
+
+    /// The first `limit` ranges of a project's unused inner ids (deleted
+    /// tasks), as `(first, last)` sorted by `first`.
+    pub async fn task_gaps(&self, project_id: i64, limit: i64) -> DbResult<Vec<(i64, i64)>> {
+        Ok(on_read!(self, p => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT first_inner_id, last_inner_id FROM task_gaps WHERE project_id = $1
+             ORDER BY first_inner_id LIMIT $2")
+            .bind(project_id).bind(limit).fetch_all(p).await)?)
     }
 
     /// The first task (in id order) of a project that is not labeled yet and
@@ -346,9 +358,10 @@ impl Db {
             let mut tx = p.begin().await?;
             crate::queue_export_deletions!(tx, "SELECT id FROM annotations WHERE task_id = $1", id, false);
             let sql = "DELETE FROM tasks WHERE id = $1
-                RETURNING project_id, is_labeled, total_annotations, cancelled_annotations, total_predictions";
-            let row = sqlx::query_as::<_, (i64, bool, i64, i64, i64)>(sql).bind(id).fetch_optional(&mut *tx).await?;
-            let (project_id, labeled, total, cancelled, predictions) = row.ok_or(DbError::NotFound)?;
+                RETURNING project_id, is_labeled, total_annotations, cancelled_annotations, total_predictions, inner_id";
+            let row = sqlx::query_as::<_, (i64, bool, i64, i64, i64, i64)>(sql).bind(id).fetch_optional(&mut *tx).await?;
+            let (project_id, labeled, total, cancelled, predictions, inner) = row.ok_or(DbError::NotFound)?;
+            crate::record_task_gap!(tx, project_id, inner);
             let mut delta = CounterDelta { tasks: -1, ..Default::default() };
             delta.add_task(labeled, total, cancelled, predictions, -1);
             sqlx::query(APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished).bind(delta.annotations)
@@ -365,6 +378,11 @@ impl Db {
             let mut tx = p.begin().await?;
             crate::queue_export_deletions!(tx, "SELECT id FROM annotations WHERE project_id = $1", project_id, false);
             let done = sqlx::query("DELETE FROM tasks WHERE project_id = $1").bind(project_id).execute(&mut *tx).await?;
+            // Every inner id handed out is now unused: one range.
+            sqlx::query("DELETE FROM task_gaps WHERE project_id = $1").bind(project_id).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO task_gaps (project_id, first_inner_id, last_inner_id)
+                         SELECT id, 1, max_inner_id FROM projects WHERE id = $1 AND max_inner_id > 0")
+                .bind(project_id).execute(&mut *tx).await?;
             sqlx::query("UPDATE projects SET task_number = 0, finished_task_number = 0, total_annotations_number = 0,
                 skipped_annotations_number = 0, total_predictions_number = 0, num_tasks_with_annotations = 0 WHERE id = $1")
                 .bind(project_id).execute(&mut *tx).await?;
@@ -372,6 +390,59 @@ impl Db {
             Ok(done.rows_affected())
         })
     }
+}
+
+/// Up to this many gap ranges, a task-list page is found by seek
+/// ([`Db::task_page`]); reading them costs about a millisecond at most.
+pub const SEEK_MAX_GAPS: i64 = 10_000;
+
+/// The inner id of the task at 0-based position `offset`, given the
+/// project's unused inner-id ranges sorted by their start: each range that
+/// begins at or before the candidate pushes it past the range.
+pub fn inner_id_at(offset: i64, gaps: &[(i64, i64)]) -> i64 {
+    let mut inner = offset.saturating_add(1);
+    for &(first, last) in gaps {
+        if first > inner {
+            break;
+        }
+        inner = inner.saturating_add(last - first + 1);
+    }
+    inner
+}
+
+/// Records inner id `$inner` of project `$project` as unused (its task was
+/// just deleted) in `task_gaps`, merged with the ranges that end just
+/// before it and start just after it, so a run of deletions stays one
+/// range. Runs in the caller's write transaction `$tx`.
+#[macro_export]
+macro_rules! record_task_gap {
+    ($tx:ident, $project:expr, $inner:expr) => {{
+        let (project, inner): (i64, i64) = ($project, $inner);
+        let after: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM task_gaps WHERE project_id = $1 AND first_inner_id = $2 RETURNING last_inner_id",
+        )
+        .bind(project)
+        .bind(inner + 1)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let last = after.unwrap_or(inner);
+        let joined =
+            sqlx::query("UPDATE task_gaps SET last_inner_id = $3 WHERE project_id = $1 AND last_inner_id = $2")
+                .bind(project)
+                .bind(inner - 1)
+                .bind(last)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+        if joined == 0 {
+            sqlx::query("INSERT INTO task_gaps (project_id, first_inner_id, last_inner_id) VALUES ($1, $2, $3)")
+                .bind(project)
+                .bind(inner)
+                .bind(last)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
 }
 
 /// Changes to a project's counters.
@@ -430,3 +501,22 @@ pub(crate) const REFRESH_TASK_COUNTERS: &str = "UPDATE tasks SET
     total_predictions = (SELECT COUNT(*) FROM predictions pr WHERE pr.task_id = tasks.id),
     is_labeled = ((SELECT COUNT(*) FROM annotations a WHERE a.task_id = tasks.id AND NOT a.was_cancelled) >= tasks.overlap)
     WHERE id = $1";
+
+#[cfg(test)]
+mod gap_tests {
+    use super::inner_id_at;
+
+    #[test]
+    fn positions_skip_the_gaps_before_them() {
+        assert_eq!(inner_id_at(0, &[]), 1);
+        assert_eq!(inner_id_at(9, &[]), 10);
+        // Inner ids 3..=5 and 8 unused: live 1 2 6 7 9 10 …
+        let gaps = [(3, 5), (8, 8)];
+        let live: Vec<i64> = (0..6).map(|k| inner_id_at(k, &gaps)).collect();
+        assert_eq!(live, [1, 2, 6, 7, 9, 10]);
+        // A gap at the start.
+        assert_eq!(inner_id_at(0, &[(1, 4)]), 5);
+        // Past the end: beyond every id (an empty page).
+        assert_eq!(inner_id_at(100, &[(1, 1)]), 102);
+    }
+}

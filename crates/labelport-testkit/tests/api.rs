@@ -518,8 +518,8 @@ async fn openapi_document_lists_the_handlers() {
 }
 
 /// Every page of `/api/tasks`, walked with an odd page size, gives each task
-/// once in id order: by seek on inner ids while the project has no gap, and
-/// by OFFSET once a task was deleted (issue 18, item 3). Two projects
+/// once in id order, by seek on inner ids past the ranges that deleted
+/// tasks left, the same as by OFFSET (issue 18, item 3). Two projects
 /// imported in turns so that neither's ids are contiguous.
 #[tokio::test]
 async fn task_pages_by_seek_and_by_offset_give_the_same_tasks() {
@@ -559,12 +559,45 @@ async fn task_pages_by_seek_and_by_offset_give_the_same_tasks() {
         assert_eq!(all.len(), 101);
         assert!(all.windows(2).all(|w| w[0] < w[1]), "in id order, each once");
         assert!(walk(&app, b).await.iter().all(|id| !all.contains(id)));
-        // A deleted task leaves a gap: pages are found by OFFSET, the same.
-        let (s, _) = app.delete(&format!("/api/tasks/{}", all[40])).await;
-        assert_eq!(s, StatusCode::NO_CONTENT);
+        // Deleted tasks leave gaps, kept as merged ranges of inner ids:
+        // pages still seek past them, and give the same tasks as OFFSET.
         let mut expected = all.clone();
-        expected.remove(40);
-        assert_eq!(walk(&app, a).await, expected);
+        for index in [40, 41, 39, 0, 100, 70] {
+            let (s, _) = app.delete(&format!("/api/tasks/{}", all[index])).await;
+            assert_eq!(s, StatusCode::NO_CONTENT);
+            expected.retain(|id| *id != all[index]);
+            assert_eq!(walk(&app, a).await, expected, "after deleting position {index}");
+        }
+        // 39, 40 and 41 are one range; 1, 71 and 101 their own.
+        assert_eq!(
+            app.db().task_gaps(a, 100).await.unwrap(),
+            [(1, 1), (40, 42), (71, 71), (101, 101)]
+        );
+        let by_offset = app.db().clone().with_seek_max_gaps(0);
+        for offset in [0, 1, 37, 38, 39, 60, 94, 95, 200] {
+            let seek = app.db().task_page(a, offset, 7).await.unwrap();
+            let scan = by_offset.task_page(a, offset, 7).await.unwrap();
+            let ids = |rows: &[labelport_db::TaskRow]| rows.iter().map(|t| t.id).collect::<Vec<_>>();
+            assert_eq!(ids(&seek), ids(&scan), "offset {offset}");
+        }
+        // The count is the project's counter, not a recount.
+        let (_, r) = app.get(&format!("/api/tasks?project={a}&page=1&page_size=7")).await;
+        assert_eq!(r["total"], 95, "{r}");
+        // Every task deleted: one range of every inner id handed out, and
+        // tasks imported afterwards are paged from the start.
+        let (s, _) = app.delete(&format!("/api/projects/{a}/tasks")).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(app.db().task_gaps(a, 100).await.unwrap(), [(1, 101)]);
+        let (s, r) = app
+            .post(
+                &format!("/api/projects/{a}/import"),
+                json!([{"image": "again-1.jpg"}, {"image": "again-2.jpg"}]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let again = walk(&app, a).await;
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|id| !all.contains(id)));
         // A page past the end is empty either way.
         let (_, r) = app.get(&format!("/api/tasks?project={b}&page=99&page_size=7")).await;
         assert_eq!(r["tasks"], json!([]), "{r}");
