@@ -457,7 +457,7 @@ def wif_server(tmp_path_factory, fakes):
             "LABELPORT_GCS_ENDPOINT": fakes["gcs"],
             "LABELPORT_GCP_STS_ENDPOINT": fakes["wif"],
             "LABELPORT_IAM_ENDPOINT": fakes["wif"],
-            "LABELPORT_IAM_API_ENDPOINT": fakes["wif"],
+            "LABELPORT_IAM_API_ENDPOINT": fakes["iam_api"],
             # Must not be asked: the environment holds the credentials.
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": fakes["wif"],
             "AWS_ACCESS_KEY_ID": "ASIAFAKELABELPORT",

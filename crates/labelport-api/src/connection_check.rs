@@ -187,11 +187,20 @@ pub(crate) async fn check_connection(state: &AppState, kind: StorageKind, s: &St
                     // GCS named another cause (a retention policy, a KMS
                     // key, billing): its own words say more than a guess.
                     _ if names_other_cause(&detail) => Err(StorageError::PermissionDenied(detail)),
-                    // Every permission held, and still refused: not IAM's
-                    // doing (issue 17, item 3).
-                    Some(_) => Ok(Some(
-                        network_refusal(kind, s, &detail, network_rule_named(&detail)).into(),
-                    )),
+                    // Every permission the probe uses held, and still
+                    // refused: not IAM's doing (issue 17, item 3). A missing
+                    // storage.buckets.get is named beside it.
+                    Some(missing) => {
+                        let mut problem: Problem =
+                            network_refusal(kind, s, &detail, network_rule_named(&detail)).into();
+                        if !missing.is_empty() {
+                            problem.permissions = Some(PermissionReport {
+                                account: account(kind, s),
+                                missing,
+                            });
+                        }
+                        Ok(Some(problem))
+                    }
                     None => match network_rule_named(&detail) {
                         Some(rule) => Ok(Some(network_refusal(kind, s, &detail, Some(rule)).into())),
                         None => Err(StorageError::PermissionDenied(detail)),
@@ -242,8 +251,8 @@ async fn probe(
             );
             if o.presign && federated {
                 let probe = format!("{prefix}labelport-signing-check");
-                if let Err(reason) = crate::signing::signed_url(state, kind, s, &probe, 60).await {
-                    return Ok(Some(signing_refused(state, kind, s, &reason).await));
+                if let Err(failure) = crate::signing::try_signed_url(state, kind, s, &probe, 60).await {
+                    return Ok(Some(signing_refused(state, kind, s, failure).await));
                 }
             }
             Ok(None)
@@ -379,51 +388,83 @@ pub(crate) async fn bucket_read_missing(
     })
 }
 
-/// The 400 for a URL that could not be signed through IAM: when IAM's
-/// `testIamPermissions` says the signer lacks `iam.serviceAccounts.signBlob`
-/// on the account, that permission and the role that grants it (Token
-/// Creator, on the account); otherwise the refusal as it came.
-async fn signing_refused(state: &AppState, kind: StorageKind, s: &StorageSettings, reason: &str) -> Problem {
-    let lacking = match crate::signing::sign_blob_granted(state, kind, s).await {
-        Some((email, false)) => Some(email),
-        _ => None,
+/// The 400 for a URL that could not be signed. After IAM refused
+/// `signBlob` (403), IAM's `testIamPermissions` on the account says whether
+/// `iam.serviceAccounts.signBlob` is missing: then that permission and the
+/// role that grants it (Token Creator, on the account; the command when the
+/// identity asking is the account itself); when it is held, the refusal is
+/// not IAM's roles (an API disabled, an organization policy). Any other
+/// failure is shown as it came.
+async fn signing_refused(
+    state: &AppState,
+    kind: StorageKind,
+    s: &StorageSettings,
+    failure: crate::signing::SigningFailure,
+) -> Problem {
+    let reason = failure.reason;
+    let turn_off = "or turn pre-signed URLs off so that media go through Labelport's proxy";
+    let plain = |message: String| -> Problem { ValidationErrors::field("presign", message).into() };
+    let Some((email, as_itself)) = failure.refused_as else {
+        return plain(format!(
+            "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: fix that, {turn_off}.",
+            s.bucket
+        ));
     };
-    let Some(email) = lacking else {
-        return ValidationErrors::field(
-            "presign",
-            format!(
-                "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant {} {} on itself, or turn \
-                 pre-signed URLs off so that media go through Labelport's proxy.",
+    match crate::signing::sign_blob_granted(state, kind, s).await {
+        Some(false) => {}
+        Some(true) => {
+            return plain(format!(
+                "Pre-signed URLs cannot be made for gs://{}: IAM refused signBlob ({reason}), although the identity \
+                 signing holds {} on {email}, so the refusal is not about roles. Next step: check that the IAM \
+                 Service Account Credentials API (iamcredentials.googleapis.com) is enabled in the project of \
+                 {email} and that no organization policy or VPC Service Controls perimeter blocks it, {turn_off}.",
                 s.bucket,
-                account(kind, s),
+                crate::signing::SIGN_BLOB
+            ))
+        }
+        None => {
+            return plain(format!(
+                "Pre-signed URLs cannot be made for gs://{}: {reason}. Next step: grant the identity signing {} on \
+                 {email}, {turn_off}.",
+                s.bucket,
                 TOKEN_CREATOR_ROLE.named()
-            ),
-        )
-        .into();
+            ))
+        }
+    }
+    // The account signs with its own token (impersonated, a key file, the
+    // metadata server): it needs the role on itself. Another principal
+    // (a federated identity signing as a named account) needs it on the
+    // account; its member name is not known here.
+    let who = if as_itself {
+        format!("the service account {email}")
+    } else {
+        "the identity this storage signs with".to_owned()
     };
     let report = PermissionReport {
-        account: format!("the service account {email}"),
+        account: who.clone(),
         missing: vec![Permission {
             permission: crate::signing::SIGN_BLOB,
             resource: format!("serviceAccounts/{email}"),
             used_for: "signing media URLs without a key (pre-signed URLs)",
             role: TOKEN_CREATOR_ROLE.id,
             role_title: TOKEN_CREATOR_ROLE.title,
-            grant_command: Some(format!(
-                "gcloud iam service-accounts add-iam-policy-binding {email} \
-                 --member=serviceAccount:{email} --role={}",
-                TOKEN_CREATOR_ROLE.id
-            )),
+            grant_command: as_itself.then(|| {
+                format!(
+                    "gcloud iam service-accounts add-iam-policy-binding {email} \
+                     --member=serviceAccount:{email} --role={}",
+                    TOKEN_CREATOR_ROLE.id
+                )
+            }),
         }],
     };
     // IAM's own refusal is in the server log; the message says what the
     // permission check found, which is what to act on.
     tracing::info!("signing check for gs://{}: {reason}", s.bucket);
+    let on = if as_itself { "itself".to_owned() } else { email.clone() };
     let message = format!(
-        "Pre-signed URLs cannot be made for gs://{}: {} lacks {} on itself, so IAM refuses to sign. Next step: \
-         {}, or turn pre-signed URLs off so that media go through Labelport's proxy.",
+        "Pre-signed URLs cannot be made for gs://{}: {who} lacks {} on {on}, so IAM refuses to sign. Next step: \
+         {}, {turn_off}.",
         s.bucket,
-        report.account,
         crate::signing::SIGN_BLOB,
         report.next_step()
     );
@@ -516,7 +557,7 @@ fn network_refusal(
     let (why, next) = match rule {
         None => (
             format!(
-                "Google refused ({detail}) although {who} holds every permission this needs. That is how a \
+                "Google refused ({detail}) although {who} holds every permission this check uses. That is how a \
                  bucket's IP filter answers a request from an address it does not allow (or a VPC Service \
                  Controls perimeter, or an IAM condition): the bucket's IP filter probably does not allow this \
                  server's address."

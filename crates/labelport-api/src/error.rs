@@ -64,6 +64,11 @@ pub struct ApiErrorBody {
     /// For 400: the problems by field (`non_field_errors` for the body as a whole).
     #[schema(value_type = Option<Object>)]
     validation_errors: Option<std::collections::HashMap<String, Vec<String>>>,
+    /// For a failed Test connection that lacks IAM permissions:
+    /// `{account, missing: [{permission, resource, used_for, role,
+    /// role_title, grant_command?}]}` (a Labelport addition).
+    #[schema(value_type = Option<Object>)]
+    permissions: Option<serde_json::Value>,
 }
 
 impl ApiError {

@@ -258,7 +258,9 @@ async fn resolve_in_project(
     };
     let store = state.stores.get(&state.storage_env, &storage).await.map_err(upstream)?;
     if let Some(ttl_minutes) = storage.settings.import().filter(|o| o.presign).map(|o| o.presign_ttl) {
-        return presign(state, &storage, ttl_minutes, &key).await;
+        if !crate::signing::proxied_instead(state, storage.kind, &storage.settings).await {
+            return presign(state, &storage, ttl_minutes, &key).await;
+        }
     }
     proxy(&store, &key, headers, method == Method::HEAD, state.media_inline_active).await
 }

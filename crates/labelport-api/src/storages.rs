@@ -356,6 +356,17 @@ async fn validate(
     // addition; Label Studio answers an empty 200).
     if settings.import().is_some_and(|o| o.presign) {
         let origin = page_origin(state, headers);
+        if crate::signing::proxied_instead(state, kind, &settings).await {
+            // Browsers never reach the emulator: its CORS policy is moot.
+            let note = labelport_domain::cors::CorsReport {
+                origin,
+                allowed: true,
+                advice: "With the GCS emulator and no key there is no account to sign URLs as: media of this \
+                         storage go through Labelport's proxy even with pre-signed URLs on."
+                    .to_owned(),
+            };
+            return Ok((StatusCode::OK, Json(json!({ "cors": note, "proxied": true }))).into_response());
+        }
         let (report, missing) = cors_report(state, kind, &settings, &origin).await;
         let mut body = json!({ "cors": report });
         if let Some(missing) = missing {
@@ -476,6 +487,13 @@ async fn fix_cors(
     id: Option<i64>,
     headers: &HeaderMap,
 ) -> ApiResult<Json<Value>> {
+    if !settings.import().is_some_and(|o| o.presign) {
+        return Err(ApiError::field(
+            "presign",
+            "Pre-signed URLs are off: browsers load media through Labelport's proxy, which needs no CORS rule on \
+             the bucket. Turn pre-signed URLs on first if browsers should read the bucket themselves.",
+        ));
+    }
     let origin = fix_origin(state, headers)?;
     let (before, _) = cors_report(state, kind, settings, &origin).await;
     if before.allowed {
@@ -521,7 +539,16 @@ async fn fix_cors(
         }
     };
     tracing::info!(storage.id = ?id, origin = %origin, "added a CORS rule to gs://{}", settings.bucket);
-    let after = labelport_domain::cors::check(&settings.bucket, &origin, &rules);
+    let mut after = labelport_domain::cors::check(&settings.bucket, &origin, &rules);
+    if !after.allowed {
+        // GCS answers a PATCH with the policy it keeps; one without our
+        // rule means it was not kept (the emulator keeps no CORS policy).
+        after.advice = format!(
+            "The rule was sent, but the bucket's policy that came back does not hold it (an emulator may keep no \
+             CORS policy). {}",
+            after.advice
+        );
+    }
     Ok(Json(json!({ "cors": after, "changed": true })))
 }
 
@@ -700,8 +727,12 @@ macro_rules! storage_routes {
         #[utoipa::path(post, path = $validate_path, tag = "storages", request_body = StorageInput,
             params(("kind" = String, Path, description = "Storage type: gcs or gcswif")),
             responses((status = 200, description = "The connection works: an empty body, or for a source storage with presign \
-                {cors: {origin, allowed, advice}}, whether browsers on the labeling page's origin may read objects by signed URL"),
-                (status = 400, description = "What is wrong, at the field to change, with the next step")))]
+                {cors: {origin, allowed, advice}}, whether browsers on the labeling page's origin may read objects by signed URL; \
+                with `permissions` ({account, missing: [{permission, resource, used_for, role, role_title, grant_command}]}) when \
+                the CORS policy could not be read for want of storage.buckets.get, and `proxied: true` when media go through \
+                the proxy anyway (the emulator without a key)"),
+                (status = 400, description = "What is wrong, at the field to change, with the next step; missing IAM permissions \
+                also as `permissions`")))]
         pub async fn $validate(
             State(state): State<AppState>,
             AuthUser(user): AuthUser,

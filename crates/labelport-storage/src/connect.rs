@@ -96,6 +96,13 @@ impl StorageEnv {
         }
     }
 
+    /// Whether buckets are reached through the GCS emulator without
+    /// credentials (`STORAGE_EMULATOR_HOST` or `emulator`, and no
+    /// `LABELPORT_GCS_ENDPOINT`).
+    pub fn anonymous_emulator(&self) -> bool {
+        self.gcs_endpoint.is_none() && (self.emulator.is_some() || emulator_from_env().is_some())
+    }
+
     /// The XML API host signed URLs point at: the endpoint given, else the
     /// emulator, else Google's (None).
     pub fn signing_host(&self) -> Option<String> {

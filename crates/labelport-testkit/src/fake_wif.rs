@@ -57,6 +57,11 @@ pub struct WifExpectations {
     pub refuse_impersonation: Option<(u16, String)>,
     /// signBlob answers this (status, message).
     pub refuse_sign_blob: Option<(u16, String)>,
+    /// Whether the IAM API's testIamPermissions reports signBlob held;
+    /// None: held unless signBlob is refused with a 403.
+    pub sign_blob_held: Option<bool>,
+    /// testIamPermissions answers this (status, message).
+    pub refuse_permission_check: Option<(u16, String)>,
 }
 
 #[derive(Default)]
@@ -93,8 +98,11 @@ impl Inner {
 
 /// The running fakes.
 pub struct FakeWif {
-    /// `http://127.0.0.1:<port>`: the STS, IAM and EC2 metadata endpoint.
+    /// `http://127.0.0.1:<port>`: the STS, IAM Credentials and EC2
+    /// metadata endpoint.
     pub url: String,
+    /// `{url}/iam-api`: the IAM API endpoint (`LABELPORT_IAM_API_ENDPOINT`).
+    pub iam_api_url: String,
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -120,6 +128,8 @@ impl FakeWif {
                 refuse_sts: None,
                 refuse_impersonation: None,
                 refuse_sign_blob: None,
+                sign_blob_held: None,
+                refuse_permission_check: None,
             }),
             key: KeySigner::from_service_account_json(key_json)?,
             issued: Mutex::default(),
@@ -130,6 +140,7 @@ impl FakeWif {
         let router = Router::new()
             .route("/v1/token", post(sts_token))
             .route("/v1/projects/-/serviceAccounts/{name}", post(iam))
+            .route("/iam-api/v1/projects/-/serviceAccounts/{name}", post(iam_api))
             .route("/latest/{*path}", any(imds))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -137,7 +148,12 @@ impl FakeWif {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(FakeWif { url, inner, task })
+        Ok(FakeWif {
+            iam_api_url: format!("{url}/iam-api"),
+            url,
+            inner,
+            task,
+        })
     }
 
     /// Changes what the fakes expect or answer.
@@ -517,31 +533,48 @@ async fn iam(State(f): State<Arc<Inner>>, Path(name): Path<String>, headers: Hea
             let signed = base64::engine::general_purpose::STANDARD.encode(signature);
             Json(json!({"keyId": "fake-key", "signedBlob": signed})).into_response()
         }
-        // The IAM API's testIamPermissions on the account (served here
-        // too; Labelport's LABELPORT_IAM_API_ENDPOINT points at this
-        // fake): signBlob is held unless signBlob is refused with a 403.
-        "testIamPermissions" => {
-            if !is_live(&f, &token) {
-                let v = f.violation("testIamPermissions without a live service-account token".into());
-                return google_error(401, &v);
-            }
-            let Some(asked) = body["permissions"].as_array() else {
-                let v = f.violation(format!("testIamPermissions body {body}"));
-                return google_error(400, &v);
-            };
-            let signs = !matches!(expect.refuse_sign_blob, Some((403, _)));
-            let held: Vec<&Value> = asked
-                .iter()
-                .filter(|p| signs && p.as_str() == Some("iam.serviceAccounts.signBlob"))
-                .collect();
-            f.saw("testIamPermissions");
-            // Google leaves `permissions` out when none is held.
-            if held.is_empty() {
-                Json(json!({})).into_response()
-            } else {
-                Json(json!({ "permissions": held })).into_response()
-            }
-        }
         _ => google_error(404, "no such method"),
+    }
+}
+
+/// The IAM API (`iam.googleapis.com`, a separate service from IAM
+/// Credentials, served here under `/iam-api`): `testIamPermissions` on the
+/// account. `iam.serviceAccounts.signBlob` is held unless signBlob is
+/// refused with a 403, or `permission_check_fails` says otherwise.
+async fn iam_api(State(f): State<Arc<Inner>>, Path(name): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let expect = f.expect.lock().unwrap().clone();
+    let Some((email, "testIamPermissions")) = name.rsplit_once(':') else {
+        f.violation(format!("IAM API asked {name}"));
+        return google_error(404, "no such method");
+    };
+    if email != expect.service_account_email {
+        return google_error(404, &format!("Unknown service account {email}"));
+    }
+    let token = bearer(&headers).unwrap_or_default();
+    if !is_live(&f, &token) {
+        let v = f.violation("testIamPermissions without a live service-account token".into());
+        return google_error(401, &v);
+    }
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let Some(asked) = body["permissions"].as_array() else {
+        let v = f.violation(format!("testIamPermissions body {body}"));
+        return google_error(400, &v);
+    };
+    f.saw("testIamPermissions");
+    if let Some((status, message)) = &expect.refuse_permission_check {
+        return google_error(*status, message);
+    }
+    let signs = expect
+        .sign_blob_held
+        .unwrap_or(!matches!(expect.refuse_sign_blob, Some((403, _))));
+    let held: Vec<&Value> = asked
+        .iter()
+        .filter(|p| signs && p.as_str() == Some("iam.serviceAccounts.signBlob"))
+        .collect();
+    // Google leaves `permissions` out when none is held.
+    if held.is_empty() {
+        Json(json!({})).into_response()
+    } else {
+        Json(json!({ "permissions": held })).into_response()
     }
 }

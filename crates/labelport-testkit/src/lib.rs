@@ -212,7 +212,9 @@ impl TestApp {
     pub async fn spawn_with_iam(backend: Backend, gcs: &FakeGcs, iam_endpoint: &str) -> TestApp {
         let mut env = emulator_env(Some(gcs.endpoint.clone()));
         env.wif.iam_endpoint = iam_endpoint.to_owned();
-        env.wif.iam_api_endpoint = iam_endpoint.to_owned();
+        // The IAM API is another service: not this fake's (which answers
+        // IAM Credentials only), so a mix-up is a 404, not a pass.
+        env.wif.iam_api_endpoint = format!("{iam_endpoint}/iam-api");
         Self::try_spawn_with(backend, env, 1, false, None)
             .await
             .expect("starting the test app")

@@ -290,6 +290,7 @@ async fn no_route_answers_more_than_its_role_and_membership_allow() {
             "/api/storages/gcs",
             "/api/storages/export/gcs",
             "/api/storages/gcs/validate",
+            "/api/storages/gcs/cors",
         ] {
             let (s, r) = app
                 .call_as(
@@ -305,14 +306,25 @@ async fn no_route_answers_more_than_its_role_and_membership_allow() {
                 "{r}"
             );
         }
-        // Syncing an admin's keyless storage acts as that identity too.
+        // Syncing an admin's keyless storage acts as that identity too, as
+        // does fixing its bucket's CORS policy, by path or by id in a body.
         for path in [
             format!("/api/storages/gcs/{import_storage}/sync"),
             format!("/api/storages/export/gcs/{export_storage}/sync"),
+            format!("/api/storages/gcs/{import_storage}/cors"),
         ] {
             let (s, r) = app.call_as(&tokens[0], Method::POST, &path, None).await;
             assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {r}");
         }
+        let (s, r) = app
+            .call_as(
+                &tokens[0],
+                Method::POST,
+                "/api/storages/gcs/cors",
+                Some(json!({"id": import_storage})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{r}");
         // So is a gcswif storage (the server's identity, traded through a
         // pool), whatever its fields.
         let wif = json!({"project": project, "bucket": "media", "google_wif_pool_id": "pool-1",
@@ -322,6 +334,7 @@ async fn no_route_answers_more_than_its_role_and_membership_allow() {
             "/api/storages/gcswif",
             "/api/storages/export/gcswif",
             "/api/storages/gcswif/validate",
+            "/api/storages/gcswif/cors",
         ] {
             let (s, r) = app.call_as(&tokens[0], Method::POST, path, Some(wif.clone())).await;
             assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {r}");

@@ -14,6 +14,17 @@ fn result(choice: &str) -> Value {
     json!([{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}])
 }
 
+/// A service-account key (Google's conformance test key) that signs URLs
+/// locally: with it, a storage on the anonymous emulator signs media as
+/// on GCS instead of serving them through the proxy.
+fn signing_key() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/conformance/test_service_account.not-a-test.json"
+    ))
+    .expect("testdata/conformance in the repository")
+}
+
 async fn emulator(buckets: &[&str]) -> FakeGcs {
     let gcs = FakeGcs::start()
         .await
@@ -931,8 +942,14 @@ async fn test_connection_names_missing_permissions_and_the_role() {
     let (s, e) = app.post("/api/storages/gcs/validate", source.clone()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let said = e["validation_errors"]["bucket"][0].as_str().unwrap_or_default();
+    // storage.buckets.get (presign's CORS reading) is not held: it does not
+    // explain a refused listing, but is named beside the network advice.
+    assert_eq!(
+        e["permissions"]["missing"][0]["permission"], "storage.buckets.get",
+        "{e}"
+    );
     assert!(
-        said.contains("holds every permission")
+        said.contains("holds every permission this check uses")
             && said.contains("IP filter probably does not allow this server's address")
             && said.contains("browsers outside the allowed ranges cannot load signed URLs")
             && said.contains("use the proxy"),
@@ -1012,7 +1029,8 @@ async fn cors_is_checked_at_test_connection_and_fixed_keeping_the_policy() {
     // A real policy's shape: a rule for another site, without responseHeader.
     let theirs = json!({"origin": ["https://other.example.com"], "method": ["GET"], "maxAgeSeconds": 60});
     proxy.set_cors(vec![theirs.clone()]);
-    let body = json!({"project": pid, "bucket": "browsers", "prefix": "a", "presign": true});
+    let body = json!({"project": pid, "bucket": "browsers", "prefix": "a", "presign": true,
+                      "google_application_credentials": signing_key()});
 
     let (s, v) = app.post("/api/storages/gcs/validate", body.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -1110,7 +1128,8 @@ async fn cors_is_fixed_from_the_wizard_and_an_unreadable_policy_names_the_permis
     let (_, p) = app.post("/api/projects", json!({"title": "wizard cors"})).await;
     let pid = p["id"].as_i64().unwrap();
     proxy.set_cors(vec![]);
-    let body = json!({"project": pid, "bucket": "unsaved", "prefix": "a", "presign": true});
+    let body = json!({"project": pid, "bucket": "unsaved", "prefix": "a", "presign": true,
+                      "google_application_credentials": signing_key()});
     let call = |path: &str, body: Value, origin: &str| {
         let request = app
             .http
@@ -1176,13 +1195,81 @@ async fn cors_is_fixed_from_the_wizard_and_an_unreadable_policy_names_the_permis
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(e["validation_errors"]["bucket"].is_array(), "{e}");
+    // Pre-signed URLs off: no CORS rule is needed, none is written.
+    let mut proxied = body.clone();
+    proxied["presign"] = json!(false);
+    let (s, e) = call("/api/storages/gcs/cors", proxied, &origin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["validation_errors"]["presign"][0]
+            .as_str()
+            .unwrap()
+            .contains("needs no CORS rule"),
+        "{e}"
+    );
+    assert_eq!(proxy.cors_patches().len(), 1);
+    // A bucket that does not keep the rule (the emulator keeps no CORS
+    // policy: the proxy lets the PATCH through to it) is said so.
+    proxy.heal();
+    let (s, fixed) = call("/api/storages/gcs/cors", body.clone(), &origin).await;
+    assert_eq!(s, StatusCode::OK, "{fixed}");
+    assert_eq!(
+        (fixed["changed"].clone(), fixed["cors"]["allowed"].clone()),
+        (json!(true), json!(false)),
+        "{fixed}"
+    );
+    assert!(
+        fixed["cors"]["advice"]
+            .as_str()
+            .unwrap()
+            .starts_with("The rule was sent, but the bucket's policy that came back does not hold it"),
+        "{fixed}"
+    );
+    proxy.set_cors(vec![]);
     // While editing: the stored storage's settings, by id.
     let (_, st) = app.post("/api/storages/gcs", body.clone()).await;
     let id = st["id"].as_i64().unwrap();
-    proxy.set_cors(vec![]);
     let (s, fixed) = call("/api/storages/gcs/cors", json!({"id": id}), &origin).await;
     assert_eq!(s, StatusCode::OK, "{fixed}");
     assert_eq!(fixed["changed"], true, "{fixed}");
     assert_eq!(proxy.cors_patches().len(), 2);
+    app.stop().await;
+}
+
+/// Against the GCS emulator reached without credentials, a storage with no
+/// key has no account to sign URLs as: with presign on, Test connection
+/// says media go through the proxy, and they do (no 404 "could not sign").
+#[tokio::test]
+async fn the_emulator_without_a_key_serves_presigned_media_through_the_proxy() {
+    let gcs = emulator(&["anonymous"]).await;
+    gcs.upload("anonymous", "img/a.png", b"png bytes".to_vec(), "image/png")
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with_gcs(labelport_testkit::Backend::Sqlite, &gcs, 1).await;
+    let (_, p) = app.post("/api/projects", json!({"title": "emulator"})).await;
+    let pid = p["id"].as_i64().unwrap();
+    let body = json!({"project": pid, "bucket": "anonymous", "prefix": "img", "presign": true, "use_blob_urls": true});
+    let (s, v) = app.post("/api/storages/gcs/validate", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["proxied"], true, "{v}");
+    assert!(
+        v["cors"]["advice"]
+            .as_str()
+            .unwrap()
+            .contains("go through Labelport's proxy"),
+        "{v}"
+    );
+    let (s, st) = app.post("/api/storages/gcs", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    let media = app
+        .http
+        .get(format!("{}/projects/{pid}/resolve", app.base_url))
+        .query(&[("fileuri", "gs://anonymous/img/a.png")])
+        .header("Authorization", format!("Token {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(media.status(), StatusCode::OK);
+    assert_eq!(media.bytes().await.unwrap().as_ref(), b"png bytes");
     app.stop().await;
 }

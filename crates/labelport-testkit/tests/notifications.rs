@@ -638,6 +638,10 @@ async fn the_storage_card_shows_the_push_endpoint() {
                     && html.contains(PUSH_ACCOUNT),
                 "{html}"
             );
+            // Nothing pushed yet; and the test server's http:// address is
+            // one Pub/Sub will not push to.
+            assert!(html.contains("last applied never"), "{html}");
+            assert!(html.contains("Pub/Sub pushes only to https:"), "{html}");
         } else {
             assert!(!html.contains("push-endpoint\""), "{html}");
             assert!(

@@ -115,8 +115,10 @@ async fn storage_crud_validation_and_secrets() {
             said.contains("No objects found in gs://media/nothing-here/") && said.contains("Next step"),
             "{e}"
         );
-        // Presign (the default): the answer says whether browsers may read
-        // the objects (the emulator keeps no CORS policy). Proxy: empty.
+        // Presign (the default) without a key on the emulator: media go
+        // through the proxy, and the answer says so. With a key that signs,
+        // the answer says whether browsers may read the objects (the
+        // emulator keeps no CORS policy). Proxy: empty.
         let (s, body) = app
             .post(
                 "/api/storages/gcs/validate",
@@ -124,7 +126,25 @@ async fn storage_crud_validation_and_secrets() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(
+            (body["proxied"].clone(), body["cors"]["allowed"].clone()),
+            (json!(true), json!(true)),
+            "{body}"
+        );
+        let key = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/conformance/test_service_account.not-a-test.json"
+        ))
+        .unwrap();
+        let (s, body) = app
+            .post(
+                "/api/storages/gcs/validate",
+                json!({"project": pid, "bucket": "media", "prefix": "imgs", "google_application_credentials": key}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
         assert_eq!(body["cors"]["allowed"], false, "{body}");
+        assert!(body.get("proxied").is_none(), "{body}");
         assert!(
             body["cors"]["advice"]
                 .as_str()

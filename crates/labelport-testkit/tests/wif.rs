@@ -60,7 +60,7 @@ async fn world(buckets: &[&str]) -> World {
     };
     env.wif.sts_endpoint = wif.url.clone();
     env.wif.iam_endpoint = wif.url.clone();
-    env.wif.iam_api_endpoint = wif.url.clone();
+    env.wif.iam_api_endpoint = wif.iam_api_url.clone();
     env.wif.imds_endpoint = Some(wif.url.clone());
     World { gcs, wif, proxy, env }
 }
@@ -442,8 +442,33 @@ async fn each_refusal_is_named_at_test_connection() {
         ),
         "{v}"
     );
-    // A refusal that is not about the permission (IAM says it is held):
-    // the refusal as it came, without a structured guess.
+    // A 403 although IAM says the permission is held: not about roles,
+    // so no role is advised and nothing structured is guessed.
+    w.wif.configure(|e| e.sign_blob_held = Some(true));
+    let (s, v) = validate(body.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let said = v["validation_errors"]["presign"][0].as_str().unwrap_or_default();
+    assert!(
+        said.contains("not about roles")
+            && said.contains("iamcredentials.googleapis.com")
+            && !said.contains("roles/iam.serviceAccountTokenCreator"),
+        "{v}"
+    );
+    assert!(v.get("permissions").is_none(), "{v}");
+    // IAM cannot say (its testIamPermissions refused): the refusal with
+    // the role that usually fixes it, nothing structured.
+    w.wif.configure(|e| {
+        e.sign_blob_held = None;
+        e.refuse_permission_check = Some((403, "testIamPermissions refused (injected)".into()));
+    });
+    let (s, v) = validate(body.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let said = v["validation_errors"]["presign"][0].as_str().unwrap_or_default();
+    assert!(said.contains("Service Account Token Creator"), "{v}");
+    assert!(v.get("permissions").is_none(), "{v}");
+    w.wif.configure(|e| e.refuse_permission_check = None);
+    // A refusal that is not a 403: shown as it came; IAM is not asked.
+    let asked = w.wif.count("testIamPermissions");
     w.wif
         .configure(|e| e.refuse_sign_blob = Some((400, "Invalid argument (injected)".into())));
     let (s, v) = validate(body.clone()).await;
@@ -456,6 +481,7 @@ async fn each_refusal_is_named_at_test_connection() {
             .contains("Invalid argument (injected)"),
         "{v}"
     );
+    assert_eq!(w.wif.count("testIamPermissions"), asked, "asked after a 403 only");
     let (s, v) = validate(with(body.clone(), json!({"presign": false}))).await;
     assert_eq!(s, StatusCode::OK, "the proxy needs no signing: {v}");
     w.wif.configure(|e| e.refuse_sign_blob = None);

@@ -293,6 +293,8 @@ struct StorageCard {
     push_endpoint: Option<String>,
     /// The push subscription's account, when notifications are on.
     push_account: Option<String>,
+    /// The push endpoint is not `https://`, where Pub/Sub will not push.
+    push_insecure: bool,
     /// When the last notification was applied (RFC 3339).
     last_notification: Option<String>,
 }
@@ -340,6 +342,7 @@ fn storage_card(row: &labelport_db::StorageRow, public_url: &str) -> StorageCard
                     row.id
                 )
             }),
+        push_insecure: !public_url.starts_with("https://"),
         push_account: s
             .import()
             .map(|o| o.pubsub_push_service_account.clone())

@@ -30,6 +30,8 @@
   // The settings the preview shown was loaded with, and how many were asked.
   let previewOf = null;
   let previews = 0;
+  // Test Connection clicks so far.
+  let tests = 0;
   const steps = () => STEPS[direction].filter(([name]) => !(editing && name === "provider"));
 
   const provider = () => (editing ? editing.type : form.querySelector("input[name=provider]:checked").value);
@@ -98,10 +100,13 @@
   }
 
   /** The CORS part of a validate answer, with Fix CORS when it fails. */
-  function showCors(cors) {
+  function showCors(cors, proxied) {
     const advice = document.getElementById("cors-advice");
-    advice.classList.add("warning");
-    lp.show(advice, cors && !cors.allowed ? cors.advice : "");
+    advice.classList.remove("error");
+    // Media served by the proxy anyway (the emulator without a key): said
+    // as a plain note.
+    advice.classList.toggle("warning", !proxied);
+    lp.show(advice, cors && (!cors.allowed || proxied) ? cors.advice : "");
     fixCors.hidden = !(cors && !cors.allowed);
   }
 
@@ -111,9 +116,15 @@
     fixCors.disabled = false;
     const advice = document.getElementById("cors-advice");
     if (!result.ok) {
+      // The connection is tested first: its problems (and the missing
+      // permissions) are shown as Test Connection shows them.
+      advice.classList.remove("warning");
+      advice.classList.add("error");
       lp.show(advice, lp.message(result));
+      showPermissions(result.body);
       return;
     }
+    advice.classList.remove("error");
     const cors = result.body.cors;
     fixCors.hidden = cors.allowed;
     advice.classList.toggle("warning", !cors.allowed);
@@ -303,7 +314,11 @@
     render();
   });
   form.addEventListener("input", (event) => {
-    if (event.target.closest('[data-step="connection"]') && !["presign_ttl"].includes(event.target.name) && tested) {
+    if (!event.target.closest('[data-step="connection"]') || event.target.name === "presign_ttl") return;
+    // What Test Connection said was about the settings before this edit.
+    showCors(null);
+    showPermissions(null);
+    if (tested) {
       tested = false;
       render();
     }
@@ -352,13 +367,16 @@
       }
     }
     if (missing) return;
+    // Only the answer to the latest click is shown.
+    const asked = ++tests;
     const result = await lp.api("POST", base() + "/validate", checkBody());
+    if (asked !== tests) return;
     tested = result.ok;
     if (!result.ok) showErrors(result);
     showPermissions(result.body);
     // With presign on, the answer says whether browsers may read the
     // bucket's objects (its CORS policy); Fix CORS adds the rule.
-    showCors(result.ok && result.body && result.body.cors);
+    showCors(result.ok && result.body && result.body.cors, result.ok && result.body && result.body.proxied);
     render();
   });
 

@@ -147,7 +147,7 @@ impl<T: AccessTokenSource> IamSigner<T> {
     /// API's `projects.serviceAccounts.testIamPermissions`:
     /// `POST {iam_api}/v1/projects/-/serviceAccounts/{email}:testIamPermissions`
     /// with `{"permissions": [...]}` (`iam_api`: Google's IAM API base URL,
-    /// `https://iam.googleapis.com`, not IAM Credentials, which signs),, answered by the subset held (the key
+    /// `https://iam.googleapis.com`, not IAM Credentials, which signs), answered by the subset held (the key
     /// is left out when none is)
     /// (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/testIamPermissions>).
     ///

@@ -5,8 +5,8 @@
 //! tokens the fake IAM issued.
 //!
 //! `labelport-fakes --gcs <emulator URL> --key <service-account key file>
-//! --audience <pool provider>` prints one JSON line, `{"wif": URL, "gcs":
-//! URL, "report": URL}`, then runs until killed. `GET <report>` answers
+//! --audience <pool provider>` prints one JSON line, `{"wif": URL,
+//! "iam_api": URL, "gcs": URL, "report": URL}`, then runs until killed. `GET <report>` answers
 //! what was served and every check that failed; `POST <report>/sign-blob`
 //! with `{"refuse": true}` makes IAM refuse signBlob with a 403 (and its
 //! testIamPermissions say the permission is not held) until posted
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let report_url = format!("http://{}", listener.local_addr()?);
     println!(
         "{}",
-        json!({"wif": wif.url, "gcs": proxy.endpoint, "report": report_url})
+        json!({"wif": wif.url, "iam_api": wif.iam_api_url, "gcs": proxy.endpoint, "report": report_url})
     );
     axum::serve(listener, report).await?;
     Ok(())
