@@ -81,10 +81,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     pages.dedup();
     pages.sort();
     pages.dedup();
-    // Pages by seek (no task ever deleted), then after one deletion (the
-    // OFFSET path).
-    for path in ["seek: no task deleted", "offset: one task deleted"] {
-        if path.starts_with("offset") {
+    // Pages with no task ever deleted, then after 1,000 deletions scattered
+    // through the project (1,000 gap ranges to seek past; issue 18, item 3).
+    for path in ["no task deleted", "1,000 tasks deleted, scattered"] {
+        if path.starts_with("1,000") {
             let first: Value = http
                 .get(format!("{base}/api/tasks?project={project_id}&page=1&page_size=1"))
                 .header("Authorization", &auth)
@@ -94,13 +94,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .json()
                 .await?;
             let id = first["tasks"][0]["id"].as_i64().context("a task id")?;
-            http.delete(format!("{base}/api/tasks/{id}"))
-                .header("Authorization", &auth)
-                .send()
-                .await?
-                .error_for_status()?;
+            let step = (args.tasks as i64 / 1000).max(2);
+            for k in 0..1000.min(args.tasks as i64 / step) {
+                http.delete(format!("{base}/api/tasks/{}", id + k * step + step / 2))
+                    .header("Authorization", &auth)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
         }
         let mut first_p50 = None;
+        // After the deletions the last page is nearer.
+        let remaining = if path.starts_with("1,000") {
+            args.tasks.saturating_sub(1000.min(args.tasks / 2))
+        } else {
+            args.tasks
+        };
+        let last = remaining.div_ceil(args.page_size).max(1);
+        let pages: Vec<usize> = pages.iter().map(|p| (*p).min(last)).collect();
         for &page in &pages {
             let mut times = Vec::with_capacity(args.repeats);
             for _ in 0..args.repeats + 3 {

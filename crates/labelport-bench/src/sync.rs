@@ -4,7 +4,10 @@
 //!   files mode; compared with the time to merely list them.
 //! - `million`: N (1,000,000) objects through the same engine from a
 //!   generated listing (no emulator holds that many), with peak RSS.
-//! - `jsonl`, `parquet`: one task file of N rows.
+//! - `jsonl`, `parquet`: one task file of N rows, beside the raw insert
+//!   ceiling: the same task and link rows written by plain multi-row
+//!   INSERTs into a fresh database of the same schema, in the engine's
+//!   batch and transaction sizes, measured in the same run.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -281,11 +284,16 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
                 ));
             }
             println!("one JSONL file: {count} lines, {:.1} MB", body.len() as f64 / 1e6);
+            let ceiling = raw_insert_ceiling(args.database_url.as_deref(), tmp.path(), count, "tasks.jsonl").await?;
             let store = MemoryStore::new("bench");
             store.put("tasks.jsonl", body, "application/jsonl");
             let settings = setup(&db, "bench", false).await?;
             let (report, secs) = run_engine(&db, &store, &settings).await?;
             print_sync("JSONL sync", &report, secs, report.tasks_created);
+            println!(
+                "JSONL sync / raw insert ceiling = {:.2}",
+                report.tasks_created as f64 / secs / ceiling
+            );
             println!(
                 "peak RSS: {:.0} MB (includes the file held in memory by the bench store)",
                 peak_rss_mb()
@@ -295,11 +303,16 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<()> {
             let count = args.count.unwrap_or(1_000_000);
             let body = parquet_file(count)?;
             println!("one Parquet file: {count} rows, {:.1} MB", body.len() as f64 / 1e6);
+            let ceiling = raw_insert_ceiling(args.database_url.as_deref(), tmp.path(), count, "tasks.parquet").await?;
             let store = MemoryStore::new("bench");
             store.put("tasks.parquet", body, "application/vnd.apache.parquet");
             let settings = setup(&db, "bench", false).await?;
             let (report, secs) = run_engine(&db, &store, &settings).await?;
             print_sync("Parquet sync", &report, secs, report.tasks_created);
+            println!(
+                "Parquet sync / raw insert ceiling = {:.2}",
+                report.tasks_created as f64 / secs / ceiling
+            );
             println!(
                 "peak RSS: {:.0} MB (includes the file held in memory by the bench store)",
                 peak_rss_mb()
@@ -328,4 +341,129 @@ fn parquet_file(count: usize) -> anyhow::Result<Vec<u8>> {
         writer.write(&batch_of(start, (start + 100_000).min(count))?)?;
     }
     Ok(writer.into_inner()?)
+}
+
+/// The raw insert ceiling for `count` task rows of a task file `key`: the
+/// task and link rows a sync writes (the same columns, data of the same
+/// shape already serialized), through plain multi-row INSERTs of 1,000
+/// rows, 2,000 rows per transaction (the engine's sizes), into a fresh
+/// database of the same schema (SQLite: its own file; PostgreSQL: the
+/// given database, another project). Nothing is parsed or checked, and
+/// nothing is read back: on SQLite the tasks' ids are the consecutive ids
+/// up to `last_insert_rowid()`; on PostgreSQL they come by `RETURNING`.
+/// Returns tasks (each with its link row) per second and prints it.
+async fn raw_insert_ceiling(
+    database_url: Option<&str>,
+    dir: &std::path::Path,
+    count: usize,
+    key: &str,
+) -> anyhow::Result<f64> {
+    let ceiling_dir = dir.join("ceiling");
+    std::fs::create_dir_all(&ceiling_dir)?;
+    let db = crate::setup::open_db(database_url, &ceiling_dir).await?;
+    let settings = setup(&db, "bench", false).await?;
+    let now = labelport_db::now();
+    let data = |i: usize| format!("{{\"image\": \"gs://bench/images/img_{i:07}.jpg\", \"n\": {i}}}");
+    let task_sql = |n: usize| {
+        format!(
+            "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
+             total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)
+             VALUES {}",
+            labelport_db::placeholders(&db.pool, n, 12)
+        )
+    };
+    let link_sql = |n: usize| {
+        format!(
+            "INSERT INTO import_storage_links (storage_id, task_id, object_key, row_index, generation, etag, created_at)
+             VALUES {}",
+            labelport_db::placeholders(&db.pool, n, 7)
+        )
+    };
+    // Binds one task row (its data made on the fly, as a reader would).
+    macro_rules! bind_task {
+        ($q:ident, $i:expr) => {
+            $q.bind(settings.project_id)
+                .bind(data($i))
+                .bind("{}")
+                .bind($i as i64 + 1)
+                .bind(1i64)
+                .bind(false)
+                .bind(true)
+                .bind(0i64)
+                .bind(0i64)
+                .bind(0i64)
+                .bind(&now)
+                .bind(&now)
+        };
+    }
+    macro_rules! bind_link {
+        ($q:ident, $id:expr, $i:expr) => {
+            $q.bind(settings.storage_id)
+                .bind($id)
+                .bind(key)
+                .bind($i as i64)
+                .bind(0i64)
+                .bind("")
+                .bind(&now)
+        };
+    }
+    let started = Instant::now();
+    let mut row = 0usize;
+    while row < count {
+        let tx_rows = (count - row).min(2000);
+        let mut done = 0;
+        match &db.pool {
+            labelport_db::Pool::Sqlite { write, .. } => {
+                let mut tx = write.begin().await?;
+                while done < tx_rows {
+                    let n = (tx_rows - done).min(1000);
+                    let first_row = row + done;
+                    let sql = task_sql(n);
+                    let mut q = sqlx::query(&sql);
+                    for i in first_row..first_row + n {
+                        q = bind_task!(q, i);
+                    }
+                    let last = q.execute(&mut *tx).await?.last_insert_rowid();
+                    let sql = link_sql(n);
+                    let mut q = sqlx::query(&sql);
+                    for j in 0..n {
+                        q = bind_link!(q, last - n as i64 + 1 + j as i64, first_row + j);
+                    }
+                    q.execute(&mut *tx).await?;
+                    done += n;
+                }
+                tx.commit().await?;
+            }
+            labelport_db::Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                while done < tx_rows {
+                    let n = (tx_rows - done).min(1000);
+                    let first_row = row + done;
+                    let sql = format!("{} RETURNING id", task_sql(n));
+                    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+                    for i in first_row..first_row + n {
+                        q = bind_task!(q, i);
+                    }
+                    let ids = q.fetch_all(&mut *tx).await?;
+                    let sql = link_sql(n);
+                    let mut q = sqlx::query(&sql);
+                    for (j, id) in ids.iter().enumerate() {
+                        q = bind_link!(q, *id, first_row + j);
+                    }
+                    q.execute(&mut *tx).await?;
+                    done += n;
+                }
+                tx.commit().await?;
+            }
+        }
+        row += tx_rows;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rate = count as f64 / secs;
+    println!(
+        "raw insert ceiling ({}): {count} tasks, each with its link row, in {secs:.3} s = {rate:.0} tasks/s",
+        db.backend_name()
+    );
+    db.close().await;
+    Ok(rate)
 }

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod annotations;
+mod bulk;
 pub mod export_storages;
 pub mod import_links;
 pub mod jobs;
@@ -97,8 +98,12 @@ macro_rules! on_write {
 /// for multi-row inserts and IN lists. SQLite gets plain `?`: sqlx's SQLite
 /// driver resolves each `$N` by name in time growing with the count, which
 /// made a 12,000-value statement take 185 ms instead of ~5 ms.
-pub(crate) fn placeholders(pool: &Pool, rows: usize, width: usize) -> String {
-    let numbered = matches!(pool, Pool::Postgres(_));
+pub fn placeholders(pool: &Pool, rows: usize, width: usize) -> String {
+    placeholder_groups(matches!(pool, Pool::Postgres(_)), rows, width)
+}
+
+/// [`placeholders`] by kind: `$N` when `numbered`, else `?`.
+pub(crate) fn placeholder_groups(numbered: bool, rows: usize, width: usize) -> String {
     let mut out = String::with_capacity(rows * width * 6);
     let mut n = 1;
     for r in 0..rows {

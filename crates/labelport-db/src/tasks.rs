@@ -56,9 +56,9 @@ pub struct ImportOutcome {
     pub prediction_count: usize,
 }
 
-/// Rows per multi-row INSERT: 12 values a task stays under SQLite's 32,766
-/// bound variables and PostgreSQL's 65,535.
-const TASK_BATCH: usize = 1000;
+/// Annotation rows per multi-row INSERT: 10 values each stays under
+/// SQLite's 32,766 bound variables and PostgreSQL's 65,535. (Task and link
+/// rows: `bulk.rs`.)
 const ANNOTATION_BATCH: usize = 1000;
 
 impl Db {
@@ -96,35 +96,25 @@ impl Db {
                 .bind(&at).bind(tasks.len() as i64).bind(project_id).fetch_optional(&mut *tx).await?;
             let base = reserved.ok_or(DbError::NotFound)? - tasks.len() as i64;
             let mut outcome = ImportOutcome { task_ids: vec![0; tasks.len()], ..Default::default() };
-            for (chunk_no, chunk) in tasks.chunks(TASK_BATCH).enumerate() {
-                let sql = format!(
-                    "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
-                     total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)
-                     VALUES {} RETURNING id, inner_id",
-                    placeholders(&self.pool, chunk.len(), 12)
-                );
-                let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
-                for (i, t) in chunk.iter().enumerate() {
-                    let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
-                    let total = t.annotations.len() as i64 - cancelled;
-                    q = q.bind(project_id)
-                        .bind(t.data.to_string())
-                        .bind(t.meta.to_string())
-                        .bind(base + (chunk_no * TASK_BATCH + i) as i64 + 1)
-                        .bind(maximum_annotations)
-                        .bind(total >= maximum_annotations)
-                        .bind(t.allow_skip)
-                        .bind(total)
-                        .bind(cancelled)
-                        .bind(t.predictions.len() as i64)
-                        .bind(&at)
-                        .bind(&at);
+            let rows: Vec<crate::bulk::TaskInsert> = tasks.iter().enumerate().map(|(i, t)| {
+                let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
+                let total = t.annotations.len() as i64 - cancelled;
+                crate::bulk::TaskInsert {
+                    data: t.data.to_string(),
+                    meta: t.meta.to_string(),
+                    inner_id: base + i as i64 + 1,
+                    is_labeled: total >= maximum_annotations,
+                    allow_skip: t.allow_skip,
+                    total_annotations: total,
+                    cancelled_annotations: cancelled,
+                    total_predictions: t.predictions.len() as i64,
                 }
-                for (id, inner_id) in q.fetch_all(&mut *tx).await? {
-                    let index = (inner_id - base - 1) as usize;
-                    outcome.task_ids[index] = id;
-                }
+            }).collect();
+            for (id, inner_id) in crate::bulk::BulkRows::insert_tasks(&mut *tx, project_id, maximum_annotations, &at, &rows).await? {
+                let index = (inner_id - base - 1) as usize;
+                outcome.task_ids[index] = id;
             }
+            drop(rows);
 
             let annotations: Vec<_> = tasks.iter().zip(&outcome.task_ids)
                 .flat_map(|(t, id)| t.annotations.iter().map(move |a| (*id, a))).collect();
@@ -161,21 +151,9 @@ impl Db {
             }
             outcome.prediction_count = predictions.len();
             if let Some((storage_id, specs)) = links {
-                let mut kept = std::collections::HashSet::with_capacity(tasks.len());
                 let pairs: Vec<(i64, &LinkSpec)> = outcome.task_ids.iter().copied().zip(specs.iter()).collect();
-                for chunk in pairs.chunks(TASK_BATCH) {
-                    let sql = format!(
-                        "INSERT INTO import_storage_links (storage_id, task_id, object_key, row_index, generation, etag, created_at)
-                         VALUES {} ON CONFLICT DO NOTHING RETURNING task_id",
-                        placeholders(&self.pool, chunk.len(), 7)
-                    );
-                    let mut q = sqlx::query_scalar::<_, i64>(&sql);
-                    for (task_id, spec) in chunk {
-                        q = q.bind(storage_id).bind(*task_id).bind(&spec.key).bind(spec.row_index)
-                            .bind(spec.generation).bind(&spec.etag).bind(&at);
-                    }
-                    kept.extend(q.fetch_all(&mut *tx).await?);
-                }
+                let kept: std::collections::HashSet<i64> =
+                    crate::bulk::BulkRows::insert_links(&mut *tx, storage_id, &at, &pairs).await?.into_iter().collect();
                 for id in outcome.task_ids.iter_mut() {
                     if !kept.contains(id) {
                         // Another sync linked this row first: drop our copy.
@@ -239,9 +217,20 @@ impl Db {
     /// ranges (many scattered deletions; `Db::with_seek_max_gaps`) is paged with an OFFSET on the
     /// `(project_id, id)` index instead (never touching table rows).
     pub async fn task_page(&self, project_id: i64, offset: i64, limit: i64) -> DbResult<Vec<TaskRow>> {
-        let gaps = self.task_gaps(project_id, self.seek_max_gaps + 1).await?;
-        if gaps.len() as i64 <= self.seek_max_gaps {
-            let start = inner_id_at(offset, &gaps);
+        // The sizes of the gaps before position `offset` are summed inside
+        // the database (a window over the project's gap ranges), so no
+        // range is sent over; the count first bounds that work.
+        let ranges: i64 = on_read!(self, p => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM task_gaps WHERE project_id = $1 LIMIT $2) g")
+            .bind(project_id).bind(self.seek_max_gaps + 1).fetch_one(p).await)?;
+        if ranges <= self.seek_max_gaps {
+            let skipped: i64 = if ranges == 0 {
+                0
+            } else {
+                on_read!(self, p => sqlx::query_scalar::<_, i64>(SKIPPED_BEFORE)
+                    .bind(project_id).bind(offset).fetch_one(p).await)?
+            };
+            let start = offset.saturating_add(1).saturating_add(skipped);
             let sql = format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE project_id = $1 AND inner_id >= $2
                  ORDER BY inner_id LIMIT $3"
@@ -392,9 +381,22 @@ impl Db {
     }
 }
 
+/// How many inner ids are skipped before the task at 0-based position `$2`
+/// of project `$1`: the sizes of the gap ranges that begin before it. A
+/// range begins before position k when fewer than k+1 tasks come before
+/// it: `first - 1 - (sizes of the ranges before it) <= k`. Same answer as
+/// [`inner_id_at`], which the tests compare it with.
+const SKIPPED_BEFORE: &str = "SELECT CAST(COALESCE(SUM(last_inner_id - first_inner_id + 1), 0) AS BIGINT) FROM (
+        SELECT first_inner_id, last_inner_id,
+               first_inner_id - 1 - COALESCE(SUM(last_inner_id - first_inner_id + 1) OVER (
+                   ORDER BY first_inner_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS live_before
+        FROM task_gaps WHERE project_id = $1
+    ) g WHERE live_before <= $2";
+
 /// Up to this many gap ranges, a task-list page is found by seek
-/// ([`Db::task_page`]); reading them costs about a millisecond at most.
-pub const SEEK_MAX_GAPS: i64 = 10_000;
+/// ([`Db::task_page`]); summing them in the database costs well under a
+/// millisecond per thousand.
+pub const SEEK_MAX_GAPS: i64 = 100_000;
 
 /// The inner id of the task at 0-based position `offset`, given the
 /// project's unused inner-id ranges sorted by their start: each range that

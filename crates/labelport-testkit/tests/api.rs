@@ -579,6 +579,16 @@ async fn task_pages_by_seek_and_by_offset_give_the_same_tasks() {
             let scan = by_offset.task_page(a, offset, 7).await.unwrap();
             let ids = |rows: &[labelport_db::TaskRow]| rows.iter().map(|t| t.id).collect::<Vec<_>>();
             assert_eq!(ids(&seek), ids(&scan), "offset {offset}");
+            // The database's sum of the gaps before a position agrees with
+            // the reference walk over the ranges.
+            let gaps = app.db().task_gaps(a, 100).await.unwrap();
+            if let Some(first) = seek.first() {
+                assert_eq!(
+                    first.inner_id,
+                    labelport_db::tasks::inner_id_at(offset, &gaps),
+                    "offset {offset}"
+                );
+            }
         }
         // The count is the project's counter, not a recount.
         let (_, r) = app.get(&format!("/api/tasks?project={a}&page=1&page_size=7")).await;
@@ -601,6 +611,83 @@ async fn task_pages_by_seek_and_by_offset_give_the_same_tasks() {
         // A page past the end is empty either way.
         let (_, r) = app.get(&format!("/api/tasks?project={b}&page=99&page_size=7")).await;
         assert_eq!(r["tasks"], json!([]), "{r}");
+        app.stop().await;
+    }
+}
+
+/// The bulk writes of an import (multi-row VALUES on SQLite, whose ids come
+/// from `last_insert_rowid`; UNNEST arrays on PostgreSQL): every task gets
+/// its own id in file order, and rows another import linked first are
+/// dropped, their inner ids recorded as gaps (issue 18, items 1 and 4).
+#[tokio::test]
+async fn bulk_imports_number_tasks_in_order_and_drop_rows_linked_first() {
+    use labelport_db::tasks::LinkSpec;
+    use labelport_domain::import::NewTask;
+    use labelport_domain::storage::{Direction, StorageKind, StorageSettings};
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let p = project(&app, IMAGE_CONFIG).await;
+        let mut settings = StorageSettings::defaults(Direction::Import);
+        settings.bucket = "media".into();
+        let storage = app
+            .db()
+            .create_storage(p, StorageKind::Gcs, &settings)
+            .await
+            .unwrap()
+            .id;
+        let (_, me) = app.get("/api/current-user/whoami").await;
+        let user = me["id"].as_i64().expect("the user's id");
+        let task = |i: usize| NewTask {
+            data: json!({"image": format!("{i}.jpg")}),
+            meta: json!({}),
+            allow_skip: true,
+            annotations: vec![],
+            predictions: vec![],
+        };
+        let link = |row: usize| LinkSpec {
+            key: "tasks.jsonl".into(),
+            row_index: row as i64,
+            generation: 0,
+            etag: String::new(),
+        };
+        // 2,500 rows: more than one statement's 1,000.
+        let tasks: Vec<NewTask> = (0..2500).map(task).collect();
+        let links: Vec<LinkSpec> = (0..2500).map(link).collect();
+        let first = app
+            .db()
+            .import_linked_tasks(p, 1, &tasks, user, Some((storage, &links)))
+            .await
+            .unwrap();
+        assert_eq!(first.created, 2500);
+        assert!(first.task_ids.windows(2).all(|w| w[0] < w[1]), "ids in file order");
+        for (i, id) in [
+            (0usize, first.task_ids[0]),
+            (1234, first.task_ids[1234]),
+            (2499, first.task_ids[2499]),
+        ] {
+            let row = app.db().get_task(id).await.unwrap();
+            assert_eq!(row.data, json!({"image": format!("{i}.jpg")}).to_string());
+            assert_eq!(row.inner_id, i as i64 + 1);
+        }
+        // Rows 2,000..2,500 again, with 10 new ones: only the new are kept.
+        let again: Vec<NewTask> = (2000..2510).map(task).collect();
+        let again_links: Vec<LinkSpec> = (2000..2510).map(link).collect();
+        let second = app
+            .db()
+            .import_linked_tasks(p, 1, &again, user, Some((storage, &again_links)))
+            .await
+            .unwrap();
+        assert_eq!(second.created, 10);
+        assert!(second.task_ids[..500].iter().all(|id| *id == 0));
+        assert!(second.task_ids[500..].iter().all(|id| *id != 0));
+        // The dropped copies' inner ids (2,501..3,000) are one gap; pages
+        // seek past it.
+        assert_eq!(app.db().task_gaps(p, 10).await.unwrap(), [(2501, 3000)]);
+        let page = app.db().task_page(p, 2500, 10).await.unwrap();
+        assert_eq!(page.len(), 10);
+        assert_eq!(page[0].id, second.task_ids[500]);
+        let (_, r) = app.get(&format!("/api/tasks?project={p}&page=1&page_size=1")).await;
+        assert_eq!(r["total"], 2510, "{r}");
         app.stop().await;
     }
 }
