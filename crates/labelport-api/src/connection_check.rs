@@ -241,15 +241,19 @@ async fn probe(
                     return Ok(Some(empty_prefix(&s.bucket, &prefix).into()));
                 }
             }
-            // With presign on, media of a federated storage will be
-            // signed through IAM signBlob: sign once now, so a refusal
-            // (no Token Creator role, no account to sign as) is found
-            // here rather than by annotators.
-            let federated = matches!(
-                state.storage_env.credentials(kind, s),
-                Ok(labelport_storage::connect::Credentials::Federated(_))
-            );
-            if o.presign && federated {
+            // With presign on, media of a keyless storage will be signed
+            // through IAM signBlob: sign once now, so a refusal (no Token
+            // Creator role, no account to sign as) is found here rather
+            // than by annotators.
+            // Keyless: a federated identity, or the server's own (ADC),
+            // except against the emulator without credentials, where media
+            // go through the proxy (`signing::proxied_instead`).
+            let keyless = match state.storage_env.credentials(kind, s) {
+                Ok(labelport_storage::connect::Credentials::Federated(_)) => true,
+                Ok(labelport_storage::connect::Credentials::Adc) => !state.storage_env.anonymous_emulator(),
+                _ => false,
+            };
+            if o.presign && keyless {
                 let probe = format!("{prefix}labelport-signing-check");
                 if let Err(failure) = crate::signing::try_signed_url(state, kind, s, &probe, 60).await {
                     return Ok(Some(signing_refused(state, kind, s, failure).await));

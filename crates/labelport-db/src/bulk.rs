@@ -4,11 +4,12 @@
 //! - SQLite: multi-row `INSERT … VALUES (?,…),(?,…)` of up to 1,000 rows,
 //!   whose plain `?` placeholders SQLite binds in constant time each.
 //! - PostgreSQL: one `INSERT … SELECT … FROM UNNEST($1::text[], …)` per
-//!   batch, each column bound as one array: 12 parameters instead of
+//!   batch, each column bound as one array: 11 parameters instead of
 //!   12,000, so the statement is parsed and planned once and the rows
 //!   travel as arrays in PostgreSQL's binary format.
 //!
-//! Both answer the same rows (`RETURNING`), so the caller is the same code.
+//! Both answer the same values (ids, kept links), so the caller is the
+//! same code.
 
 use sqlx::{PgConnection, SqliteConnection};
 

@@ -204,9 +204,10 @@ impl Db {
                 // deleted meanwhile through the API was counted there).
                 let Some(inner) = inner else { continue };
                 deleted += 1;
-                crate::record_task_gap!(tx, *project_id, inner);
                 sqlx::query(crate::tasks::APPLY_PROJECT_DELTA).bind(-1i64).bind(0i64).bind(0i64).bind(0i64)
                     .bind(-*predictions).bind(0i64).bind(*project_id).execute(&mut *tx).await?;
+                // After the project row is locked (above): one lock order.
+                crate::record_task_gap!(tx, *project_id, inner);
             }
             let flagged = sqlx::query("UPDATE import_storage_links SET object_exists = FALSE
                                        WHERE storage_id = $1 AND object_key = $2 AND row_index >= $3")

@@ -137,8 +137,13 @@ pub const SYNC_OBJECTS: &str = "labelport_sync_objects_total";
 pub const SYNC_TASKS: &str = "labelport_sync_tasks_created_total";
 
 impl<S: ObjectStore> Drop for ImportEngine<'_, S> {
-    /// A sync that ends early (an error, a stop) still counts what it did.
+    /// A sync that ends early (an error, a stop) still counts what it did,
+    /// and a batch still being written is cancelled (its transaction rolls
+    /// back), so nothing is written after the sync gave up its job.
     fn drop(&mut self) {
+        if let Some(writing) = self.in_flight.take() {
+            writing.abort();
+        }
         self.meter();
     }
 }
