@@ -95,13 +95,19 @@ impl<T: AccessTokenSource> IamSigner<T> {
         self
     }
 
-    fn url(&self) -> String {
+    /// `{base}/v1/projects/-/serviceAccounts/{email}:{method}`.
+    fn account_url(&self, base: &str, method: &str) -> String {
         // `@` is allowed in a path segment and is what Google's clients send.
         let email = encode(&self.email, false).replace("%40", "@");
-        format!("{}/v1/projects/-/serviceAccounts/{email}:signBlob", self.endpoint)
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:{method}",
+            base.trim_end_matches('/')
+        )
     }
 
-    async fn sign_blob(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+    /// POSTs `body` to `url` with the signer's token; the answer's bytes,
+    /// or the refusal in Google's words.
+    async fn call(&self, url: String, body: serde_json::Value) -> Result<bytes::Bytes, SignError> {
         let token = self.tokens.token().await?;
         let transport = |e: reqwest::Error| SignError::Transport {
             email: self.email.clone(),
@@ -109,9 +115,9 @@ impl<T: AccessTokenSource> IamSigner<T> {
         };
         let response = self
             .http
-            .post(self.url())
+            .post(url)
             .bearer_auth(token)
-            .json(&serde_json::json!({ "payload": BASE64.encode(payload) }))
+            .json(&body)
             .send()
             .await
             .map_err(transport)?;
@@ -124,6 +130,14 @@ impl<T: AccessTokenSource> IamSigner<T> {
                 message: google_error_message(&body),
             });
         }
+        Ok(body)
+    }
+
+    async fn sign_blob(&self, payload: &[u8]) -> Result<Vec<u8>, SignError> {
+        let url = self.account_url(&self.endpoint, "signBlob");
+        let body = self
+            .call(url, serde_json::json!({ "payload": BASE64.encode(payload) }))
+            .await?;
         let invalid = |message: String| SignError::InvalidResponse {
             email: self.email.clone(),
             message,
@@ -154,33 +168,8 @@ impl<T: AccessTokenSource> IamSigner<T> {
     /// Errors: [`SignError::Token`] without a token; [`SignError::Iam`] or
     /// [`SignError::Transport`] when the API refuses or cannot be reached.
     pub async fn granted_permissions(&self, iam_api: &str, wanted: &[&str]) -> Result<Vec<String>, SignError> {
-        let token = self.tokens.token().await?;
-        let email = encode(&self.email, false).replace("%40", "@");
-        let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{email}:testIamPermissions",
-            iam_api.trim_end_matches('/')
-        );
-        let transport = |e: reqwest::Error| SignError::Transport {
-            email: self.email.clone(),
-            message: e.to_string(),
-        };
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "permissions": wanted }))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(SignError::Iam {
-                email: self.email.clone(),
-                status: status.as_u16(),
-                message: google_error_message(&body),
-            });
-        }
+        let url = self.account_url(iam_api, "testIamPermissions");
+        let body = self.call(url, serde_json::json!({ "permissions": wanted })).await?;
         let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| SignError::InvalidResponse {
             email: self.email.clone(),
             message: format!("not a testIamPermissions answer: {e}"),
