@@ -1,0 +1,145 @@
+-- Bulk imports at the speed of the indexes (issue 18, item 4).
+--
+-- PostgreSQL checks a FOREIGN KEY with a row-level trigger: for every row
+-- inserted it runs `SELECT 1 FROM parent WHERE id = $1 FOR KEY SHARE`.
+-- A task-file import writes a task and a storage link per row, three such
+-- checks (tasks -> projects, links -> tasks, links -> import_storages),
+-- and on this machine they took two thirds of the server's time (1,000,000
+-- rows: 41 s with the three constraints, 13 s without; see
+-- docs/benchmarks.md). These three constraints become statement-level
+-- triggers with transition tables (PostgreSQL 10+, "CREATE TRIGGER ...
+-- REFERENCING NEW TABLE"), which check and lock each statement's parents
+-- in one set-based query, and the ON DELETE CASCADE they carried becomes
+-- statement-level AFTER DELETE triggers on the parents.
+--
+-- The guarantee is the foreign key's: a child row names an existing parent,
+-- and the parent stays until the child's transaction ends (FOR KEY SHARE,
+-- the lock a foreign key takes). One exception, safe by construction:
+-- tasks written by the inserting transaction itself (xmin = its own
+-- transaction id) are not locked, since no other transaction can see them,
+-- let alone delete them, before it commits. Rows of a subtransaction have
+-- another xmin and are locked like any other. A violation raises SQLSTATE
+-- 23503 (foreign_key_violation), as the constraint did.
+--
+-- Ids of parents are never updated by Labelport (the constraints' ON UPDATE
+-- NO ACTION is not kept); an UPDATE of a child's reference column is
+-- checked row by row (nothing updates them today).
+
+ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_project_id_fkey;
+ALTER TABLE import_storage_links DROP CONSTRAINT IF EXISTS import_storage_links_task_id_fkey;
+ALTER TABLE import_storage_links DROP CONSTRAINT IF EXISTS import_storage_links_storage_id_fkey;
+
+-- tasks.project_id -> projects(id)
+CREATE FUNCTION labelport_tasks_check_project() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing BIGINT;
+BEGIN
+    PERFORM 1 FROM projects WHERE id IN (SELECT DISTINCT project_id FROM new_rows) FOR KEY SHARE;
+    SELECT n.project_id INTO missing
+    FROM (SELECT DISTINCT project_id FROM new_rows) n
+    WHERE NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = n.project_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "tasks" violates the reference to projects'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (project_id)=(%s) is not present in table "projects".', missing);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER tasks_project_exists_on_insert AFTER INSERT ON tasks
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION labelport_tasks_check_project();
+
+-- import_storage_links.task_id -> tasks(id), .storage_id -> import_storages(id)
+CREATE FUNCTION labelport_links_check_parents() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    -- This transaction's top-level id as the 32-bit xid stored in xmin.
+    mine XID := (pg_current_xact_id()::TEXT::BIGINT % 4294967296)::TEXT::XID;
+    missing BIGINT;
+BEGIN
+    PERFORM 1 FROM import_storages WHERE id IN (SELECT DISTINCT storage_id FROM new_rows) FOR KEY SHARE;
+    SELECT n.storage_id INTO missing
+    FROM (SELECT DISTINCT storage_id FROM new_rows) n
+    WHERE NOT EXISTS (SELECT 1 FROM import_storages s WHERE s.id = n.storage_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "import_storage_links" violates the reference to import_storages'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (storage_id)=(%s) is not present in table "import_storages".', missing);
+    END IF;
+    PERFORM 1 FROM tasks t WHERE t.id IN (SELECT task_id FROM new_rows) AND t.xmin <> mine FOR KEY SHARE;
+    SELECT n.task_id INTO missing
+    FROM new_rows n
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = n.task_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "import_storage_links" violates the reference to tasks'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (task_id)=(%s) is not present in table "tasks".', missing);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER import_storage_links_parents_exist_on_insert AFTER INSERT ON import_storage_links
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION labelport_links_check_parents();
+
+-- An UPDATE that changes a reference (nothing does today) is checked row by
+-- row; the WHEN clause keeps every other update free of any check.
+CREATE FUNCTION labelport_check_reference_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'tasks' THEN
+        PERFORM 1 FROM projects WHERE id = NEW.project_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'update on table "tasks" violates the reference to projects'
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    ELSE
+        PERFORM 1 FROM import_storages WHERE id = NEW.storage_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'update on table "import_storage_links" violates the reference to import_storages'
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        PERFORM 1 FROM tasks WHERE id = NEW.task_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'update on table "import_storage_links" violates the reference to tasks'
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_project_exists_on_update AFTER UPDATE OF project_id ON tasks
+    FOR EACH ROW WHEN (OLD.project_id IS DISTINCT FROM NEW.project_id)
+    EXECUTE FUNCTION labelport_check_reference_row();
+CREATE TRIGGER import_storage_links_parents_exist_on_update AFTER UPDATE OF task_id, storage_id ON import_storage_links
+    FOR EACH ROW WHEN (OLD.task_id IS DISTINCT FROM NEW.task_id OR OLD.storage_id IS DISTINCT FROM NEW.storage_id)
+    EXECUTE FUNCTION labelport_check_reference_row();
+
+-- ON DELETE CASCADE, per statement.
+CREATE FUNCTION labelport_projects_delete_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM tasks WHERE project_id IN (SELECT id FROM old_rows);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER projects_delete_tasks AFTER DELETE ON projects
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION labelport_projects_delete_tasks();
+
+CREATE FUNCTION labelport_tasks_delete_links() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM import_storage_links WHERE task_id IN (SELECT id FROM old_rows);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_delete_links AFTER DELETE ON tasks
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION labelport_tasks_delete_links();
+
+CREATE FUNCTION labelport_import_storages_delete_links() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM import_storage_links WHERE storage_id IN (SELECT id FROM old_rows);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER import_storages_delete_links AFTER DELETE ON import_storages
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION labelport_import_storages_delete_links();
