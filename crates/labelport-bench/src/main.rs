@@ -5,7 +5,7 @@
 //! docs/benchmarks.md records them.
 //!
 //! ```text
-//! cargo run --release -p labelport-bench -- api|sync|media|export|load|ui|live [flags]
+//! cargo run --release -p labelport-bench -- api|sync|media|export|load|ui|live|scale [flags]
 //! ```
 
 mod api;
@@ -13,6 +13,7 @@ mod export;
 mod live;
 mod load;
 mod media;
+mod scale;
 mod setup;
 mod stats;
 mod sync;
@@ -46,6 +47,8 @@ enum Command {
     Ui(ui::BenchUiArgs),
     /// Storages that keep themselves in sync: upload to task by notification and by interval, idle tick cost.
     Live(live::BenchLiveArgs),
+    /// Files-mode syncs from 10k to 10M objects on SQLite and PostgreSQL beside the raw insert ceiling, with a PNG plot.
+    Scale(scale::BenchScaleArgs),
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
         Command::Ui(args) => ui::run(args).await,
         Command::Live(args) => live::run(args).await,
+        Command::Scale(args) => scale::run(args).await,
     }
 }
 

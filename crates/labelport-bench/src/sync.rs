@@ -343,15 +343,15 @@ fn parquet_file(count: usize) -> anyhow::Result<Vec<u8>> {
     Ok(writer.into_inner()?)
 }
 
+/// The task data, object key and row index of row `i` of a raw insert
+/// ceiling (the rows a sync would write for that row or object).
+pub(crate) type RowShape<'a> = &'a (dyn Fn(usize) -> (String, String, i64) + Sync);
+
 /// The raw insert ceiling for `count` task rows of a task file `key`: the
 /// task and link rows a sync writes (the same columns, data of the same
-/// shape already serialized), through plain multi-row INSERTs of 1,000
-/// rows, 2,000 rows per transaction (the engine's sizes), into a fresh
-/// database of the same schema (SQLite: its own file; PostgreSQL: the
-/// given database, another project). Nothing is parsed or checked, and
-/// nothing is read back: on SQLite the tasks' ids are the consecutive ids
-/// up to `last_insert_rowid()`; on PostgreSQL they come by `RETURNING`.
-/// Returns tasks (each with its link row) per second and prints it.
+/// shape already serialized), into a fresh database of the same schema
+/// (SQLite: its own file; PostgreSQL: the given database, another
+/// project). See [`raw_insert_rate`]. Returns tasks per second and prints it.
 async fn raw_insert_ceiling(
     database_url: Option<&str>,
     dir: &std::path::Path,
@@ -362,8 +362,32 @@ async fn raw_insert_ceiling(
     std::fs::create_dir_all(&ceiling_dir)?;
     let db = crate::setup::open_db(database_url, &ceiling_dir).await?;
     let settings = setup(&db, "bench", false).await?;
+    let shape = |i: usize| {
+        (
+            format!("{{\"image\": \"gs://bench/images/img_{i:07}.jpg\", \"n\": {i}}}"),
+            key.to_owned(),
+            i as i64,
+        )
+    };
+    let rate = raw_insert_rate(&db, &settings, count, &shape).await?;
+    db.close().await;
+    Ok(rate)
+}
+
+/// Writes `count` task rows, each with its storage link, shaped by
+/// `shape`, into `settings`' project and storage through plain multi-row
+/// INSERTs of 1,000 rows, 2,000 rows per transaction (the engine's sizes).
+/// Nothing is parsed, checked or read back: on SQLite the tasks' ids are
+/// the consecutive ids up to `last_insert_rowid()`; on PostgreSQL they
+/// come by `RETURNING`. Returns tasks (each with its link row) per second
+/// and prints it.
+pub(crate) async fn raw_insert_rate(
+    db: &Db,
+    settings: &ImportSettings,
+    count: usize,
+    shape: RowShape<'_>,
+) -> anyhow::Result<f64> {
     let now = labelport_db::now();
-    let data = |i: usize| format!("{{\"image\": \"gs://bench/images/img_{i:07}.jpg\", \"n\": {i}}}");
     let task_sql = |n: usize| {
         format!(
             "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
@@ -381,9 +405,9 @@ async fn raw_insert_ceiling(
     };
     // Binds one task row (its data made on the fly, as a reader would).
     macro_rules! bind_task {
-        ($q:ident, $i:expr) => {
+        ($q:ident, $i:expr, $data:expr) => {
             $q.bind(settings.project_id)
-                .bind(data($i))
+                .bind($data)
                 .bind("{}")
                 .bind($i as i64 + 1)
                 .bind(1i64)
@@ -397,12 +421,12 @@ async fn raw_insert_ceiling(
         };
     }
     macro_rules! bind_link {
-        ($q:ident, $id:expr, $i:expr) => {
+        ($q:ident, $id:expr, $key:expr, $row:expr) => {
             $q.bind(settings.storage_id)
                 .bind($id)
-                .bind(key)
-                .bind($i as i64)
-                .bind(0i64)
+                .bind($key)
+                .bind($row)
+                .bind(1i64)
                 .bind("")
                 .bind(&now)
         };
@@ -418,16 +442,17 @@ async fn raw_insert_ceiling(
                 while done < tx_rows {
                     let n = (tx_rows - done).min(1000);
                     let first_row = row + done;
+                    let rows: Vec<_> = (first_row..first_row + n).map(shape).collect();
                     let sql = task_sql(n);
                     let mut q = sqlx::query(&sql);
-                    for i in first_row..first_row + n {
-                        q = bind_task!(q, i);
+                    for (j, (data, _, _)) in rows.iter().enumerate() {
+                        q = bind_task!(q, first_row + j, data);
                     }
                     let last = q.execute(&mut *tx).await?.last_insert_rowid();
                     let sql = link_sql(n);
                     let mut q = sqlx::query(&sql);
-                    for j in 0..n {
-                        q = bind_link!(q, last - n as i64 + 1 + j as i64, first_row + j);
+                    for (j, (_, key, index)) in rows.iter().enumerate() {
+                        q = bind_link!(q, last - n as i64 + 1 + j as i64, key, index);
                     }
                     q.execute(&mut *tx).await?;
                     done += n;
@@ -439,16 +464,17 @@ async fn raw_insert_ceiling(
                 while done < tx_rows {
                     let n = (tx_rows - done).min(1000);
                     let first_row = row + done;
+                    let rows: Vec<_> = (first_row..first_row + n).map(shape).collect();
                     let sql = format!("{} RETURNING id", task_sql(n));
                     let mut q = sqlx::query_scalar::<_, i64>(&sql);
-                    for i in first_row..first_row + n {
-                        q = bind_task!(q, i);
+                    for (j, (data, _, _)) in rows.iter().enumerate() {
+                        q = bind_task!(q, first_row + j, data);
                     }
                     let ids = q.fetch_all(&mut *tx).await?;
                     let sql = link_sql(n);
                     let mut q = sqlx::query(&sql);
-                    for (j, id) in ids.iter().enumerate() {
-                        q = bind_link!(q, *id, first_row + j);
+                    for (id, (_, key, index)) in ids.iter().zip(&rows) {
+                        q = bind_link!(q, *id, key, index);
                     }
                     q.execute(&mut *tx).await?;
                     done += n;
@@ -464,6 +490,5 @@ async fn raw_insert_ceiling(
         "raw insert ceiling ({}): {count} tasks, each with its link row, in {secs:.3} s = {rate:.0} tasks/s",
         db.backend_name()
     );
-    db.close().await;
     Ok(rate)
 }

