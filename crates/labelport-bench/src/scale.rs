@@ -68,8 +68,9 @@ pub async fn run(args: BenchScaleArgs) -> anyhow::Result<()> {
     for backend in backends {
         for &size in &args.sizes {
             println!("== {backend}, {size} objects");
-            let ceiling = {
-                let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("ceiling_{size}")).await?;
+            // Each database is dropped whatever the measurement answered.
+            let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("ceiling_{size}")).await?;
+            let measured = async {
                 let settings = setup(&fresh.db, "bench", true).await?;
                 let shape = |i: usize| {
                     (
@@ -78,19 +79,25 @@ pub async fn run(args: BenchScaleArgs) -> anyhow::Result<()> {
                         -1,
                     )
                 };
-                let rate = raw_insert_rate(&fresh.db, &settings, size, &shape).await?;
-                fresh.close().await?;
-                rate
-            };
-            let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("sync_{size}")).await?;
-            let settings = setup(&fresh.db, "bench", true).await?;
-            let (report, secs) = run_engine(&fresh.db, &GeneratedBucket { count: size }, &settings).await?;
-            anyhow::ensure!(
-                report.tasks_created as usize == size,
-                "the sync made {} tasks of {size}",
-                report.tasks_created
-            );
+                raw_insert_rate(&fresh.db, &settings, size, &shape).await
+            }
+            .await;
             fresh.close().await?;
+            let ceiling = measured?;
+            let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("sync_{size}")).await?;
+            let measured = async {
+                let settings = setup(&fresh.db, "bench", true).await?;
+                let (report, secs) = run_engine(&fresh.db, &GeneratedBucket { count: size }, &settings).await?;
+                anyhow::ensure!(
+                    report.tasks_created as usize == size,
+                    "the sync made {} tasks of {size}",
+                    report.tasks_created
+                );
+                anyhow::Ok(secs)
+            }
+            .await;
+            fresh.close().await?;
+            let secs = measured?;
             let sync = size as f64 / secs;
             println!(
                 "files-mode sync: {size} tasks in {secs:.3} s = {sync:.0} tasks/s; sync / ceiling = {:.2}",

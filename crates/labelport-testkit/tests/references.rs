@@ -140,12 +140,11 @@ async fn missing_parents_are_refused_and_deletions_cascade() {
             "{backend:?}: link of no storage"
         );
         // A multi-row statement with one bad row is refused whole.
-        let mixed = format!(
+        let mixed =
             "INSERT INTO import_storage_links (storage_id, task_id, object_key, row_index, generation, created_at)
-             VALUES ($1, $2, 'm1', -1, 1, 'x'), ($1, $3, 'm2', -1, 1, 'x')"
-        );
+                     VALUES ($1, $2, 'm1', -1, 1, 'x'), ($1, $3, 'm2', -1, 1, 'x')";
         assert!(
-            refused_as_missing_parent(db, &mixed, &[storage, tasks[1], missing]).await,
+            refused_as_missing_parent(db, mixed, &[storage, tasks[1], missing]).await,
             "{backend:?}: one bad row in many"
         );
         assert_eq!(
@@ -286,6 +285,19 @@ async fn a_linked_task_stays_until_the_linking_transaction_ends() {
         .await
         .unwrap();
     deleting.rollback().await.unwrap();
+    // Nor can the storage it links to.
+    let mut deleting = p.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '300ms'")
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    let err = sqlx::query("DELETE FROM import_storages WHERE id = $1")
+        .bind(storage)
+        .execute(&mut *deleting)
+        .await
+        .expect_err("the linked storage is locked");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    deleting.rollback().await.unwrap();
     linking.commit().await.unwrap();
     assert_eq!(
         count(
@@ -295,6 +307,113 @@ async fn a_linked_task_stays_until_the_linking_transaction_ends() {
         )
         .await,
         2
+    );
+
+    // The other order: a deletion not yet committed holds the link back,
+    // and once it commits the link is refused as naming no task.
+    let mut deleting = p.begin().await.unwrap();
+    sqlx::query("DELETE FROM tasks WHERE id = $1")
+        .bind(tasks[1])
+        .execute(&mut *deleting)
+        .await
+        .unwrap();
+    let pool = p.clone();
+    let linking = tokio::spawn(async move {
+        sqlx::query(&LINK_ROW.replace("$3", "'late'"))
+            .bind(storage)
+            .bind(tasks[1])
+            .execute(&pool)
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!linking.is_finished(), "the link waits for the deletion to end");
+    deleting.commit().await.unwrap();
+    match linking.await.unwrap() {
+        Err(sqlx::Error::Database(e)) => {
+            assert_eq!(e.kind(), sqlx::error::ErrorKind::ForeignKeyViolation, "{e}")
+        }
+        other => panic!("a link to a task deleted meanwhile: {other:?}"),
+    }
+
+    // The constraints are gone and the triggers there (migration 0015), so
+    // the checks above exercised the triggers; TRUNCATE is refused as the
+    // constraint refused it.
+    let constraints: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f'
+         AND conrelid IN ('tasks'::regclass, 'import_storage_links'::regclass)
+         AND confrelid IN ('projects'::regclass, 'tasks'::regclass, 'import_storages'::regclass)",
+    )
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(constraints, 0);
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname IN
+         ('tasks_project_exists_on_insert', 'import_storage_links_parents_exist_on_insert',
+          'projects_delete_tasks', 'tasks_delete_links', 'import_storages_delete_links')",
+    )
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(triggers, 5);
+    let err = sqlx::query("TRUNCATE import_storages")
+        .execute(p)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("cannot truncate"), "{err}");
+    t.drop_database().await;
+}
+
+/// Tasks a transaction inserted itself are linked without a lock, also
+/// after a rolled-back savepoint, whose tasks (and record of "own tasks")
+/// are undone: a link to such a task is refused.
+#[tokio::test]
+async fn own_tasks_link_in_one_transaction_with_savepoints() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let t = TestDb::new(Backend::Postgres).await.unwrap();
+    let Pool::Postgres(p) = &t.db.pool else { unreachable!() };
+    let (project, storage, _) = project_with_linked_tasks(&t.db, "d", 1).await;
+    let mut tx = p.begin().await.unwrap();
+    let insert_task = "INSERT INTO tasks (project_id, data, meta, inner_id, created_at, updated_at)
+                       VALUES ($1, '{}', '{}', 500, 'x', 'x') RETURNING id";
+    let own: i64 = sqlx::query_scalar(insert_task)
+        .bind(project)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SAVEPOINT a").execute(&mut *tx).await.unwrap();
+    let in_savepoint: i64 = sqlx::query_scalar(insert_task)
+        .bind(project)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK TO SAVEPOINT a").execute(&mut *tx).await.unwrap();
+    sqlx::query("SAVEPOINT b").execute(&mut *tx).await.unwrap();
+    let err = sqlx::query(&LINK_ROW.replace("$3", "'gone'"))
+        .bind(storage)
+        .bind(in_savepoint)
+        .execute(&mut *tx)
+        .await
+        .expect_err("a link to a rolled-back task");
+    assert!(err.to_string().contains("violates the reference to tasks"), "{err}");
+    sqlx::query("ROLLBACK TO SAVEPOINT b").execute(&mut *tx).await.unwrap();
+    sqlx::query(&LINK_ROW.replace("$3", "'own'"))
+        .bind(storage)
+        .bind(own)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1",
+            own
+        )
+        .await,
+        1
     );
     t.drop_database().await;
 }
