@@ -36,6 +36,20 @@ pub fn test_service_account_key() -> String {
     std::fs::read_to_string(path).expect("testdata/conformance in the repository")
 }
 
+/// Application Default Credentials for this process: the test key file
+/// with its `token_uri` pointed at `token_url` (a local fake of Google's
+/// token endpoint), written to a temporary directory and named by
+/// `GOOGLE_APPLICATION_CREDENTIALS`. Keep the directory while ADC is used.
+pub fn use_adc_key_file(token_url: &str) -> tempfile::TempDir {
+    let mut key: serde_json::Value = serde_json::from_str(&test_service_account_key()).expect("a key file");
+    key["token_uri"] = serde_json::Value::String(token_url.to_owned());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("adc.json");
+    std::fs::write(&path, key.to_string()).expect("writing the ADC key file");
+    std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &path);
+    dir
+}
+
 /// A piece from the middle of a key file's private key, within one line
 /// of its PEM (so it appears as is in any text that holds the key, JSON
 /// escapes or not): if it shows up in a response, a log or a database

@@ -104,6 +104,15 @@ async fn refused_as_missing_parent(db: &Db, sql: &str, binds: &[i64]) -> bool {
     }
 }
 
+const LINKS_OF_TASK: &str = "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1";
+const LINKS_OF_STORAGE: &str = "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1";
+const TASKS_OF_PROJECT: &str = "SELECT COUNT(*) FROM tasks WHERE project_id = $1";
+
+/// Runs a statement that must succeed (a deletion of a parent).
+async fn run(db: &Db, sql: &str, id: i64) {
+    assert!(!refused_as_missing_parent(db, sql, &[id]).await, "{sql} was refused");
+}
+
 async fn count(db: &Db, sql: &str, bind: i64) -> i64 {
     match &db.pool {
         Pool::Sqlite { write, .. } => sqlx::query_scalar(sql).bind(bind).fetch_one(write).await.unwrap(),
@@ -148,12 +157,7 @@ async fn missing_parents_are_refused_and_deletions_cascade() {
             "{backend:?}: one bad row in many"
         );
         assert_eq!(
-            count(
-                db,
-                "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1",
-                storage
-            )
-            .await,
+            count(db, LINKS_OF_STORAGE, storage).await,
             5,
             "{backend:?}: nothing of the refused statements was written"
         );
@@ -181,63 +185,19 @@ async fn missing_parents_are_refused_and_deletions_cascade() {
 
         // Deleting a task deletes its links; a storage, its links; a
         // project, its tasks (and so their links). Other rows stay.
-        refused_as_missing_parent(db, "DELETE FROM tasks WHERE id = $1", &[tasks[0]]).await;
-        assert_eq!(
-            count(
-                db,
-                "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1",
-                tasks[0]
-            )
-            .await,
-            0
-        );
-        assert_eq!(
-            count(
-                db,
-                "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1",
-                storage
-            )
-            .await,
-            4
-        );
-        refused_as_missing_parent(db, "DELETE FROM import_storages WHERE id = $1", &[storage]).await;
-        assert_eq!(
-            count(
-                db,
-                "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1",
-                storage
-            )
-            .await,
-            0
-        );
-        assert_eq!(
-            count(db, "SELECT COUNT(*) FROM tasks WHERE project_id = $1", project).await,
-            4
-        );
-        refused_as_missing_parent(db, "DELETE FROM projects WHERE id = $1", &[project]).await;
-        assert_eq!(
-            count(db, "SELECT COUNT(*) FROM tasks WHERE project_id = $1", project).await,
-            0
-        );
-        assert_eq!(
-            count(db, "SELECT COUNT(*) FROM tasks WHERE project_id = $1", other_project).await,
-            3
-        );
-        assert_eq!(
-            count(
-                db,
-                "SELECT COUNT(*) FROM import_storage_links WHERE storage_id = $1",
-                other_storage
-            )
-            .await,
-            3
-        );
-        refused_as_missing_parent(db, "DELETE FROM projects WHERE id = $1", &[other_project]).await;
+        run(db, "DELETE FROM tasks WHERE id = $1", tasks[0]).await;
+        assert_eq!(count(db, LINKS_OF_TASK, tasks[0]).await, 0);
+        assert_eq!(count(db, LINKS_OF_STORAGE, storage).await, 4);
+        run(db, "DELETE FROM import_storages WHERE id = $1", storage).await;
+        assert_eq!(count(db, LINKS_OF_STORAGE, storage).await, 0);
+        assert_eq!(count(db, TASKS_OF_PROJECT, project).await, 4);
+        run(db, "DELETE FROM projects WHERE id = $1", project).await;
+        assert_eq!(count(db, TASKS_OF_PROJECT, project).await, 0);
+        assert_eq!(count(db, TASKS_OF_PROJECT, other_project).await, 3);
+        assert_eq!(count(db, LINKS_OF_STORAGE, other_storage).await, 3);
+        run(db, "DELETE FROM projects WHERE id = $1", other_project).await;
         for id in other_tasks {
-            assert_eq!(
-                count(db, "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1", id).await,
-                0
-            );
+            assert_eq!(count(db, LINKS_OF_TASK, id).await, 0);
         }
         t.drop_database().await;
     }
@@ -299,15 +259,7 @@ async fn a_linked_task_stays_until_the_linking_transaction_ends() {
     assert!(err.to_string().contains("lock timeout"), "{err}");
     deleting.rollback().await.unwrap();
     linking.commit().await.unwrap();
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1",
-            tasks[0]
-        )
-        .await,
-        2
-    );
+    assert_eq!(count(&t.db, LINKS_OF_TASK, tasks[0]).await, 2);
 
     // The other order: a deletion not yet committed holds the link back,
     // and once it commits the link is refused as naming no task.
@@ -406,14 +358,6 @@ async fn own_tasks_link_in_one_transaction_with_savepoints() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) FROM import_storage_links WHERE task_id = $1",
-            own
-        )
-        .await,
-        1
-    );
+    assert_eq!(count(&t.db, LINKS_OF_TASK, own).await, 1);
     t.drop_database().await;
 }

@@ -5,26 +5,15 @@
 use labelport_testkit::{assert_signed_like_the_key, Backend, FakeGcs, FakeGoogle, TestApp};
 use reqwest::header;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
 
 #[tokio::test]
 async fn presign_without_a_key_signs_through_iam_sign_blob() {
-    let key_json = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/conformance/test_service_account.not-a-test.json"
-    ))
-    .expect("testdata/conformance in the repository");
-    let key: Value = serde_json::from_str(&key_json).unwrap();
+    let key_json = labelport_testkit::test_service_account_key();
     let fake = FakeGoogle::start(&key_json).await.unwrap();
     let fake_url = fake.url.clone();
 
     // ADC: a key file whose token endpoint is the fake (this process only).
-    let dir = tempfile::tempdir().unwrap();
-    let mut adc = key.clone();
-    adc["token_uri"] = json!(format!("{fake_url}/token"));
-    let adc_path = dir.path().join("adc.json");
-    std::fs::write(&adc_path, adc.to_string()).unwrap();
-    std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &adc_path);
+    let _adc = labelport_testkit::use_adc_key_file(&format!("{fake_url}/token"));
 
     let gcs = FakeGcs::start().await.unwrap();
     gcs.create_bucket("iam-signed").await.unwrap();

@@ -7,24 +7,14 @@
 use labelport_storage::StorageEnv;
 use labelport_testkit::{Backend, FakeGcs, FakeGoogle, FaultProxy, TestApp};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn test_connection_signs_once_as_the_servers_own_identity() {
-    let key_json = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/conformance/test_service_account.not-a-test.json"
-    ))
-    .expect("testdata/conformance in the repository");
-    let key: Value = serde_json::from_str(&key_json).unwrap();
+    let key_json = labelport_testkit::test_service_account_key();
     let fake = FakeGoogle::start(&key_json).await.unwrap();
     // ADC: a key file whose token endpoint is the fake (this process only).
-    let dir = tempfile::tempdir().unwrap();
-    let mut adc = key.clone();
-    adc["token_uri"] = json!(format!("{}/token", fake.url));
-    let adc_path = dir.path().join("adc.json");
-    std::fs::write(&adc_path, adc.to_string()).unwrap();
-    std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &adc_path);
+    let _adc = labelport_testkit::use_adc_key_file(&format!("{}/token", fake.url));
 
     let gcs = FakeGcs::start().await.unwrap();
     gcs.create_bucket("adc-check").await.unwrap();

@@ -13,11 +13,7 @@ use reqwest::StatusCode;
 
 #[tokio::test]
 async fn presign_with_metadata_server_credentials_signs_as_its_default_account() {
-    let key_json = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/conformance/test_service_account.not-a-test.json"
-    ))
-    .expect("testdata/conformance in the repository");
+    let key_json = labelport_testkit::test_service_account_key();
     let fake = FakeGoogle::start(&key_json).await.unwrap();
 
     // Nothing but the metadata server: no key file, no well-known gcloud
