@@ -36,12 +36,16 @@ pub(crate) struct TaskInsert {
 pub(crate) trait BulkRows {
     /// Inserts `rows` into project `project_id` (overlap
     /// `maximum_annotations`, times `at`); answers `(id, inner_id)` of each.
+    /// `ids`, when given, are the rows' task ids (`ids[i]` for `rows[i]`,
+    /// set aside by [`crate::Db::reserve_import`]; PostgreSQL only),
+    /// otherwise the database numbers them.
     async fn insert_tasks(
         &mut self,
         project_id: i64,
         maximum_annotations: i64,
         at: &str,
         rows: &[TaskInsert],
+        ids: Option<&[i64]>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error>;
 
     /// Inserts a storage link per `(task_id, spec)`, skipping those a link
@@ -69,7 +73,13 @@ impl BulkRows for SqliteConnection {
         maximum_annotations: i64,
         at: &str,
         rows: &[TaskInsert],
+        ids: Option<&[i64]>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        if ids.is_some() {
+            // SQLite has one writer: its batches reserve inside their own
+            // transaction (`Db::reserve_import` answers None there).
+            return Err(sqlx::Error::Protocol("task ids are reserved on PostgreSQL only".into()));
+        }
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(SQLITE_ROWS) {
             let sql = format!(
@@ -182,12 +192,46 @@ impl BulkRows for PgConnection {
         maximum_annotations: i64,
         at: &str,
         rows: &[TaskInsert],
+        ids: Option<&[i64]>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         let column = |f: fn(&TaskInsert) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
         let data: Vec<&str> = rows.iter().map(|t| t.data.as_str()).collect();
         let meta: Vec<&str> = rows.iter().map(|t| t.meta.as_str()).collect();
         let labeled: Vec<bool> = rows.iter().map(|t| t.is_labeled).collect();
         let allow_skip: Vec<bool> = rows.iter().map(|t| t.allow_skip).collect();
+        if let Some(ids) = ids {
+            // The ids are known: nothing to read back.
+            let written = sqlx::query(
+                "INSERT INTO tasks (id, project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
+                 total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)
+                 SELECT n, $1, d, m, i, $2, l, s, t, c, p, $3, $3
+                 FROM UNNEST($4::text[], $5::text[], $6::bigint[], $7::bool[], $8::bool[], $9::bigint[],
+                             $10::bigint[], $11::bigint[], $12::bigint[]) AS u(d, m, i, l, s, t, c, p, n)
+                 ORDER BY n",
+            )
+            .bind(project_id)
+            .bind(maximum_annotations)
+            .bind(at)
+            .bind(data)
+            .bind(meta)
+            .bind(column(|t| t.inner_id))
+            .bind(labeled)
+            .bind(allow_skip)
+            .bind(column(|t| t.total_annotations))
+            .bind(column(|t| t.cancelled_annotations))
+            .bind(column(|t| t.total_predictions))
+            .bind(ids)
+            .execute(&mut *self)
+            .await?
+            .rows_affected();
+            if written != rows.len() as u64 || ids.len() != rows.len() {
+                return Err(sqlx::Error::Protocol(format!(
+                    "{written} of {} reserved task rows were written",
+                    rows.len()
+                )));
+            }
+            return Ok(ids.iter().copied().zip(rows.iter().map(|t| t.inner_id)).collect());
+        }
         sqlx::query_as::<_, (i64, i64)>(
             "INSERT INTO tasks (project_id, data, meta, inner_id, overlap, is_labeled, allow_skip,
              total_annotations, cancelled_annotations, total_predictions, created_at, updated_at)

@@ -2,7 +2,7 @@
 
 use labelport_domain::import::NewTask;
 
-use crate::{not_found_if_none, now, on_read, on_write, placeholders, Db, DbError, DbResult};
+use crate::{not_found_if_none, now, on_read, on_write, placeholders, Db, DbError, DbResult, Pool};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRow {
@@ -56,6 +56,29 @@ pub struct ImportOutcome {
     pub prediction_count: usize,
 }
 
+/// Inner ids and task ids set aside for one import batch
+/// ([`Db::reserve_import`]): inner ids `first_inner_id ..
+/// first_inner_id + ids.len()` and the task ids `ids`, ascending, for the
+/// batch's tasks in order.
+#[derive(Debug, Clone)]
+pub struct ImportReservation {
+    project_id: i64,
+    first_inner_id: i64,
+    ids: Vec<i64>,
+}
+
+impl ImportReservation {
+    /// How many tasks the batch holds.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it holds none (never answered by `reserve_import`).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 /// Annotation rows per multi-row INSERT: 10 values each stays under
 /// SQLite's 32,766 bound variables and PostgreSQL's 65,535. (Task and link
 /// rows: `bulk.rs`.)
@@ -85,16 +108,131 @@ impl Db {
         user_id: i64,
         links: Option<(i64, &[LinkSpec])>,
     ) -> DbResult<ImportOutcome> {
+        self.write_import(project_id, maximum_annotations, tasks, user_id, links, None)
+            .await
+    }
+
+    /// How many import batches of one project a bulk import may write at
+    /// once (issue 18, item 4): 2 on PostgreSQL, each on its own connection
+    /// with ids set aside first ([`Db::reserve_import`]), so the server
+    /// writes on two cores; 1 on SQLite, which has one writer.
+    pub fn import_writers(&self) -> usize {
+        match self.pool {
+            Pool::Sqlite { .. } => 1,
+            Pool::Postgres(_) => 2,
+        }
+    }
+
+    /// Sets aside `count` inner ids and task ids of project `project_id`
+    /// for one import batch, in a transaction of its own, so that batches
+    /// can then be written on several connections at once
+    /// ([`Db::import_reserved_tasks`]) and still number the project's tasks
+    /// in the order they were reserved. PostgreSQL only; SQLite answers
+    /// `None` (its batches reserve inside their own transaction).
+    ///
+    /// The reserved inner ids are recorded as a gap range in `task_gaps`
+    /// until the batch commits, so task-list pages stay exact while it is
+    /// written, and a batch that fails or is never written (a crash, a
+    /// cancelled sync) leaves an ordinary gap, never a wrong count.
+    /// Errors: [`DbError::NotFound`] for an unknown project.
+    pub async fn reserve_import(&self, project_id: i64, count: usize) -> DbResult<Option<ImportReservation>> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        if count == 0 {
+            return Ok(None);
+        }
+        let mut tx = pool.begin().await?;
+        // The project row's lock orders this with every other writer of the
+        // project's inner ids (imports, deletions): ids and inner ids are
+        // both handed out under it, so id order stays inner-id order.
+        let top: Option<i64> = sqlx::query_scalar(
+            "UPDATE projects SET updated_at = $1, max_inner_id = max_inner_id + $2 WHERE id = $3 RETURNING max_inner_id",
+        )
+        .bind(now())
+        .bind(count as i64)
+        .bind(project_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last_inner_id = top.ok_or(DbError::NotFound)?;
+        let first_inner_id = last_inner_id - count as i64 + 1;
+        // `tasks_id_seq`: the sequence of `tasks.id BIGSERIAL` (0001_core.sql).
+        let mut ids: Vec<i64> = sqlx::query_scalar("SELECT nextval('tasks_id_seq') FROM generate_series(1, $1)")
+            .bind(count as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        ids.sort_unstable();
+        sqlx::query("INSERT INTO task_gaps (project_id, first_inner_id, last_inner_id) VALUES ($1, $2, $3)")
+            .bind(project_id)
+            .bind(first_inner_id)
+            .bind(last_inner_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(ImportReservation {
+            project_id,
+            first_inner_id,
+            ids,
+        }))
+    }
+
+    /// [`Db::import_linked_tasks`] for a batch whose ids were set aside by
+    /// [`Db::reserve_import`] (`tasks.len()` must be the reserved count):
+    /// the project row is locked only at the end, to move its counters, so
+    /// two batches of one project are written side by side. All or nothing;
+    /// a batch that fails leaves its reserved inner ids as a gap.
+    pub async fn import_reserved_tasks(
+        &self,
+        reservation: &ImportReservation,
+        maximum_annotations: i64,
+        tasks: &[NewTask],
+        user_id: i64,
+        links: Option<(i64, &[LinkSpec])>,
+    ) -> DbResult<ImportOutcome> {
+        if tasks.len() != reservation.ids.len() {
+            return Err(DbError::Invalid(format!(
+                "{} tasks for a reservation of {}",
+                tasks.len(),
+                reservation.ids.len()
+            )));
+        }
+        self.write_import(
+            reservation.project_id,
+            maximum_annotations,
+            tasks,
+            user_id,
+            links,
+            Some(reservation),
+        )
+        .await
+    }
+
+    /// The one transaction of an import batch: with ids reserved already
+    /// (`reservation`) or reserving them on the project row first.
+    async fn write_import(
+        &self,
+        project_id: i64,
+        maximum_annotations: i64,
+        tasks: &[NewTask],
+        user_id: i64,
+        links: Option<(i64, &[LinkSpec])>,
+        reservation: Option<&ImportReservation>,
+    ) -> DbResult<ImportOutcome> {
         let at = now();
         on_write!(self, p => {
             let mut tx = p.begin().await?;
-            // Reserving inner ids on the project row also locks it
-            // (PostgreSQL), so concurrent imports number tasks one after
-            // another; no scan of the project's tasks is needed.
-            let reserved: Option<i64> = sqlx::query_scalar(
-                "UPDATE projects SET updated_at = $1, max_inner_id = max_inner_id + $2 WHERE id = $3 RETURNING max_inner_id")
-                .bind(&at).bind(tasks.len() as i64).bind(project_id).fetch_optional(&mut *tx).await?;
-            let base = reserved.ok_or(DbError::NotFound)? - tasks.len() as i64;
+            let base = match reservation {
+                Some(r) => r.first_inner_id - 1,
+                None => {
+                    // Reserving inner ids on the project row also locks it
+                    // (PostgreSQL), so concurrent imports number tasks one
+                    // after another; no scan of the project's tasks is needed.
+                    let reserved: Option<i64> = sqlx::query_scalar(
+                        "UPDATE projects SET updated_at = $1, max_inner_id = max_inner_id + $2 WHERE id = $3 RETURNING max_inner_id")
+                        .bind(&at).bind(tasks.len() as i64).bind(project_id).fetch_optional(&mut *tx).await?;
+                    reserved.ok_or(DbError::NotFound)? - tasks.len() as i64
+                }
+            };
             let mut outcome = ImportOutcome { task_ids: vec![0; tasks.len()], ..Default::default() };
             let rows: Vec<crate::bulk::TaskInsert> = tasks.iter().enumerate().map(|(i, t)| {
                 let cancelled = t.annotations.iter().filter(|a| a.was_cancelled).count() as i64;
@@ -110,7 +248,8 @@ impl Db {
                     total_predictions: t.predictions.len() as i64,
                 }
             }).collect();
-            for (id, inner_id) in crate::bulk::BulkRows::insert_tasks(&mut *tx, project_id, maximum_annotations, &at, &rows).await? {
+            let ids = reservation.map(|r| r.ids.as_slice());
+            for (id, inner_id) in crate::bulk::BulkRows::insert_tasks(&mut *tx, project_id, maximum_annotations, &at, &rows, ids).await? {
                 let index = (inner_id - base - 1) as usize;
                 outcome.task_ids[index] = id;
             }
@@ -150,6 +289,7 @@ impl Db {
                 q.execute(&mut *tx).await?;
             }
             outcome.prediction_count = predictions.len();
+            let mut dropped = Vec::new();
             if let Some((storage_id, specs)) = links {
                 let pairs: Vec<(i64, &LinkSpec)> = outcome.task_ids.iter().copied().zip(specs.iter()).collect();
                 let kept: std::collections::HashSet<i64> =
@@ -159,9 +299,7 @@ impl Db {
                         // Another sync linked this row first: drop our copy.
                         let inner: Option<i64> = sqlx::query_scalar("DELETE FROM tasks WHERE id = $1 RETURNING inner_id")
                             .bind(*id).fetch_optional(&mut *tx).await?;
-                        if let Some(inner) = inner {
-                            crate::record_task_gap!(tx, project_id, inner);
-                        }
+                        dropped.extend(inner);
                         *id = 0;
                     }
                 }
@@ -176,6 +314,14 @@ impl Db {
             sqlx::query(APPLY_PROJECT_DELTA).bind(delta.tasks).bind(delta.finished).bind(delta.annotations)
                 .bind(delta.cancelled).bind(delta.predictions).bind(delta.with_annotations).bind(project_id)
                 .execute(&mut *tx).await?;
+            // Gaps are written after the project row is locked (above), as
+            // every writer of them does: one lock order, no deadlock.
+            if let Some(r) = reservation {
+                crate::fill_task_gap!(tx, project_id, r.first_inner_id, r.first_inner_id + r.ids.len() as i64 - 1);
+            }
+            for inner in dropped {
+                crate::record_task_gap!(tx, project_id, inner);
+            }
             if outcome.annotation_count > 0 {
                 crate::queue_project_export!(tx, project_id);
             }
@@ -456,6 +602,62 @@ macro_rules! record_task_gap {
                 .bind(last)
                 .execute(&mut *$tx)
                 .await?;
+        }
+    }};
+}
+
+/// Takes inner ids `$first..=$last` of project `$project` out of
+/// `task_gaps` (a reservation whose tasks are being written,
+/// [`Db::reserve_import`]): the range holding them is removed and what is
+/// left of it on either side written back. Runs in the caller's write
+/// transaction `$tx`, after the project row is locked.
+///
+/// A deletion next to the reservation may have merged its range into a
+/// larger one meanwhile; at READ COMMITTED a statement that waited on a
+/// row another transaction replaced does not see the replacement, so the
+/// search runs once more with a new snapshot. Not found even then (nothing
+/// in Labelport removes a reservation's range otherwise), the gaps no
+/// longer add up and task pages use OFFSET (`Db::task_page` checks the
+/// sum): slower, never wrong.
+#[macro_export]
+macro_rules! fill_task_gap {
+    ($tx:ident, $project:expr, $first:expr, $last:expr) => {{
+        let (project, first, last): (i64, i64, i64) = ($project, $first, $last);
+        let mut found = false;
+        for _ in 0..2 {
+            let range: Option<(i64, i64)> = sqlx::query_as(
+                "DELETE FROM task_gaps WHERE project_id = $1 AND first_inner_id <= $2 AND last_inner_id >= $3
+                 RETURNING first_inner_id, last_inner_id",
+            )
+            .bind(project)
+            .bind(first)
+            .bind(last)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some((low, high)) = range {
+                for (a, b) in [(low, first - 1), (last + 1, high)] {
+                    if a <= b {
+                        sqlx::query(
+                            "INSERT INTO task_gaps (project_id, first_inner_id, last_inner_id) VALUES ($1, $2, $3)",
+                        )
+                        .bind(project)
+                        .bind(a)
+                        .bind(b)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                }
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            tracing::warn!(
+                project,
+                first,
+                last,
+                "an import's reserved inner ids were not in task_gaps; task pages of this project use OFFSET"
+            );
         }
     }};
 }

@@ -13,7 +13,7 @@
 //! idempotent (links are unique per storage, key and row), so a sync that
 //! is killed and run again ends with exactly the right tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,8 +126,9 @@ pub struct ImportEngine<'a, S: ObjectStore> {
     last_publish: Instant,
     /// What `/metrics` has been told of this sync so far.
     metered: (u64, u64),
-    /// The batch being written: (tasks created, tasks in the batch).
-    in_flight: Option<tokio::task::JoinHandle<Result<(usize, usize), DbError>>>,
+    /// The batches being written, oldest first, each answering (tasks
+    /// created, tasks in the batch); at most `Db::import_writers` of them.
+    in_flight: VecDeque<tokio::task::JoinHandle<Result<(usize, usize), DbError>>>,
 }
 
 /// Prometheus counter: objects handled by syncs, by `direction` (`import`,
@@ -141,7 +142,7 @@ impl<S: ObjectStore> Drop for ImportEngine<'_, S> {
     /// and a batch still being written is cancelled (its transaction rolls
     /// back), so nothing is written after the sync gave up its job.
     fn drop(&mut self) {
-        if let Some(writing) = self.in_flight.take() {
+        for writing in self.in_flight.drain(..) {
             writing.abort();
         }
         self.meter();
@@ -169,7 +170,7 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             },
             last_publish: Instant::now(),
             metered: (0, 0),
-            in_flight: None,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -529,12 +530,16 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
         Ok(())
     }
 
-    /// Starts writing the pending batch in its own task, after the batch
-    /// before it is written, and returns: the next rows are read and built
-    /// while the database writes these (issue 18, item 1). One batch at a
-    /// time is in flight, so inner ids keep the file's order.
+    /// Starts writing the pending batch in its own task and returns: the
+    /// next rows are read and built while the database writes these
+    /// (issue 18, item 1). On SQLite one batch is in flight at a time (one
+    /// writer); on PostgreSQL two, each on its own connection, their ids
+    /// reserved here first, in order (`Db::reserve_import`, issue 18,
+    /// item 4). Either way inner ids keep the file's order.
     async fn start_flush(&mut self) -> Result<(), SyncError> {
-        self.settle().await?;
+        while self.in_flight.len() >= self.db.import_writers() {
+            self.settle_oldest().await?;
+        }
         if self.pending.tasks.is_empty() {
             return Ok(());
         }
@@ -547,18 +552,37 @@ impl<'a, S: ObjectStore> ImportEngine<'a, S> {
             self.settings.user_id,
             self.settings.storage_id,
         );
-        self.in_flight = Some(tokio::spawn(async move {
-            let outcome = db
-                .import_linked_tasks(project, maximum, &tasks, user, Some((storage, &links)))
-                .await?;
+        let reservation = self.db.reserve_import(project, tasks.len()).await?;
+        self.in_flight.push_back(tokio::spawn(async move {
+            let outcome = match reservation {
+                Some(reserved) => {
+                    db.import_reserved_tasks(&reserved, maximum, &tasks, user, Some((storage, &links)))
+                        .await?
+                }
+                None => {
+                    db.import_linked_tasks(project, maximum, &tasks, user, Some((storage, &links)))
+                        .await?
+                }
+            };
             Ok((outcome.created, tasks.len()))
         }));
         Ok(())
     }
 
-    /// Waits for the batch in flight, if any, and counts it.
+    /// Waits for every batch in flight and counts them.
     async fn settle(&mut self) -> Result<(), SyncError> {
-        let Some(writing) = self.in_flight.take() else {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight, if any, and counts it. A
+    /// failed batch fails the sync (the engine then drops, cancelling the
+    /// others); rows of a batch that did commit keep their links, and the
+    /// next sync reads the file on from the rows without one.
+    async fn settle_oldest(&mut self) -> Result<(), SyncError> {
+        let Some(writing) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let (created, total) = match writing.await {

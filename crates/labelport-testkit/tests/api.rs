@@ -691,3 +691,151 @@ async fn bulk_imports_number_tasks_in_order_and_drop_rows_linked_first() {
         app.stop().await;
     }
 }
+
+/// Import batches whose ids were reserved ahead (`Db::reserve_import`,
+/// PostgreSQL; issue 18, item 4) may be written in any order and side by
+/// side: tasks keep the reserved order, a reservation not yet written is a
+/// gap so pages stay exact, a deletion next to it merges into it and
+/// survives the write, and a batch that fails leaves its ids as a gap.
+/// SQLite reserves nothing (one writer).
+#[tokio::test]
+async fn import_batches_reserved_ahead_write_in_any_order_and_keep_pages_exact() {
+    use labelport_db::tasks::LinkSpec;
+    use labelport_db::DbError;
+    use labelport_domain::import::NewTask;
+    use labelport_domain::storage::{Direction, StorageKind, StorageSettings};
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let db = app.db().clone();
+        let p = project(&app, IMAGE_CONFIG).await;
+        let mut settings = StorageSettings::defaults(Direction::Import);
+        settings.bucket = "media".into();
+        let storage = db.create_storage(p, StorageKind::Gcs, &settings).await.unwrap().id;
+        let (_, me) = app.get("/api/current-user/whoami").await;
+        let user = me["id"].as_i64().expect("the user's id");
+        let rows = |range: std::ops::Range<usize>| -> (Vec<NewTask>, Vec<LinkSpec>) {
+            let tasks = range
+                .clone()
+                .map(|i| NewTask {
+                    data: json!({"image": format!("{i}.jpg")}),
+                    meta: json!({}),
+                    allow_skip: true,
+                    annotations: vec![],
+                    predictions: vec![],
+                })
+                .collect();
+            let links = range
+                .map(|i| LinkSpec {
+                    key: "tasks.jsonl".into(),
+                    row_index: i as i64,
+                    generation: 0,
+                    etag: String::new(),
+                })
+                .collect();
+            (tasks, links)
+        };
+        if db.backend_name() == "sqlite" {
+            assert_eq!(db.import_writers(), 1);
+            assert!(db.reserve_import(p, 10).await.unwrap().is_none());
+            app.stop().await;
+            continue;
+        }
+        assert_eq!(db.import_writers(), 2);
+        let (t, l) = rows(0..100);
+        let plain = db
+            .import_linked_tasks(p, 1, &t, user, Some((storage, &l)))
+            .await
+            .unwrap();
+        let a = db.reserve_import(p, 50).await.unwrap().expect("a reservation");
+        let b = db.reserve_import(p, 50).await.unwrap().expect("a reservation");
+        // Neither written: their inner ids are gaps, pages and count exact.
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(101, 150), (151, 200)]);
+        let tail = db.task_page(p, 95, 10).await.unwrap();
+        assert_eq!(tail.iter().map(|t| t.id).collect::<Vec<_>>(), plain.task_ids[95..]);
+        // The later batch first.
+        let (t, l) = rows(150..200);
+        let written_b = db
+            .import_reserved_tasks(&b, 1, &t, user, Some((storage, &l)))
+            .await
+            .unwrap();
+        assert_eq!(written_b.created, 50);
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(101, 150)]);
+        let page = db.task_page(p, 100, 3).await.unwrap();
+        assert_eq!(page[0].id, written_b.task_ids[0]);
+        assert_eq!(page[0].inner_id, 151);
+        // Deleting the task just before the earlier reservation merges its
+        // inner id into the reservation's range…
+        let (s, _) = app.delete(&format!("/api/tasks/{}", plain.task_ids[99])).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(100, 150)]);
+        // …and writing the batch takes out its range only.
+        let (t, l) = rows(100..150);
+        let written_a = db
+            .import_reserved_tasks(&a, 1, &t, user, Some((storage, &l)))
+            .await
+            .unwrap();
+        assert_eq!(written_a.created, 50);
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(100, 100)]);
+        // Ids follow the reserved order, not the order of writing.
+        let expected: Vec<i64> = plain.task_ids[..99]
+            .iter()
+            .chain(&written_a.task_ids)
+            .chain(&written_b.task_ids)
+            .copied()
+            .collect();
+        assert!(expected.windows(2).all(|w| w[0] < w[1]), "ids in reserved order");
+        let by_offset = db.clone().with_seek_max_gaps(0);
+        let ids = |rows: &[labelport_db::TaskRow]| rows.iter().map(|t| t.id).collect::<Vec<_>>();
+        for offset in [0, 97, 98, 99, 100, 147, 148, 149, 190, 198] {
+            let seek = db.task_page(p, offset, 4).await.unwrap();
+            assert_eq!(
+                ids(&seek),
+                ids(&by_offset.task_page(p, offset, 4).await.unwrap()),
+                "offset {offset}"
+            );
+            let end = (offset as usize + 4).min(expected.len());
+            assert_eq!(ids(&seek), expected[offset as usize..end], "offset {offset}");
+        }
+        let (_, r) = app.get(&format!("/api/tasks?project={p}&page=1&page_size=1")).await;
+        assert_eq!(r["total"], 199, "{r}");
+        // Two batches written at once, each on its own connection.
+        let c = db.reserve_import(p, 30).await.unwrap().unwrap();
+        let d = db.reserve_import(p, 30).await.unwrap().unwrap();
+        let ((tc, lc), (td, ld)) = (rows(200..230), rows(230..260));
+        let (written_c, written_d) = tokio::join!(
+            db.import_reserved_tasks(&c, 1, &tc, user, Some((storage, &lc))),
+            db.import_reserved_tasks(&d, 1, &td, user, Some((storage, &ld))),
+        );
+        let (written_c, written_d) = (written_c.unwrap(), written_d.unwrap());
+        assert!(written_c.task_ids.last() < written_d.task_ids.first());
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(100, 100)]);
+        // A batch that fails (its links name a storage that does not exist)
+        // writes nothing and leaves its inner ids as a gap: pages exact.
+        let e = db.reserve_import(p, 10).await.unwrap().unwrap();
+        let (t, l) = rows(260..270);
+        assert!(db
+            .import_reserved_tasks(&e, 1, &t, user, Some((storage + 999, &l)))
+            .await
+            .is_err());
+        assert_eq!(db.task_gaps(p, 10).await.unwrap(), [(100, 100), (261, 270)]);
+        let (t, l) = rows(270..272);
+        let after = db
+            .import_linked_tasks(p, 1, &t, user, Some((storage, &l)))
+            .await
+            .unwrap();
+        let last = db.task_page(p, 259, 5).await.unwrap();
+        assert_eq!(ids(&last), after.task_ids);
+        assert_eq!(ids(&last), ids(&by_offset.task_page(p, 259, 5).await.unwrap()));
+        let (_, r) = app.get(&format!("/api/tasks?project={p}&page=1&page_size=1")).await;
+        assert_eq!(r["total"], 261, "{r}");
+        // A batch of another size than reserved, and an unknown project.
+        let f = db.reserve_import(p, 5).await.unwrap().unwrap();
+        let (t, l) = rows(272..276);
+        assert!(matches!(
+            db.import_reserved_tasks(&f, 1, &t, user, Some((storage, &l))).await,
+            Err(DbError::Invalid(_))
+        ));
+        assert!(matches!(db.reserve_import(p + 999, 5).await, Err(DbError::NotFound)));
+        app.stop().await;
+    }
+}
