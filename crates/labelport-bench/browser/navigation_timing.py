@@ -4,7 +4,8 @@ Signs in once, then opens each path `repeats` times (after one warm-up
 load) and prints one JSON line per path with the Navigation Timing figures
 of every load, in milliseconds from the start of the navigation:
 `response_end` (the HTML has arrived), `dom_content_loaded`, `load` (the
-page and its sub-resources are done). Usage:
+page and its sub-resources are done). A USERNAME of `-` skips the sign-in
+(the bench's plain relay serves the same pages with no sign-in). Usage:
 
     python navigation_timing.py BASE_URL USERNAME PASSWORD REPEATS CHROMIUM PATH...
 """
@@ -23,11 +24,12 @@ def main() -> None:
             executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
         )
         page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
-        page.goto(base + "/user/login")
-        page.fill("#login-email", username)
-        page.fill("#login-password", password)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_url("**/projects")
+        if username != "-":
+            page.goto(base + "/user/login")
+            page.fill("#login-email", username)
+            page.fill("#login-password", password)
+            page.click("#login-form button[type=submit]")
+            page.wait_for_url("**/projects")
         for path in paths:
             loads = []
             for i in range(repeats + 1):

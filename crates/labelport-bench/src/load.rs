@@ -8,7 +8,14 @@
 //! locked" errors seen, and checks afterwards that every write answered
 //! 201 is there and that no write was refused (no 5xx, no "database is
 //! locked", no other refusal) while the sync ran.
+//!
+//! Each figure alone has its ceiling measured in the same run: the sync
+//! beside the raw insert ceiling of as many files-mode task and link rows
+//! (a fresh database, plain multi-row INSERTs), the clients beside the same
+//! client loop against a plain relay that answers each request with the
+//! 201 Labelport gave it (same body size), same clients, same duration.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +23,10 @@ use std::time::{Duration, Instant};
 use labelport_api::AppState;
 use serde_json::{json, Value};
 
+use crate::relay::{Fixed, Relay};
 use crate::setup;
 use crate::stats::pct;
-use crate::sync::{run_engine, setup as sync_setup, GeneratedBucket};
+use crate::sync::{files_mode_row, fresh_raw_insert_rate, run_engine, setup as sync_setup, GeneratedBucket};
 
 #[derive(clap::Args)]
 pub struct BenchLoadArgs {
@@ -99,25 +107,55 @@ struct Target {
     tasks: Vec<i64>,
 }
 
+/// Request `n` of client `i`: path and JSON body. Even clients import
+/// `batch` tasks, odd ones save an annotation.
+fn request(target: &Target, i: usize, n: usize, batch: usize) -> (String, Value) {
+    if i.is_multiple_of(2) {
+        let tasks: Vec<Value> = (0..batch).map(|k| json!({"text": format!("c{i} r{n} k{k}")})).collect();
+        (format!("/api/projects/{}/import", target.project), json!(tasks))
+    } else {
+        let task = target.tasks[(n * 7 + i) % target.tasks.len()];
+        (
+            format!("/api/tasks/{task}/annotations/"),
+            json!({"result": [{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]}),
+        )
+    }
+}
+
+/// The plain relay for the clients: every path they write to answered
+/// with the 201 and body Labelport gave one request of that kind (one
+/// import, one annotation save, made here), from memory.
+async fn relay_for(target: &Target, batch: usize) -> anyhow::Result<Relay> {
+    let mut answers = HashMap::new();
+    for i in 0..2 {
+        let (path, body) = request(target, i, 0, batch);
+        let response = target
+            .http
+            .post(format!("{}{path}", target.base))
+            .header("Authorization", &target.auth)
+            .json(&body)
+            .send()
+            .await?;
+        let fixed = Fixed::from_response(response.error_for_status()?).await?;
+        if i == 0 {
+            answers.insert(path, fixed);
+        } else {
+            for task in &target.tasks {
+                answers.insert(format!("/api/tasks/{task}/annotations/"), fixed.clone());
+            }
+        }
+    }
+    Relay::start(answers).await
+}
+
 /// One client's loop until `stop`: client `i` imports when even, saves
 /// annotations when odd.
 async fn client(target: Arc<Target>, i: usize, batch: usize, stop: Arc<AtomicBool>) -> Writes {
     let mut w = Writes::default();
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let (url, body) = if i.is_multiple_of(2) {
-            let tasks: Vec<Value> = (0..batch).map(|k| json!({"text": format!("c{i} r{n} k{k}")})).collect();
-            (
-                format!("{}/api/projects/{}/import", target.base, target.project),
-                json!(tasks),
-            )
-        } else {
-            let task = target.tasks[(n * 7 + i) % target.tasks.len()];
-            (
-                format!("{}/api/tasks/{task}/annotations/", target.base),
-                json!({"result": [{"from_name": "c", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]}),
-            )
-        };
+        let (path, body) = request(&target, i, n, batch);
+        let url = format!("{}{path}", target.base);
         let started = Instant::now();
         let answer = target
             .http
@@ -242,22 +280,51 @@ pub async fn run(args: BenchLoadArgs) -> anyhow::Result<()> {
         args.objects, args.clients, args.batch
     );
 
-    // The sync alone.
+    // The sync alone, after its ceiling: as many files-mode task and link
+    // rows written by plain INSERTs into a fresh database.
+    let ceiling = fresh_raw_insert_rate(
+        args.database_url.as_deref(),
+        "load_ceiling",
+        args.objects,
+        &files_mode_row,
+        true,
+    )
+    .await?;
     let bucket = GeneratedBucket { count: args.objects };
     let (report, alone) = run_engine(&db, &bucket, &alone_settings).await?;
     println!(
-        "sync alone: {} tasks in {alone:.2} s = {:.0} tasks/s",
+        "sync alone: {} tasks in {alone:.2} s = {:.0} tasks/s = {:.2} × the raw insert ceiling",
         report.tasks_created,
-        report.tasks_created as f64 / alone
+        report.tasks_created as f64 / alone,
+        report.tasks_created as f64 / alone / ceiling
     );
 
     // The clients alone, as long as the sync took (at least 3 s).
+    let duration = Duration::from_secs_f64(alone.max(3.0));
     let stop = Arc::new(AtomicBool::new(false));
     let handles = clients_for(&target, args.clients, args.batch, &stop).await;
-    tokio::time::sleep(Duration::from_secs_f64(alone.max(3.0))).await;
+    tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let mut by_themselves = collect(handles).await?;
     by_themselves.print("clients alone");
+
+    // Their ceiling: the same clients for as long against a plain relay.
+    let relay = relay_for(&target, args.batch).await?;
+    let relayed = Arc::new(Target {
+        http: target.http.clone(),
+        base: relay.base.clone(),
+        auth: target.auth.clone(),
+        project: target.project,
+        tasks: target.tasks.clone(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = clients_for(&relayed, args.clients, args.batch, &stop).await;
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut relay_writes = collect(handles).await?;
+    relay.stop().await?;
+    println!("plain relay: the same clients for as long, each answered the 201 and body Labelport gave, from memory");
+    relay_writes.print("plain relay");
 
     // Both at once.
     let before = counts(&target).await?;

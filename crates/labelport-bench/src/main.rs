@@ -13,6 +13,7 @@ mod export;
 mod live;
 mod load;
 mod media;
+mod relay;
 mod scale;
 mod setup;
 mod stats;

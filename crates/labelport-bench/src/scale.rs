@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use labelport_db::Db;
 
-use crate::sync::{raw_insert_rate, run_engine, setup, GeneratedBucket};
+use crate::setup::FreshDb;
+use crate::sync::{files_mode_row, fresh_raw_insert_rate, run_engine, setup, GeneratedBucket};
 
 #[derive(clap::Args)]
 pub struct BenchScaleArgs {
@@ -69,22 +69,10 @@ pub async fn run(args: BenchScaleArgs) -> anyhow::Result<()> {
         for &size in &args.sizes {
             println!("== {backend}, {size} objects");
             // Each database is dropped whatever the measurement answered.
-            let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("ceiling_{size}")).await?;
-            let measured = async {
-                let settings = setup(&fresh.db, "bench", true).await?;
-                let shape = |i: usize| {
-                    (
-                        format!("{{\"image\": \"gs://bench/img/{i:07}.jpg\"}}"),
-                        format!("img/{i:07}.jpg"),
-                        -1,
-                    )
-                };
-                raw_insert_rate(&fresh.db, &settings, size, &shape).await
-            }
-            .await;
-            fresh.close().await?;
-            let ceiling = measured?;
-            let fresh = FreshDb::open(backend, args.postgres_url.as_deref(), &format!("sync_{size}")).await?;
+            let postgres_url = args.postgres_url.as_deref().filter(|_| backend == "postgres");
+            let what = format!("scale_ceiling_{size}");
+            let ceiling = fresh_raw_insert_rate(postgres_url, &what, size, &files_mode_row, true).await?;
+            let fresh = FreshDb::open(postgres_url, &format!("scale_sync_{size}")).await?;
             let measured = async {
                 let settings = setup(&fresh.db, "bench", true).await?;
                 let (report, secs) = run_engine(&fresh.db, &GeneratedBucket { count: size }, &settings).await?;
@@ -126,59 +114,6 @@ pub async fn run(args: BenchScaleArgs) -> anyhow::Result<()> {
     }
     draw(&points, &args.plot, font)?;
     println!("plot: {} (font {})", args.plot.display(), font_path.display());
-    Ok(())
-}
-
-/// A migrated, empty database for one measurement: a SQLite file in a
-/// temporary directory, or a PostgreSQL database created on the server of
-/// `postgres_url` and dropped by [`FreshDb::close`].
-struct FreshDb {
-    db: Db,
-    _dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
-}
-
-impl FreshDb {
-    async fn open(backend: &str, postgres_url: Option<&str>, what: &str) -> anyhow::Result<FreshDb> {
-        let dir = tempfile::tempdir()?;
-        if backend == "sqlite" {
-            let db = crate::setup::open_db(None, dir.path()).await?;
-            return Ok(FreshDb {
-                db,
-                _dir: dir,
-                postgres: None,
-            });
-        }
-        let admin_url = postgres_url.context("a PostgreSQL URL")?;
-        let name = format!("labelport_bench_scale_{what}_{}", std::process::id());
-        admin_exec(admin_url, &format!("CREATE DATABASE {name}")).await?;
-        let mut url = reqwest::Url::parse(admin_url).context("the PostgreSQL URL")?;
-        url.set_path(&format!("/{name}"));
-        let db = crate::setup::open_db(Some(url.as_str()), dir.path()).await?;
-        Ok(FreshDb {
-            db,
-            _dir: dir,
-            postgres: Some((admin_url.to_owned(), name)),
-        })
-    }
-
-    async fn close(self) -> anyhow::Result<()> {
-        self.db.close().await;
-        if let Some((admin_url, name)) = self.postgres {
-            admin_exec(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-        }
-        Ok(())
-    }
-}
-
-async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
-    let admin = Db::connect(admin_url)
-        .await
-        .context("connecting to the PostgreSQL server")?;
-    if let labelport_db::Pool::Postgres(p) = &admin.pool {
-        sqlx::query(sql).execute(p).await.with_context(|| sql.to_owned())?;
-    }
-    admin.close().await;
     Ok(())
 }
 

@@ -101,3 +101,57 @@ impl Client {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
+
+/// A migrated, empty database for one measurement: a SQLite file in a
+/// temporary directory when `postgres_url` is `None`, else a PostgreSQL
+/// database created on that server (whose user may create databases) and
+/// dropped by [`FreshDb::close`].
+pub struct FreshDb {
+    pub db: Db,
+    _dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl FreshDb {
+    /// `what` names the PostgreSQL database (`labelport_bench_<what>_<pid>`).
+    pub async fn open(postgres_url: Option<&str>, what: &str) -> anyhow::Result<FreshDb> {
+        let dir = tempfile::tempdir()?;
+        let Some(admin_url) = postgres_url else {
+            let db = open_db(None, dir.path()).await?;
+            return Ok(FreshDb {
+                db,
+                _dir: dir,
+                postgres: None,
+            });
+        };
+        let name = format!("labelport_bench_{what}_{}", std::process::id());
+        admin_exec(admin_url, &format!("CREATE DATABASE {name}")).await?;
+        let mut url = reqwest::Url::parse(admin_url).context("the PostgreSQL URL")?;
+        url.set_path(&format!("/{name}"));
+        let db = open_db(Some(url.as_str()), dir.path()).await?;
+        Ok(FreshDb {
+            db,
+            _dir: dir,
+            postgres: Some((admin_url.to_owned(), name)),
+        })
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.db.close().await;
+        if let Some((admin_url, name)) = self.postgres {
+            admin_exec(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let admin = Db::connect(admin_url)
+        .await
+        .context("connecting to the PostgreSQL server")?;
+    if let labelport_db::Pool::Postgres(p) = &admin.pool {
+        sqlx::query(sql).execute(p).await.with_context(|| sql.to_owned())?;
+    }
+    admin.close().await;
+    Ok(())
+}

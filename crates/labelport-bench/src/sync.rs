@@ -24,6 +24,7 @@ use labelport_storage::{ByteStream, ListPage, ObjectMeta, ObjectStore, StorageEr
 use labelport_sync::import::{DeletionPolicy, ImportEngine, ImportSettings, SyncReport};
 use labelport_testkit::FakeGcs;
 
+use crate::setup::FreshDb;
 use crate::stats::peak_rss_mb;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -369,23 +370,59 @@ async fn raw_insert_ceiling(
             i as i64,
         )
     };
-    let rate = raw_insert_rate(&db, &settings, count, &shape).await?;
+    let rate = raw_insert_rate(&db, &settings, count, &shape, true).await?;
     db.close().await;
     Ok(rate)
 }
 
-/// Writes `count` task rows, each with its storage link, shaped by
-/// `shape`, into `settings`' project and storage through plain multi-row
-/// INSERTs of 1,000 rows, 2,000 rows per transaction (the engine's sizes).
-/// Nothing is parsed, checked or read back: on SQLite the tasks' ids are
-/// the consecutive ids up to `last_insert_rowid()`; on PostgreSQL they
-/// come by `RETURNING`. Returns tasks (each with its link row) per second
-/// and prints it.
+/// The task data, object key and row index of object `i` of a
+/// [`GeneratedBucket`] synced in files mode: the rows of a raw insert
+/// ceiling for a files-mode sync (`scale`, `load`).
+pub(crate) fn files_mode_row(i: usize) -> (String, String, i64) {
+    (
+        format!("{{\"image\": \"gs://bench/img/{i:07}.jpg\"}}"),
+        format!("img/{i:07}.jpg"),
+        -1,
+    )
+}
+
+/// [`raw_insert_rate`] in a database of its own ([`FreshDb`], dropped
+/// afterwards): a new SQLite file, or a new database on the PostgreSQL
+/// server of `postgres_url`. Nothing else is in that database, so the
+/// figure is what the backend itself can write, the ceiling of any import
+/// of the same rows on this machine. `what` names the database.
+pub(crate) async fn fresh_raw_insert_rate(
+    postgres_url: Option<&str>,
+    what: &str,
+    count: usize,
+    shape: RowShape<'_>,
+    with_links: bool,
+) -> anyhow::Result<f64> {
+    let fresh = FreshDb::open(postgres_url, what).await?;
+    // The database is dropped whatever the measurement answered.
+    let measured = async {
+        let settings = setup(&fresh.db, "bench", true).await?;
+        raw_insert_rate(&fresh.db, &settings, count, shape, with_links).await
+    }
+    .await;
+    fresh.close().await?;
+    measured
+}
+
+/// Writes `count` task rows shaped by `shape`, each with its storage link
+/// when `with_links` (a sync writes both; an import through the API only
+/// the tasks), into `settings`' project and storage through plain
+/// multi-row INSERTs of 1,000 rows, 2,000 rows per transaction (the
+/// engine's sizes). Nothing is parsed, checked or read back: on SQLite the
+/// tasks' ids are the consecutive ids up to `last_insert_rowid()`; on
+/// PostgreSQL they come by `RETURNING` (only when links need them).
+/// Returns tasks per second and prints it.
 pub(crate) async fn raw_insert_rate(
     db: &Db,
     settings: &ImportSettings,
     count: usize,
     shape: RowShape<'_>,
+    with_links: bool,
 ) -> anyhow::Result<f64> {
     let now = labelport_db::now();
     let task_sql = |n: usize| {
@@ -449,12 +486,14 @@ pub(crate) async fn raw_insert_rate(
                         q = bind_task!(q, first_row + j, data);
                     }
                     let last = q.execute(&mut *tx).await?.last_insert_rowid();
-                    let sql = link_sql(n);
-                    let mut q = sqlx::query(&sql);
-                    for (j, (_, key, index)) in rows.iter().enumerate() {
-                        q = bind_link!(q, last - n as i64 + 1 + j as i64, key, index);
+                    if with_links {
+                        let sql = link_sql(n);
+                        let mut q = sqlx::query(&sql);
+                        for (j, (_, key, index)) in rows.iter().enumerate() {
+                            q = bind_link!(q, last - n as i64 + 1 + j as i64, key, index);
+                        }
+                        q.execute(&mut *tx).await?;
                     }
-                    q.execute(&mut *tx).await?;
                     done += n;
                 }
                 tx.commit().await?;
@@ -465,18 +504,24 @@ pub(crate) async fn raw_insert_rate(
                     let n = (tx_rows - done).min(1000);
                     let first_row = row + done;
                     let rows: Vec<_> = (first_row..first_row + n).map(shape).collect();
-                    let sql = format!("{} RETURNING id", task_sql(n));
+                    let sql = if with_links {
+                        format!("{} RETURNING id", task_sql(n))
+                    } else {
+                        task_sql(n)
+                    };
                     let mut q = sqlx::query_scalar::<_, i64>(&sql);
                     for (j, (data, _, _)) in rows.iter().enumerate() {
                         q = bind_task!(q, first_row + j, data);
                     }
                     let ids = q.fetch_all(&mut *tx).await?;
-                    let sql = link_sql(n);
-                    let mut q = sqlx::query(&sql);
-                    for (id, (_, key, index)) in ids.iter().zip(&rows) {
-                        q = bind_link!(q, *id, key, index);
+                    if with_links {
+                        let sql = link_sql(n);
+                        let mut q = sqlx::query(&sql);
+                        for (id, (_, key, index)) in ids.iter().zip(&rows) {
+                            q = bind_link!(q, *id, key, index);
+                        }
+                        q.execute(&mut *tx).await?;
                     }
-                    q.execute(&mut *tx).await?;
                     done += n;
                 }
                 tx.commit().await?;
@@ -487,8 +532,13 @@ pub(crate) async fn raw_insert_rate(
     let secs = started.elapsed().as_secs_f64();
     let rate = count as f64 / secs;
     println!(
-        "raw insert ceiling ({}): {count} tasks, each with its link row, in {secs:.3} s = {rate:.0} tasks/s",
-        db.backend_name()
+        "raw insert ceiling ({}): {count} tasks{} in {secs:.3} s = {rate:.0} tasks/s",
+        db.backend_name(),
+        if with_links {
+            ", each with its link row,"
+        } else {
+            " (no link rows)"
+        }
     );
     Ok(rate)
 }
